@@ -1,0 +1,1 @@
+"""Deployment helpers: the demo entry, work-pool templates and `serve` (later issues)."""

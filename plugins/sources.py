@@ -1,0 +1,81 @@
+"""Built-in sources: ``rss`` (RSS/Atom and YouTube channel feeds) and ``folder`` (local video files)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stageflow.errors import BadInput
+from stageflow.hookspecs import hookimpl
+from stageflow.stages import MediaItem
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
+
+
+class RssSourceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    feeds: list[str] = Field(min_length=1, description="feed URLs or file paths")
+    max_age_days: float | None = 7.0
+    skip_shorts: bool = True
+    keywords: list[str] = Field(default_factory=list)
+    timeout_s: float = 20.0
+
+
+class RssSource:
+    def __init__(self, config: RssSourceConfig):
+        self.config = config
+
+    def discover(self) -> list[MediaItem]:
+        from stageflow.video.feeds import FeedFilter, filter_items, parse_feed, read_feed_bytes
+
+        rule = FeedFilter(self.config.max_age_days, self.config.skip_shorts, tuple(self.config.keywords))
+        items: list[MediaItem] = []
+        for feed in self.config.feeds:
+            items.extend(filter_items(parse_feed(read_feed_bytes(feed, self.config.timeout_s), "rss"), rule))
+        return items
+
+
+class FolderSourceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    recursive: bool = True
+
+
+class FolderSource:
+    """Local video files; the item id is the content sha256, so a renamed file is not processed twice."""
+
+    def __init__(self, config: FolderSourceConfig):
+        self.root = Path(config.path).expanduser()
+        self.recursive = config.recursive
+
+    def discover(self) -> list[MediaItem]:
+        if not self.root.is_dir():
+            raise BadInput(f"folder source {self.root}: not a directory: set [discover.options] path")
+        pattern = "**/*" if self.recursive else "*"
+        items = []
+        for path in sorted(self.root.glob(pattern)):
+            if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+                digest = hashlib.sha256()
+                with path.open("rb") as fh:
+                    for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+                items.append(
+                    MediaItem(
+                        source="folder",
+                        item_id=digest.hexdigest(),
+                        title=path.stem,
+                        url=path.resolve().as_uri(),
+                        extra={"path": str(path), "bytes": path.stat().st_size},
+                    )
+                )
+        return items
+
+
+@hookimpl
+def register_sources(register):
+    register("rss", RssSource, config=RssSourceConfig, requires=("feedparser",),
+             description="RSS/Atom and YouTube channel feeds (age, Shorts, keyword filters)")
+    register("folder", FolderSource, config=FolderSourceConfig,
+             description="Local mp4/mov/mkv/webm files, deduplicated by content sha256")

@@ -1,0 +1,236 @@
+"""The ``stageflow`` command line (Typer). The top floor: it may import flows, but only inside the
+command that needs them, so ``stageflow --help`` and quick commands never pay Prefect's import or
+its embedded server (see docs/architecture.md).
+
+Errors: a StageflowError prints one line on stderr and exits with its code (2 bad input, 3 refused,
+1 failed); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stageflow import __version__
+from stageflow.errors import StageflowError
+
+app = typer.Typer(
+    name="stageflow",
+    help="Prefect flows made of plugin-swappable stages: deploy-sync, selective build, video analysis.\n\n"
+    "Quick start: `stageflow demo` runs the discovery flow on bundled samples in Prefect's embedded mode.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(help="The stageflow store (SQLite in $STAGEFLOW_HOME): migrate, back up, restore.",
+                     no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Project file (default: ./stageflow.toml if present).",
+                 dir_okay=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stageflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """stageflow command line."""
+
+
+def _emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+# ----------------------------------------------------------------------------------------- plugins
+@app.command("plugins")
+def plugins_cmd(as_json: JsonOpt = False) -> None:
+    """List every stage kind's backends: name, distribution, version, and missing optional deps."""
+    from stageflow import PLUGIN_API_VERSION
+    from stageflow.plugin_manager import get_plugin_manager
+
+    manager = get_plugin_manager()
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for kind, registry in manager.registries.items():
+        kinds[kind] = [
+            {
+                "name": s.name,
+                "distribution": s.distribution,
+                "version": s.version,
+                "available": not (missing := s.missing()),
+                "missing": missing,
+                "extra": s.extra,
+                "description": s.description,
+            }
+            for s in registry.specs()
+        ]
+    doc = {
+        "plugin_api": PLUGIN_API_VERSION,
+        "plugins": [p.__dict__ for p in manager.loaded],
+        "kinds": kinds,
+        "errors": [p.__dict__ for p in manager.problems],
+    }
+    if as_json:
+        _emit_json(doc)
+        return
+    for kind, rows in kinds.items():
+        typer.echo(f"{kind}:")
+        if not rows:
+            typer.echo("  (none installed)")
+        for r in rows:
+            state = "ok" if r["available"] else (
+                f"missing extra '{r['extra']}'" if r["extra"] else f"missing {', '.join(r['missing'])}")
+            typer.echo(f"  {r['name']:<16} {r['distribution']} {r['version']:<10} {state}")
+    for p in manager.problems:
+        typer.echo(f"skipped plugin: {p.error}", err=True)
+
+
+# ----------------------------------------------------------------------------------------- db
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Create the store or bring its schema up to date."""
+    from stageflow.store import open_store
+
+    store = open_store(migrate=False)
+    applied = store.migrate()
+    typer.echo(f"{store.path}: schema version {store.version()}"
+               + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)"))
+    store.close()
+
+
+@db_app.command("backup")
+def db_backup(dest: Annotated[Path, typer.Argument(help="Backup file, or a directory to put one in.")]) -> None:
+    """Online backup through SQLite's backup API, with a .sha256 file beside it."""
+    from stageflow.store import open_store
+
+    store = open_store()
+    checksum = store.backup(dest)
+    store.close()
+    typer.echo(f"backup written: {checksum.with_suffix('')} (checksum {checksum.name})")
+
+
+@db_app.command("restore")
+def db_restore(source: Annotated[Path, typer.Argument(help="A .db file written by `stageflow db backup`.")]) -> None:
+    """Restore a backup after verifying its sha256 file; a mismatch is refused (exit 3)."""
+    from stageflow.store import open_store
+
+    store = open_store()
+    store.restore(source)
+    typer.echo(f"restored {source} into {store.path} (schema version {store.version()})")
+    store.close()
+
+
+# ----------------------------------------------------------------------------------------- discover
+def _discover_params(config: Path | None, source_override: str | None) -> Any:
+    from stageflow import settings
+    from stageflow.config import load_config
+    from stageflow.video import discovery
+
+    cfg = load_config(config)
+    d = cfg.discover
+    options = dict(d.options)
+    if source_override:
+        options = {"feeds": [source_override]} if d.source == "rss" else {"path": source_override}
+    return cfg, d.source, options, discovery.resolve_sinks(d, settings.home())
+
+
+@app.command("discover")
+def discover_cmd(
+    source: Annotated[str | None, typer.Argument(help="Feed URL/path (rss) or folder, overriding config.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    prefect: Annotated[bool, typer.Option("--prefect", help="Run as a Prefect flow (recorded in the UI).")] = False,
+) -> None:
+    """Find new videos from the configured source, store them and notify (the \\[discover] table of stageflow.toml)."""
+    cfg, source_name, options, sinks = _discover_params(config, source)
+    if prefect:
+        from stageflow.flows.video import DiscoveryParams, video_discovery
+
+        result = video_discovery(DiscoveryParams(
+            source=source_name, options=options, sinks=sinks,
+            notifier=cfg.notify.backend, notifier_options=cfg.notify.options))
+    else:
+        result = _discover_direct(cfg, source_name, options, sinks)
+    if as_json:
+        _emit_json(result)
+    else:
+        typer.echo(f"found {result['found']}, new {result['new']}, written {result['written']}")
+
+
+def _discover_direct(cfg: Any, source_name: str, options: dict[str, Any], sinks: list[Any]) -> dict[str, Any]:
+    from stageflow import settings
+    from stageflow.plugin_manager import get_plugin_manager
+    from stageflow.store import open_store
+    from stageflow.video import discovery
+
+    plugins = get_plugin_manager()
+    notifier = plugins.build("notifiers", cfg.notify.backend, cfg.notify.options)  # fail before writing
+    records = discovery.discover(plugins, source_name, options)
+    store = open_store()
+    try:
+        new = discovery.select_new(store, records)
+        written = discovery.write_sinks(plugins, sinks, new) if new else {c.backend: 0 for c in sinks}
+        discovery.mark_seen(store, new)
+    finally:
+        store.close()
+    if new:
+        notifier.notify(discovery.summary_message(len(records), new))
+    return {"found": len(records), "new": len(new), "written": written, "home": str(settings.home())}
+
+
+# ----------------------------------------------------------------------------------------- demo
+@app.command("demo")
+def demo_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Run the main job once on bundled samples through Prefect's embedded server; print where results are."""
+    from stageflow.deployments.demo import run_demo
+
+    result = run_demo(config)
+    if as_json:
+        _emit_json(result)
+        return
+    typer.echo(f"video-discovery on bundled feed: found {result['found']}, new {result['new']}")
+    typer.echo(f"  results (SQLite store): {result['store']}")
+    typer.echo(f"  results (JSON lines):   {result['jsonl']}")
+    typer.echo(f"  Prefect runs:           {result['prefect_home']} "
+               "(see them with `prefect server start`, then http://127.0.0.1:4200/runs)")
+
+
+# ----------------------------------------------------------------------------------------- entry
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="stageflow")
+    except StageflowError as exc:
+        if debug:
+            raise
+        typer.echo(f"stageflow: error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("stageflow: interrupted", err=True)
+        raise SystemExit(130) from None
+    except Exception as exc:  # an unexpected bug: still one line unless --debug
+        if debug:
+            raise
+        typer.echo(f"stageflow: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The one exception hierarchy of stageflow, and its mapping to process exit codes.
+
+Every error a user can cause is a StageflowError whose message is one line that names the input and
+the fix. Messages must never contain secrets (tokens, keys, passwords).
+"""
+
+from __future__ import annotations
+
+
+class StageflowError(Exception):
+    """Base of every stageflow error. ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+
+class JobFailed(StageflowError):
+    """A job ran and failed (a build step, a hook, a transfer). Exit 1."""
+
+    exit_code = 1
+
+
+class BadInput(StageflowError):
+    """The user's input (arguments, config, files, environment) is wrong. Exit 2."""
+
+    exit_code = 2
+
+
+class ConfigError(BadInput):
+    """stageflow.toml is malformed or names an unknown key."""
+
+
+class SettingsError(BadInput):
+    """An environment setting (STAGEFLOW_HOME, ...) is unusable."""
+
+
+class PluginError(BadInput):
+    """A plugin cannot be loaded or used (unknown backend, duplicate name, bad hook)."""
+
+
+class UnknownBackendError(PluginError):
+    """A backend name that no loaded plugin registered."""
+
+
+class DuplicateBackendError(PluginError):
+    """Two plugins registered the same backend name for one kind."""
+
+
+class MissingDependencyError(PluginError):
+    """A backend's optional dependencies are not installed."""
+
+
+class Refused(StageflowError):
+    """A safety check refused the operation before anything was written. Exit 3."""
+
+    exit_code = 3
+
+
+class IntegrityError(Refused):
+    """Stored data failed a checksum or integrity check."""

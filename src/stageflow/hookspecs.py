@@ -1,0 +1,95 @@
+"""Hook specifications: one registration hook per stage kind.
+
+Each hook receives a ``register`` callable; a plugin calls it once per backend it provides::
+
+    @hookimpl
+    def register_notifiers(register):
+        register("example", ExampleNotifier, config=ExampleConfig, description="...")
+
+``register(name, factory, *, config=NoConfig, requires=(), extra=None, description="")``:
+``factory`` is called with a validated instance of ``config`` (a pydantic model) and returns an object
+that satisfies the kind's Protocol in :mod:`stageflow.stages`. ``requires`` lists importable module
+names the backend needs (checked without importing them); ``extra`` names the stageflow extra that
+installs them. Implementations may accept fewer arguments than a spec declares, so specs can grow
+without breaking plugins. Every hook here is documented in docs/plugins.md and has a test
+(both are enforced by tests/test_plugin_guards.py).
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT_NAME = "stageflow"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_sources(register):
+    """Register video sources (rss, folder, urls): objects with ``discover() -> list[MediaItem]``."""
+
+
+@hookspec
+def register_downloaders(register):
+    """Register media downloaders (e.g. a yt-dlp plugin): ``can_handle(url)`` and ``download(url, dest)``."""
+
+
+@hookspec
+def register_transcribers(register):
+    """Register speech-to-text backends (faster-whisper): ``transcribe(audio, language) -> Transcript``."""
+
+
+@hookspec
+def register_detectors(register):
+    """Register object detectors (ultralytics, onnx): ``detect(frames) -> list[Detection]``."""
+
+
+@hookspec
+def register_ocr_engines(register):
+    """Register OCR engines (rapidocr, tesseract): ``read(frames) -> list[OcrText]``."""
+
+
+@hookspec
+def register_analyzers(register):
+    """Register analyzers (rules, gemini): ``find_ranges(transcript)`` and ``candidate(range, evidence)``."""
+
+
+@hookspec
+def register_commerce(register):
+    """Register commerce APIs (coupang): ``search(keyword, limit)`` and ``deeplink(urls)``."""
+
+
+@hookspec
+def register_sinks(register):
+    """Register result sinks (sqlite, jsonl, gsheets): ``write(table, records) -> int``."""
+
+
+@hookspec
+def register_notifiers(register):
+    """Register notifiers (log, slack): ``notify(message: Message) -> None``."""
+
+
+@hookspec
+def register_transports(register):
+    """Register deploy transports (local, rsync): ``send(source, dest, changes) -> TransferStats``."""
+
+
+@hookspec
+def register_build_runners(register):
+    """Register workspace build runners (npm, pnpm, yarn): ``run(task: BuildTask) -> BuildOutcome``."""
+
+
+@hookspec
+def register_build_caches(register):
+    """Register build caches (local dir, http): ``fetch(key, dest)`` and ``store(key, root, outputs, log)``."""
+
+
+@hookspec
+def register_deploy_hooks(register):
+    """Register post-deploy hooks (pm2, health, shell): ``run(context: DeployContext) -> HookOutcome``."""
+
+
+@hookspec
+def register_checks(register):
+    """Register monitor probes (health URLs, role markers, disk): ``probe() -> CheckResult``."""

@@ -1,0 +1,77 @@
+"""Prefect glue shared by the flows: artifact helpers (table, markdown, progress) and cache-key
+helpers. Imported by flows only; core engines never import Prefect.
+
+Every helper is a no-op outside a Prefect run, so the same engine code runs from the CLI without
+starting Prefect's API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def in_prefect_run() -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def artifact_key(text: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "stageflow"
+
+
+def publish_table(key: str, rows: Sequence[Mapping[str, Any]], description: str = "") -> None:
+    if not in_prefect_run():
+        return
+    from prefect.artifacts import create_table_artifact
+
+    create_table_artifact(
+        key=artifact_key(key),
+        table=[{k: _cell(v) for k, v in r.items()} for r in rows],
+        description=description,
+    )
+
+
+def publish_markdown(key: str, markdown: str, description: str = "") -> None:
+    if not in_prefect_run():
+        return
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(key=artifact_key(key), markdown=markdown, description=description)
+
+
+class Progress:
+    """A Prefect progress artifact updated as work completes (0-100 %)."""
+
+    def __init__(self, description: str, total: int):
+        self.total = max(total, 1)
+        self.done = 0
+        self._id = None
+        if in_prefect_run():
+            from prefect.artifacts import create_progress_artifact
+
+            self._id = create_progress_artifact(progress=0.0, description=description)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self._id is not None:
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self._id, progress=min(100.0, 100.0 * self.done / self.total))
+
+
+def content_key(*parts: Any) -> str:
+    """A stable sha256 of JSON-serialisable inputs, for cache keys keyed by content."""
+    blob = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return json.dumps(value, default=str, ensure_ascii=False)

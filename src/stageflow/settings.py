@@ -1,0 +1,54 @@
+"""Process-wide settings read from the environment (STAGEFLOW_HOME and friends).
+
+Nothing here touches the disk at import time; ``home()`` creates and checks the directory on demand.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from stageflow.errors import SettingsError
+
+ENV_HOME = "STAGEFLOW_HOME"
+ENV_LOAD_PLUGINS = "STAGEFLOW_LOAD_PLUGINS"
+ENV_DISABLE_AUTOLOAD = "STAGEFLOW_DISABLE_PLUGIN_AUTOLOAD"
+
+
+def home_path() -> Path:
+    """The configured home directory, without creating it."""
+    raw = os.environ.get(ENV_HOME)
+    return Path(raw).expanduser() if raw else Path.home() / ".stageflow"
+
+
+def home() -> Path:
+    """The home directory, created if needed; a clear SettingsError if it is not writable."""
+    path = home_path()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SettingsError(
+            f"{ENV_HOME}={path} is not writable ({reason}): set {ENV_HOME} to a writable directory"
+        ) from None
+    return path
+
+
+def store_path() -> Path:
+    """Path of the SQLite store inside the home directory."""
+    return home() / "stageflow.db"
+
+
+def autoload_disabled() -> bool:
+    return os.environ.get(ENV_DISABLE_AUTOLOAD, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def plugin_allow_list() -> set[str] | None:
+    """Names from STAGEFLOW_LOAD_PLUGINS (entry-point or distribution names), or None if unset."""
+    raw = os.environ.get(ENV_LOAD_PLUGINS)
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}

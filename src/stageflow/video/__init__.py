@@ -1,0 +1,1 @@
+"""Video-analysis engines (sources, decoding, inference glue, analysis). Plain modules, no Prefect."""
