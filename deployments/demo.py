@@ -10,9 +10,10 @@ from typing import Any
 
 
 def run_demo(config_path: Path | None = None) -> dict[str, Any]:
+    from stageflow.samples import SAMPLES_DIR
+
     from stageflow import settings
     from stageflow.config import load_config
-    from stageflow.samples import SAMPLES_DIR
 
     cfg = load_config(config_path)
     home = settings.home()  # fails early, with one line, if STAGEFLOW_HOME is not writable
@@ -22,15 +23,18 @@ def run_demo(config_path: Path | None = None) -> dict[str, Any]:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
     from prefect.settings import PREFECT_HOME
+    from stageflow.flows.video import DiscoveryParams, video_discovery
 
     from stageflow.config import BackendChoice
-    from stageflow.flows.video import DiscoveryParams, video_discovery
 
     jsonl_dir = home / "demo" / "results"
     params = DiscoveryParams(
         source="rss",
         options={"feeds": [str(SAMPLES_DIR / "youtube_channel_feed.xml")], "max_age_days": None},
-        sinks=[BackendChoice(backend="sqlite"), BackendChoice(backend="jsonl", options={"directory": str(jsonl_dir)})],
+        sinks=[
+            BackendChoice(backend="sqlite"),
+            BackendChoice(backend="jsonl", options={"directory": str(jsonl_dir)}),
+        ],
         notifier=cfg.notify.backend,
         notifier_options=cfg.notify.options,
     )

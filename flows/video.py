@@ -31,6 +31,16 @@ class DiscoveryParams(BaseModel):
     notifier_options: dict[str, Any] = Field(default_factory=dict)
 
 
+@task(name="check-backends")
+def check_backends_task(params: DiscoveryParams, sinks: list[BackendChoice]) -> None:
+    """Resolve and configure every backend before anything is written (unknown names fail here)."""
+    plugins = get_plugin_manager()
+    plugins.registry("sources").validate_config(params.source, params.options)
+    for choice in sinks:
+        plugins.build("sinks", choice.backend, choice.options)
+    plugins.build("notifiers", params.notifier, params.notifier_options)
+
+
 @task(name="discover", task_run_name="discover-{source}", retries=2, retry_delay_seconds=5)
 def discover_task(source: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     return discovery.discover(get_plugin_manager(), source, options)
@@ -46,8 +56,14 @@ def select_new_task(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # Sinks upsert by key, so a retry or a re-run with the same content writes nothing twice.
-@task(name="write-sink", task_run_name="write-{choice.backend}", retries=2, retry_delay_seconds=5,
-      cache_policy=INPUTS, cache_expiration=timedelta(days=1))
+@task(
+    name="write-sink",
+    task_run_name="write-{choice.backend}",
+    retries=2,
+    retry_delay_seconds=5,
+    cache_policy=INPUTS,
+    cache_expiration=timedelta(days=1),
+)
 def write_sink_task(choice: BackendChoice, records: list[dict[str, Any]]) -> dict[str, int]:
     return discovery.write_sinks(get_plugin_manager(), [choice], records)
 
@@ -62,8 +78,14 @@ def mark_seen_task(records: list[dict[str, Any]]) -> int:
 
 
 # Keyed by the message content: a re-run after a crash does not notify twice.
-@task(name="notify", task_run_name="notify-{notifier}", retries=2, retry_delay_seconds=5,
-      cache_policy=INPUTS, cache_expiration=timedelta(hours=6))
+@task(
+    name="notify",
+    task_run_name="notify-{notifier}",
+    retries=2,
+    retry_delay_seconds=5,
+    cache_policy=INPUTS,
+    cache_expiration=timedelta(hours=6),
+)
 def notify_task(notifier: str, options: dict[str, Any], message: Message) -> None:
     get_plugin_manager().build("notifiers", notifier, options).notify(message)
 
@@ -73,6 +95,7 @@ def video_discovery(params: DiscoveryParams) -> dict[str, Any]:
     """Find new videos from ``params.source``, store them and send one summary notification."""
     home = settings.home()
     sinks = params.sinks or discovery.default_sinks(home)
+    check_backends_task(params, sinks)
     records = discover_task(params.source, params.options)
     new = select_new_task(records)
     progress = Progress(f"writing {len(new)} new items to {len(sinks)} sinks", total=len(sinks))

@@ -75,7 +75,16 @@ class FolderSource:
 
 @hookimpl
 def register_sources(register):
-    register("rss", RssSource, config=RssSourceConfig, requires=("feedparser",),
-             description="RSS/Atom and YouTube channel feeds (age, Shorts, keyword filters)")
-    register("folder", FolderSource, config=FolderSourceConfig,
-             description="Local mp4/mov/mkv/webm files, deduplicated by content sha256")
+    register(
+        "rss",
+        RssSource,
+        config=RssSourceConfig,
+        requires=("feedparser",),
+        description="RSS/Atom and YouTube channel feeds (age, Shorts, keyword filters)",
+    )
+    register(
+        "folder",
+        FolderSource,
+        config=FolderSourceConfig,
+        description="Local mp4/mov/mkv/webm files, deduplicated by content sha256",
+    )

@@ -27,14 +27,16 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-db_app = typer.Typer(help="The stageflow store (SQLite in $STAGEFLOW_HOME): migrate, back up, restore.",
-                     no_args_is_help=True)
+db_app = typer.Typer(
+    help="The stageflow store (SQLite in $STAGEFLOW_HOME): migrate, back up, restore.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Project file (default: ./stageflow.toml if present).",
-                 dir_okay=False),
+    typer.Option(
+        "--config", "-c", help="Project file (default: ./stageflow.toml if present).", dir_okay=False
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
@@ -48,8 +50,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """stageflow command line."""
 
@@ -94,8 +97,11 @@ def plugins_cmd(as_json: JsonOpt = False) -> None:
         if not rows:
             typer.echo("  (none installed)")
         for r in rows:
-            state = "ok" if r["available"] else (
-                f"missing extra '{r['extra']}'" if r["extra"] else f"missing {', '.join(r['missing'])}")
+            state = (
+                "ok"
+                if r["available"]
+                else (f"missing extra '{r['extra']}'" if r["extra"] else f"missing {', '.join(r['missing'])}")
+            )
             typer.echo(f"  {r['name']:<16} {r['distribution']} {r['version']:<10} {state}")
     for p in manager.problems:
         typer.echo(f"skipped plugin: {p.error}", err=True)
@@ -109,13 +115,17 @@ def db_migrate() -> None:
 
     store = open_store(migrate=False)
     applied = store.migrate()
-    typer.echo(f"{store.path}: schema version {store.version()}"
-               + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)"))
+    typer.echo(
+        f"{store.path}: schema version {store.version()}"
+        + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)")
+    )
     store.close()
 
 
 @db_app.command("backup")
-def db_backup(dest: Annotated[Path, typer.Argument(help="Backup file, or a directory to put one in.")]) -> None:
+def db_backup(
+    dest: Annotated[Path, typer.Argument(help="Backup file, or a directory to put one in.")],
+) -> None:
     """Online backup through SQLite's backup API, with a .sha256 file beside it."""
     from stageflow.store import open_store
 
@@ -126,7 +136,9 @@ def db_backup(dest: Annotated[Path, typer.Argument(help="Backup file, or a direc
 
 
 @db_app.command("restore")
-def db_restore(source: Annotated[Path, typer.Argument(help="A .db file written by `stageflow db backup`.")]) -> None:
+def db_restore(
+    source: Annotated[Path, typer.Argument(help="A .db file written by `stageflow db backup`.")],
+) -> None:
     """Restore a backup after verifying its sha256 file; a mismatch is refused (exit 3)."""
     from stageflow.store import open_store
 
@@ -152,19 +164,29 @@ def _discover_params(config: Path | None, source_override: str | None) -> Any:
 
 @app.command("discover")
 def discover_cmd(
-    source: Annotated[str | None, typer.Argument(help="Feed URL/path (rss) or folder, overriding config.")] = None,
+    source: Annotated[
+        str | None, typer.Argument(help="Feed URL/path (rss) or folder, overriding config.")
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
-    prefect: Annotated[bool, typer.Option("--prefect", help="Run as a Prefect flow (recorded in the UI).")] = False,
+    prefect: Annotated[
+        bool, typer.Option("--prefect", help="Run as a Prefect flow (recorded in the UI).")
+    ] = False,
 ) -> None:
-    """Find new videos from the configured source, store them and notify (the \\[discover] table of stageflow.toml)."""
+    """Find new videos from the configured source, store them, notify (stageflow.toml \\[discover])."""
     cfg, source_name, options, sinks = _discover_params(config, source)
     if prefect:
         from stageflow.flows.video import DiscoveryParams, video_discovery
 
-        result = video_discovery(DiscoveryParams(
-            source=source_name, options=options, sinks=sinks,
-            notifier=cfg.notify.backend, notifier_options=cfg.notify.options))
+        result = video_discovery(
+            DiscoveryParams(
+                source=source_name,
+                options=options,
+                sinks=sinks,
+                notifier=cfg.notify.backend,
+                notifier_options=cfg.notify.options,
+            )
+        )
     else:
         result = _discover_direct(cfg, source_name, options, sinks)
     if as_json:
@@ -207,8 +229,21 @@ def demo_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     typer.echo(f"video-discovery on bundled feed: found {result['found']}, new {result['new']}")
     typer.echo(f"  results (SQLite store): {result['store']}")
     typer.echo(f"  results (JSON lines):   {result['jsonl']}")
-    typer.echo(f"  Prefect runs:           {result['prefect_home']} "
-               "(see them with `prefect server start`, then http://127.0.0.1:4200/runs)")
+    typer.echo(
+        f"  Prefect runs:           {result['prefect_home']} "
+        "(see them with `prefect server start`, then http://127.0.0.1:4200/runs)"
+    )
+
+
+# ----------------------------------------------------------------------------------------- families
+def _register_families() -> None:
+    from stageflow.commands import build, sync
+
+    sync.register(app)
+    build.register(app)
+
+
+_register_families()
 
 
 # ----------------------------------------------------------------------------------------- entry

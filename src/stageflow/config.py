@@ -80,20 +80,19 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     table: list[str] = []
     header = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
     assign = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
-    table_line = None
     for number, line in enumerate(text.splitlines(), start=1):
         m = header.match(line)
         if m:
             table = [part.strip().strip("\"'") for part in m.group(1).split(".")]
             if table == keys:
-                table_line = number
+                return number
             continue
         m = assign.match(line)
         if m:
             full = table + [part.strip().strip("\"'") for part in m.group(1).split(".")]
             if full == keys or (full[: len(keys)] == keys and len(full) > len(keys)):
                 return number
-    return table_line
+    return None
 
 
 def load_config(path: Path | None = None) -> ProjectConfig:

@@ -82,7 +82,7 @@ def register_build_runners(register):
 
 @hookspec
 def register_build_caches(register):
-    """Register build caches (local dir, http): ``fetch(key, dest)`` and ``store(key, root, outputs, log)``."""
+    """Register build caches (local dir, http): ``fetch(key, dest)``, ``store(key, root, outputs, log)``."""
 
 
 @hookspec

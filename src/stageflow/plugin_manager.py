@@ -165,7 +165,10 @@ def load_plugins(
 def _collect(manager: StageflowPluginManager, dists: dict[int, tuple[str, str]]) -> None:
     for kind in KINDS:
         caller = getattr(manager.pm.hook, f"register_{kind}")
-        for impl in caller.get_hookimpls():
+        impls = sorted(  # built-ins first, so a clash reads "stageflow X and <third party> Y"
+            caller.get_hookimpls(), key=lambda i: dists.get(id(i.plugin), ("?",))[0] != BUILTIN_DISTRIBUTION
+        )
+        for impl in impls:
             dist_name, version = dists.get(id(impl.plugin), ("?", "?"))
 
             def register(
@@ -202,8 +205,11 @@ def _collect(manager: StageflowPluginManager, dists: dict[int, tuple[str, str]])
                 raise  # duplicates and invalid names are the user's to fix, loudly
             except Exception as exc:
                 manager.problems.append(
-                    PluginProblem(impl.plugin_name, dist_name, f"{impl.plugin_name}.register_{kind} "
-                                  f"raised {type(exc).__name__}: {exc}")
+                    PluginProblem(
+                        impl.plugin_name,
+                        dist_name,
+                        f"{impl.plugin_name}.register_{kind} raised {type(exc).__name__}: {exc}",
+                    )
                 )
 
 

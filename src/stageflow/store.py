@@ -161,7 +161,9 @@ class Store:
     def count_seen(self, source: str | None = None) -> int:
         if source is None:
             return int(self.conn.execute("SELECT COUNT(*) FROM seen_items").fetchone()[0])
-        return int(self.conn.execute("SELECT COUNT(*) FROM seen_items WHERE source=?", [source]).fetchone()[0])
+        return int(
+            self.conn.execute("SELECT COUNT(*) FROM seen_items WHERE source=?", [source]).fetchone()[0]
+        )
 
     # ----------------------------------------------------------------- generic records (sqlite sink)
     def upsert_records(self, table: str, records: Sequence[Mapping[str, Any]], key: str) -> int:
@@ -236,7 +238,9 @@ class Store:
         try:
             ok = src.execute("PRAGMA integrity_check").fetchone()[0]
             if ok != "ok":
-                raise IntegrityError(f"backup {source} fails SQLite's integrity check ({ok}); nothing restored")
+                raise IntegrityError(
+                    f"backup {source} fails SQLite's integrity check ({ok}); nothing restored"
+                )
             version = int(src.execute("PRAGMA user_version").fetchone()[0])
             if version > LATEST_VERSION:
                 raise BadInput(f"backup {source} has schema {version}, newer than this stageflow: upgrade")

@@ -30,7 +30,9 @@ def item_record(item: MediaItem) -> dict[str, Any]:
     return data
 
 
-def discover(plugins: StageflowPluginManager, source: str, options: Mapping[str, Any]) -> list[dict[str, Any]]:
+def discover(
+    plugins: StageflowPluginManager, source: str, options: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     backend = plugins.build("sources", source, options)
     return [item_record(i) for i in backend.discover()]
 

@@ -89,6 +89,8 @@ def parse_feed(data: bytes, source: str = "rss") -> list[MediaItem]:
     return items
 
 
-def filter_items(items: Iterable[MediaItem], rule: FeedFilter, now: datetime | None = None) -> list[MediaItem]:
+def filter_items(
+    items: Iterable[MediaItem], rule: FeedFilter, now: datetime | None = None
+) -> list[MediaItem]:
     now = now or datetime.now(UTC)
     return [i for i in items if rule.accepts(i, now)]

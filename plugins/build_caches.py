@@ -1,0 +1,1 @@
+"""Built-in build caches (filled in by their issue)."""

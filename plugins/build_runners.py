@@ -1,0 +1,1 @@
+"""Built-in build runners (filled in by their issue)."""

@@ -1,0 +1,1 @@
+"""Built-in deploy hooks (filled in by their issue)."""

@@ -1,0 +1,1 @@
+"""Built-in transports (filled in by their issue)."""

@@ -1,0 +1,70 @@
+"""stageflow.toml: found, validated, and errors that name the file, the line and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stageflow.config import load_config
+from stageflow.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "stageflow.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config()
+    assert cfg.notify.backend == "log" and cfg.source_path is None
+
+
+def test_found_in_working_directory(tmp_path, monkeypatch):
+    write(tmp_path, '[notify]\nbackend = "slack"\noptions = { channel = "C1" }\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config()
+    assert cfg.notify.backend == "slack" and cfg.notify.options == {"channel": "C1"}
+    assert cfg.source_path == tmp_path / "stageflow.toml"
+
+
+def test_malformed_toml_names_file_and_line(tmp_path):
+    path = write(tmp_path, '[notify]\nbackend = "log"\nbroken = \n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}:3: invalid TOML")
+    assert err.value.exit_code == 2
+
+
+def test_unknown_key_names_line_key_and_known_keys(tmp_path):
+    path = write(tmp_path, '# comment\n[notify]\nbackend = "log"\nbakend = "slack"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}:4: unknown key 'notify.bakend' (known here: backend, options)"
+
+
+def test_unknown_top_level_table(tmp_path):
+    path = write(tmp_path, '[notify]\nbackend = "log"\n\n[notfy]\nx = 1\n')
+    with pytest.raises(ConfigError, match=r":4: unknown key 'notfy' \(known here: notify, store"):
+        load_config(path)
+
+
+def test_unknown_key_in_a_list_of_tables(tmp_path):
+    path = write(tmp_path, '[discover]\nsource = "rss"\nsinks = [{ backend = "jsonl", opts = {} }]\n')
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'discover.sinks.0.opts' \(known here: backend, options\)"
+    ):
+        load_config(path)
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    path = write(tmp_path, "[notify]\nbackend = 3\n")
+    with pytest.raises(ConfigError, match=r":2: key 'notify.backend': Input should be a valid string"):
+        load_config(path)
+
+
+def test_missing_explicit_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: pass an existing file to --config"):
+        load_config(tmp_path / "nope.toml")

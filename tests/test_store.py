@@ -1,0 +1,119 @@
+"""The SQLite store: migrations, WAL, dedup, backup and checksum-verified restore."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+
+from stageflow import settings
+from stageflow.errors import IntegrityError, SettingsError
+from stageflow.store import LATEST_VERSION, open_store
+
+
+def test_migrate_creates_schema_in_wal_mode_and_is_idempotent(stageflow_home):
+    store = open_store(migrate=False)
+    assert store.migrate() == list(range(1, LATEST_VERSION + 1))
+    assert store.migrate() == []
+    assert store.version() == LATEST_VERSION
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.path == stageflow_home / "stageflow.db"
+    store.close()
+
+
+def test_seen_items_dedup():
+    store = open_store()
+    assert store.unseen("rss", ["a", "b"]) == {"a", "b"}
+    assert store.mark_seen("rss", [{"item_id": "a", "title": "A"}]) == 1
+    assert store.mark_seen("rss", [{"item_id": "a", "title": "A again"}]) == 0
+    assert store.unseen("rss", ["a", "b"]) == {"b"}
+    assert store.unseen("folder", ["a"]) == {"a"}
+
+
+def test_records_upsert_never_duplicates():
+    store = open_store()
+    store.upsert_records("videos", [{"id": "1", "v": 1}, {"id": "2", "v": 1}], key="id")
+    store.upsert_records("videos", [{"id": "1", "v": 2}], key="id")
+    assert store.records("videos") == [{"id": "1", "v": 2}, {"id": "2", "v": 1}]
+
+
+def test_transaction_rolls_back_on_error():
+    store = open_store()
+    with pytest.raises(RuntimeError):
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO meta VALUES ('k', 'v')")
+            raise RuntimeError("boom")
+    assert store.conn.execute("SELECT COUNT(*) FROM meta").fetchone()[0] == 0
+
+
+def test_backup_and_restore_round_trip(tmp_path):
+    store = open_store()
+    store.mark_seen("rss", [{"item_id": "keep"}])
+    checksum = store.backup(tmp_path / "bk" / "store.db")
+    assert checksum.read_text().split()[1] == "store.db"
+    store.mark_seen("rss", [{"item_id": "after-backup"}])
+    store.restore(tmp_path / "bk" / "store.db")
+    assert store.unseen("rss", ["keep", "after-backup"]) == {"after-backup"}
+
+
+def test_backup_into_directory_names_the_file(tmp_path):
+    store = open_store()
+    (tmp_path / "bk").mkdir()
+    checksum = store.backup(tmp_path / "bk")
+    assert checksum.name.startswith("stageflow-") and checksum.name.endswith(".db.sha256")
+
+
+def test_restore_with_mismatched_checksum_is_refused_and_changes_nothing(tmp_path):
+    store = open_store()
+    store.mark_seen("rss", [{"item_id": "old"}])
+    backup = tmp_path / "store.db"
+    store.backup(backup)
+    store.mark_seen("rss", [{"item_id": "live"}])
+    with open(backup, "r+b") as fh:  # corrupt one byte of the backup
+        fh.seek(200)
+        byte = fh.read(1)
+        fh.seek(200)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(IntegrityError, match="does not match store.db.sha256") as err:
+        store.restore(backup)
+    assert err.value.exit_code == 3
+    assert store.unseen("rss", ["old", "live"]) == set()
+
+
+def test_restore_without_checksum_file_is_refused(tmp_path):
+    store = open_store()
+    backup = tmp_path / "store.db"
+    store.backup(backup)
+    (tmp_path / "store.db.sha256").unlink()
+    with pytest.raises(IntegrityError, match="is missing"):
+        store.restore(backup)
+
+
+def test_newer_schema_is_refused(stageflow_home):
+    open_store().close()
+    conn = sqlite3.connect(stageflow_home / "stageflow.db")
+    conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 5}")
+    conn.close()
+    with pytest.raises(Exception, match="newer than this stageflow"):
+        open_store()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; see test below")
+def test_home_not_writable_permissions(tmp_path, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    monkeypatch.setenv("STAGEFLOW_HOME", str(ro))
+    with pytest.raises(SettingsError, match="is not writable"):
+        settings.home()
+
+
+def test_home_not_writable(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("STAGEFLOW_HOME", str(blocker / "home"))
+    with pytest.raises(SettingsError) as err:
+        settings.home()
+    assert str(err.value).startswith(f"STAGEFLOW_HOME={blocker / 'home'} is not writable")
+    assert "set STAGEFLOW_HOME to a writable directory" in str(err.value)
+    assert err.value.exit_code == 2
