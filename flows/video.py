@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from stageflow import settings
 from stageflow.config import BackendChoice
-from stageflow.orchestration import Progress, publish_markdown, publish_table
+from stageflow.orchestration import Progress, notify_failure, publish_markdown, publish_table
 from stageflow.plugin_manager import get_plugin_manager
 from stageflow.stages import Message
 from stageflow.store import open_store
@@ -90,7 +90,7 @@ def notify_task(notifier: str, options: dict[str, Any], message: Message) -> Non
     get_plugin_manager().build("notifiers", notifier, options).notify(message)
 
 
-@flow(name="video-discovery", log_prints=True)
+@flow(name="video-discovery", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def video_discovery(params: DiscoveryParams) -> dict[str, Any]:
     """Find new videos from ``params.source``, store them and send one summary notification."""
     home = settings.home()

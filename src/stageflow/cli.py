@@ -237,10 +237,11 @@ def demo_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 # ----------------------------------------------------------------------------------------- families
 def _register_families() -> None:
-    from stageflow.commands import build, sync
+    from stageflow.commands import build, ops, sync
 
     sync.register(app)
     build.register(app)
+    ops.register(app)
 
 
 _register_families()

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from stageflow.errors import ConfigError
+from stageflow.monitor.engine import MonitorConfig
 
 CONFIG_NAME = "stageflow.toml"
 
@@ -56,7 +57,7 @@ class ProjectConfig(_Strict):
     sync: dict[str, Any] = Field(default_factory=dict)
     build: dict[str, Any] = Field(default_factory=dict)
     video: dict[str, Any] = Field(default_factory=dict)
-    monitor: dict[str, Any] = Field(default_factory=dict)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     _source_path: Path | None = PrivateAttr(default=None)
 

@@ -75,3 +75,36 @@ def _cell(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def flow_run_url(flow_run_id: Any) -> str | None:
+    """The Prefect UI page of a flow run, when a UI is configured (None in ephemeral mode)."""
+    from prefect.settings import PREFECT_UI_URL
+
+    base = PREFECT_UI_URL.value()
+    return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None
+
+
+def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow-run state hook (on_failure / on_crashed): tell the configured notifier, with a link to the
+    run. Never raises: a broken notifier must not mask the flow's own failure."""
+    import logging
+
+    try:
+        from stageflow.config import load_config
+        from stageflow.plugin_manager import get_plugin_manager
+        from stageflow.stages import Message
+
+        cfg = load_config()
+        message = Message(
+            title=f"stageflow: flow run {flow_run.name!r} of {flow.name!r} is {state.name}",
+            text=(state.message or "")[:500],
+            level="error",
+            link=flow_run_url(flow_run.id),
+            fields={"flow": flow.name, "run": str(flow_run.id), "state": str(state.name)},
+        )
+        get_plugin_manager().build("notifiers", cfg.notify.backend, cfg.notify.options).notify(message)
+    except Exception as exc:  # pragma: no cover - reported, never raised
+        logging.getLogger("stageflow").warning(
+            "failure notification not sent: %s: %s", type(exc).__name__, exc
+        )

@@ -54,6 +54,20 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE monitor_state (
+            name TEXT PRIMARY KEY,
+            ok INTEGER NOT NULL,
+            detail TEXT NOT NULL DEFAULT '',
+            since TEXT NOT NULL,
+            checked_at TEXT NOT NULL,
+            escalated INTEGER NOT NULL DEFAULT 0,
+            ok_streak INTEGER NOT NULL DEFAULT 0
+        );
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -196,6 +210,32 @@ class Store:
             self.conn.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
                 [_now(), status, json.dumps(summary, default=str), run_id],
+            )
+
+    # ----------------------------------------------------------------- monitor state
+    def monitor_states(self) -> dict[str, dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM monitor_state").fetchall()
+        return {r["name"]: {**dict(r), "ok": bool(r["ok"]), "escalated": bool(r["escalated"])} for r in rows}
+
+    def save_monitor_states(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT INTO monitor_state (name, ok, detail, since, checked_at, escalated, ok_streak)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET ok = excluded.ok,"
+                " detail = excluded.detail, since = excluded.since, checked_at = excluded.checked_at,"
+                " escalated = excluded.escalated, ok_streak = excluded.ok_streak",
+                [
+                    (
+                        n,
+                        int(s["ok"]),
+                        s.get("detail", ""),
+                        s["since"],
+                        s["checked_at"],
+                        int(s.get("escalated", 0)),
+                        int(s.get("ok_streak", 0)),
+                    )
+                    for n, s in states.items()
+                ],
             )
 
     # ----------------------------------------------------------------- backup / restore

@@ -1,0 +1,73 @@
+"""The monitor flow and the operations hooks as real Prefect runs: a tick with artifacts, the work-pool
+probe against Prefect's API, and the failure hook that notifies with the run's name and state."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from prefect import flow
+from stageflow.flows.monitor import monitor
+
+from stageflow.orchestration import notify_failure
+from stageflow.plugin_manager import load_plugins
+
+
+@pytest.fixture
+def health_url():
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_monitor_flow_tick(tmp_path, health_url):
+    cfg = tmp_path / "stageflow.toml"
+    cfg.write_text(
+        f'[[monitor.checks]]\nname = "web"\nuse = "http"\noptions = {{ url = "{health_url}" }}\n'
+        f'[[monitor.checks]]\nname = "gone"\nuse = "http"\noptions = {{ url = "{health_url}x", '
+        "expect_status = [204] }\n"
+    )
+    report = monitor(str(cfg))
+    assert [(c["name"], c["ok"]) for c in report["checks"]] == [("web", True), ("gone", False)]
+    assert [t["kind"] for t in report["transitions"]] == ["alert"]
+    assert [t["kind"] for t in monitor(str(cfg))["transitions"]] == []
+
+
+def test_work_pool_probe_through_the_prefect_api():
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="cpu-test", type="process"), overwrite=True)
+    plugins = load_plugins()
+    result = plugins.build("checks", "work_pool", {"pool": "cpu-test"}).probe()
+    assert not result.ok and result.detail == "0 online worker(s) (minimum 1)"
+    assert plugins.build("checks", "work_pool", {"pool": "cpu-test", "min_online_workers": 0}).probe().ok
+    missing = plugins.build("checks", "work_pool", {"pool": "no-such-pool"}).probe()
+    assert not missing.ok and "does not exist" in missing.detail
+
+
+def test_failed_flow_run_notifies(caplog, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no stageflow.toml: the default `log` notifier
+
+    @flow(name="always-fails", on_failure=[notify_failure])
+    def always_fails():
+        raise ValueError("disk full")
+
+    with caplog.at_level(logging.INFO, logger="stageflow.notify"):
+        with pytest.raises(ValueError):
+            always_fails()
+    [record] = [r for r in caplog.records if r.name == "stageflow.notify"]
+    assert "of 'always-fails' is Failed" in record.getMessage()
+    assert record.levelno == logging.ERROR
