@@ -123,8 +123,11 @@ def test_malformed_config_exit_2_one_line(capsys, tmp_path):
 
 
 def test_db_migrate_backup_restore_and_refusal(capsys, stageflow_home, tmp_path):
+    from stageflow.store import LATEST_VERSION
+
     code, out, _ = run(["db", "migrate"], capsys)
-    assert code == 0 and "schema version 1 (applied 1)" in out
+    applied = ", ".join(str(v) for v in range(1, LATEST_VERSION + 1))
+    assert code == 0 and f"schema version {LATEST_VERSION} (applied {applied})" in out
     code, out, _ = run(["db", "migrate"], capsys)
     assert "(up to date)" in out
     code, out, _ = run(["db", "backup", str(tmp_path / "b.db")], capsys)
