@@ -1,2 +1,24 @@
-"""Prefect Block types for credentials and targets (Coupang, Gemini, Slack, Google service account,
-SSH deploy targets). They import nothing of stageflow but models. Filled in by the operations issue."""
+"""Prefect Block types for stageflow's credentials and deploy targets.
+
+Exposed through the ``prefect.collections`` entry point, so ``Block.load("stageflow-slack-credentials/x")``
+works in any process, even one that never imported this module. Secrets are pydantic SecretStr /
+SecretDict fields: Prefect stores them encrypted-at-rest by the server and never prints them.
+"""
+
+from stageflow.blocks.credentials import (
+    BLOCK_TYPES,
+    CoupangCredentials,
+    GeminiCredentials,
+    GoogleServiceAccount,
+    SlackCredentials,
+    SshDeployTarget,
+)
+
+__all__ = [
+    "BLOCK_TYPES",
+    "CoupangCredentials",
+    "GeminiCredentials",
+    "GoogleServiceAccount",
+    "SlackCredentials",
+    "SshDeployTarget",
+]

@@ -30,6 +30,22 @@ class DiscoveryParams(BaseModel):
     notifier: str = "log"
     notifier_options: dict[str, Any] = Field(default_factory=dict)
 
+    @classmethod
+    def from_config(cls, config_path: str | None = None) -> DiscoveryParams:
+        from pathlib import Path
+
+        from stageflow.config import load_config
+
+        cfg = load_config(Path(config_path) if config_path else None)
+        d = cfg.discover
+        return cls(
+            source=d.source,
+            options=d.options,
+            sinks=d.sinks,
+            notifier=cfg.notify.backend,
+            notifier_options=cfg.notify.options,
+        )
+
 
 @task(name="check-backends")
 def check_backends_task(params: DiscoveryParams, sinks: list[BackendChoice]) -> None:
@@ -91,8 +107,12 @@ def notify_task(notifier: str, options: dict[str, Any], message: Message) -> Non
 
 
 @flow(name="video-discovery", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
-def video_discovery(params: DiscoveryParams) -> dict[str, Any]:
-    """Find new videos from ``params.source``, store them and send one summary notification."""
+def video_discovery(params: DiscoveryParams | None = None, config_path: str | None = None) -> dict[str, Any]:
+    """Find new videos from ``params.source``, store them and send one summary notification.
+
+    Without ``params`` (a scheduled deployment), [discover] and [notify] of stageflow.toml apply."""
+    if params is None:
+        params = DiscoveryParams.from_config(config_path)
     home = settings.home()
     sinks = params.sinks or discovery.default_sinks(home)
     check_backends_task(params, sinks)

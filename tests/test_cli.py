@@ -47,8 +47,9 @@ def test_plugins_json_lists_builtins(capsys):
     doc = json.loads(out)
     assert code == 0 and doc["plugin_api"] == 1
     names = {kind: [b["name"] for b in rows] for kind, rows in doc["kinds"].items()}
-    assert names["sources"] == ["folder", "rss"] and names["notifiers"] == ["log"]
-    assert doc["kinds"]["sinks"][0] == {
+    assert {"folder", "rss"} <= set(names["sources"]) and "log" in names["notifiers"]
+    jsonl = next(b for b in doc["kinds"]["sinks"] if b["name"] == "jsonl")
+    assert jsonl == {
         "name": "jsonl",
         "distribution": "stageflow",
         "version": "0.1.0",
@@ -108,10 +109,8 @@ def test_discover_unknown_notifier_fails_before_writing(capsys, stageflow_home, 
     cfg.write_text(f'[notify]\nbackend = "pager"\n[discover]\noptions = {{ feeds = ["{FEED}"] }}\n')
     code, _, err = run(["discover", "--config", str(cfg)], capsys)
     assert code == 2
-    assert (
-        err == "stageflow: error: unknown notifiers backend 'pager' (known: log); "
-        "`stageflow plugins` lists what is installed\n"
-    )
+    assert err.startswith("stageflow: error: unknown notifiers backend 'pager' (known: log")
+    assert err.endswith("`stageflow plugins` lists what is installed\n") and err.count("\n") == 1
     assert not (stageflow_home / "stageflow.db").exists()
 
 
@@ -161,10 +160,9 @@ def test_error_is_one_line_without_traceback_and_debug_shows_it(tmp_path):
     bad.write_text("[discover]\nsource = 'nosuch'\n")
     proc = _subprocess(["discover"], tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "stageflow: error: unknown sources backend 'nosuch' (known: folder, rss); "
-        "`stageflow plugins` lists what is installed"
-    ]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("stageflow: error: unknown sources backend 'nosuch' (known: folder, rss")
+    assert line.endswith("`stageflow plugins` lists what is installed")
     debug = _subprocess(["--debug", "discover"], tmp_path)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 

@@ -10,9 +10,85 @@ from typing import Annotated
 
 import typer
 
+blocks_app = typer.Typer(help="Prefect Block types for credentials and deploy targets.", no_args_is_help=True)
+
 
 def register(app: typer.Typer) -> None:
     app.command("monitor")(monitor_cmd)
+    app.command("validate")(validate_cmd)
+    app.command("serve")(serve_cmd)
+    app.add_typer(blocks_app, name="blocks")
+
+
+def serve_cmd(
+    prefect_yaml: Annotated[Path, typer.Option("--prefect-yaml", help="Deployments to serve.")] = Path(
+        "prefect.yaml"
+    ),
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Serve just this deployment (repeatable).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Most flow runs at once.")] = None,
+) -> None:
+    """Serve every deployment of prefect.yaml with its schedules in this one process (24/7 mode)."""
+    from stageflow.deployments.serve import serve_all
+
+    serve_all(prefect_yaml, only, limit)
+
+
+def validate_cmd(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Project file (default ./stageflow.toml).")
+    ] = None,
+    prefect_yaml: Annotated[
+        Path | None,
+        typer.Option("--prefect-yaml", help="Deployments file (default ./prefect.yaml if present)."),
+    ] = None,
+    check_blocks: Annotated[
+        bool, typer.Option("--check-blocks", help="Ask the Prefect API that referenced blocks exist.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Check stageflow.toml, backend names and options, prefect.yaml and referenced blocks (exit 2 if not)."""
+    from stageflow.validate import validate_project
+
+    if prefect_yaml is None and Path("prefect.yaml").is_file():
+        prefect_yaml = Path("prefect.yaml")
+    report = validate_project(config, prefect_yaml, check_blocks)
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"ok": report.ok, "checked": report.checked, "problems": report.problems}) + "\n"
+        )
+    else:
+        for line in report.checked:
+            typer.echo(f"ok   {line}")
+        for line in report.problems:
+            typer.echo(f"FAIL {line}", err=True)
+    if not report.ok:
+        raise typer.Exit(2)
+
+
+@blocks_app.command("register")
+def blocks_register_cmd() -> None:
+    """Register stageflow's block types with the Prefect API (the server, or the embedded one)."""
+    from stageflow.blocks import BLOCK_TYPES
+
+    for block_type in BLOCK_TYPES:
+        block_type.register_type_and_schema()
+        typer.echo(f"registered {block_type.get_block_type_slug()}")
+
+
+@blocks_app.command("list")
+def blocks_list_cmd() -> None:
+    """List stageflow's block types and their fields (secret fields marked)."""
+    from stageflow.blocks import BLOCK_TYPES
+
+    for block_type in BLOCK_TYPES:
+        secrets = set(block_type.model_json_schema().get("secret_fields", []))
+        fields = ", ".join(
+            n + (" (secret)" if any(s == n or s.startswith(n + ".") for s in secrets) else "")
+            for n in block_type.model_fields
+        )
+        typer.echo(f"{block_type.get_block_type_slug()}: {fields}")
 
 
 def monitor_cmd(

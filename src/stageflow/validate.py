@@ -1,0 +1,157 @@
+"""`stageflow validate`: check a project before deploying it — stageflow.toml, every backend it
+names (and that backend's options), prefect.yaml's deployments (entrypoints load, parameters fit the
+flow, work pools named), and, when a Prefect API is reachable, the blocks they reference.
+
+Read-only: validation never writes anything, locally or to the Prefect API.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stageflow.errors import StageflowError
+
+BLOCK_REF = re.compile(r"\{\{\s*prefect\.blocks\.([a-z0-9-]+)\.([A-Za-z0-9_-]+)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class BackendRef:
+    kind: str
+    name: str
+    options: dict[str, Any]
+    where: str
+
+
+@dataclass
+class Report:
+    checked: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def backend_refs(cfg: Any) -> Iterator[BackendRef]:
+    """Every backend a project config names, with where it is named."""
+    yield BackendRef("notifiers", cfg.notify.backend, cfg.notify.options, "[notify] backend")
+    if "discover" in cfg.model_fields_set:  # the defaults name a source without feeds: check only if used
+        d = cfg.discover
+        yield BackendRef("sources", d.source, d.options, "[discover] source")
+        for i, sink in enumerate(d.sinks):
+            yield BackendRef("sinks", sink.backend, sink.options, f"[discover] sinks[{i}]")
+    m = cfg.monitor
+    if m.notifier:
+        yield BackendRef("notifiers", m.notifier, m.notifier_options, "[monitor] notifier")
+    for check in m.checks:
+        yield BackendRef("checks", check.use, check.options, f"[[monitor.checks]] {check.name}")
+    for family in ("sync", "build", "video"):
+        section = getattr(cfg, family, None)
+        refs = getattr(section, "backend_refs", None)
+        if callable(refs):
+            for kind, name, options, where in refs():
+                yield BackendRef(kind, name, options, where)
+
+
+def _check_backends(cfg: Any, report: Report) -> None:
+    from stageflow.plugin_manager import get_plugin_manager
+
+    plugins = get_plugin_manager()
+    for problem in plugins.problems:
+        report.problems.append(f"plugin skipped: {problem.error}")
+    for ref in backend_refs(cfg):
+        try:
+            plugins.registry(ref.kind).validate_config(ref.name, ref.options)
+        except StageflowError as exc:
+            report.problems.append(f"{ref.where}: {exc}")
+        else:
+            report.checked.append(f"{ref.where}: {ref.kind} backend '{ref.name}'")
+
+
+def _check_prefect_yaml(path: Path, report: Report) -> list[tuple[str, str]]:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        report.problems.append(f"{path}: cannot read: {exc}")
+        return []
+    blocks = sorted(set(BLOCK_REF.findall(path.read_text(encoding="utf-8"))))
+    from prefect.flows import load_flow_from_entrypoint
+
+    for dep in doc.get("deployments") or []:
+        name = dep.get("name", "?")
+        entrypoint = dep.get("entrypoint")
+        if not entrypoint:
+            report.problems.append(f"{path}: deployment '{name}' has no entrypoint")
+            continue
+        try:
+            flow = load_flow_from_entrypoint(entrypoint)
+        except Exception as exc:
+            report.problems.append(
+                f"{path}: deployment '{name}': entrypoint {entrypoint} does not load: {exc}"
+            )
+            continue
+        if not (dep.get("work_pool") or {}).get("name"):
+            report.problems.append(f"{path}: deployment '{name}' names no work_pool")
+        params = dep.get("parameters") or {}
+        unresolved = [k for k, v in params.items() if isinstance(v, str) and "{{" in v]
+        try:
+            quiet = logging.getLogger("prefect.flows")
+            level = quiet.level
+            quiet.setLevel(logging.CRITICAL)  # our one-line problem says it; Prefect's log would repeat it
+            try:
+                flow.validate_parameters({k: v for k, v in params.items() if k not in unresolved})
+            finally:
+                quiet.setLevel(level)
+        except Exception as exc:
+            report.problems.append(f"{path}: deployment '{name}': parameters do not fit {flow.name}: {exc}")
+            continue
+        report.checked.append(f"{path.name}: deployment '{name}' -> {entrypoint}")
+    return blocks
+
+
+def _check_blocks(blocks: list[tuple[str, str]], report: Report) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for slug, name in blocks:
+            try:
+                client.read_block_document_by_name(name=name, block_type_slug=slug)
+            except ObjectNotFound:
+                report.problems.append(
+                    f"block {slug}/{name} does not exist: create it in the UI or with "
+                    f"`{slug}` .save('{name}'), then deploy"
+                )
+            else:
+                report.checked.append(f"block {slug}/{name}")
+
+
+def validate_project(config_path: Path | None, prefect_yaml: Path | None, check_blocks: bool) -> Report:
+    from stageflow.config import load_config
+
+    report = Report()
+    try:
+        cfg = load_config(config_path)
+    except StageflowError as exc:
+        report.problems.append(str(exc))
+        return report
+    report.checked.append(f"{cfg.source_path or 'defaults (no stageflow.toml)'}: valid")
+    _check_backends(cfg, report)
+    blocks: list[tuple[str, str]] = []
+    if prefect_yaml is not None:
+        if prefect_yaml.is_file():
+            blocks = _check_prefect_yaml(prefect_yaml, report)
+        else:
+            report.problems.append(f"{prefect_yaml}: not found: pass --prefect-yaml PATH")
+    if blocks and check_blocks:
+        _check_blocks(blocks, report)
+    elif blocks:
+        report.checked.append(f"{len(blocks)} block reference(s) not checked (no --check-blocks)")
+    return report
