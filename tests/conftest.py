@@ -22,6 +22,7 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ["STAGEFLOW_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 os.environ.pop("STAGEFLOW_LOAD_PLUGINS", None)
+os.environ.pop("STAGEFLOW_CONFIG", None)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -68,3 +68,15 @@ def test_wrong_type_names_the_key(tmp_path):
 def test_missing_explicit_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found: pass an existing file to --config"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_stageflow_config_env_points_workers_at_the_project_file(tmp_path, monkeypatch):
+    project = write(tmp_path, '[notify]\nbackend = "from-env"\n')
+    elsewhere = tmp_path / "worker-cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("STAGEFLOW_CONFIG", str(project))
+    assert load_config().notify.backend == "from-env"
+    monkeypatch.setenv("STAGEFLOW_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match="STAGEFLOW_CONFIG=.*missing.toml: file not found"):
+        load_config()

@@ -68,7 +68,16 @@ class ProjectConfig(_Strict):
 
 
 def find_config(start: Path | None = None) -> Path | None:
-    """``stageflow.toml`` in ``start`` (default: the working directory), or None."""
+    """``$STAGEFLOW_CONFIG`` if set (workers and deployments run elsewhere than the project), else
+    ``stageflow.toml`` in ``start`` (default: the working directory), else None."""
+    import os
+
+    env = os.environ.get("STAGEFLOW_CONFIG")
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"STAGEFLOW_CONFIG={env}: file not found: point it at a stageflow.toml")
+        return path
     candidate = (start or Path.cwd()) / CONFIG_NAME
     return candidate if candidate.is_file() else None
 

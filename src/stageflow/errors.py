@@ -57,3 +57,35 @@ class Refused(StageflowError):
 
 class IntegrityError(Refused):
     """Stored data failed a checksum or integrity check."""
+
+
+# --------------------------------------------------------------------------- video analysis, part 2
+
+
+class ServiceError(JobFailed):
+    """An external service (Coupang, Gemini, Slack, Sheets) answered with an error after retries."""
+
+
+class ServiceAuthError(ServiceError):
+    """An external service refused the credentials (HTTP 401/403): fix the key or token."""
+
+
+class RateLimited(ServiceError):
+    """A local token bucket or the service itself refused a call for now: wait, or raise the limit."""
+
+
+class CircuitOpen(ServiceError):
+    """The circuit breaker of a service is open after repeated failures: calls are refused until it
+    cools down."""
+
+
+class BudgetExhausted(Refused):
+    """The monthly call budget of a service is spent (blocked at 95 %): raise the budget or wait."""
+
+
+class AnalysisFailed(JobFailed):
+    """An analyzer could not produce a valid answer for one time range (after retries)."""
+
+
+class IllegalTransition(BadInput):
+    """A candidate status change that the status machine does not allow."""

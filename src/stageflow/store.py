@@ -68,6 +68,64 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        3,
+        """
+        CREATE TABLE videos (
+            video_id TEXT PRIMARY KEY,
+            title TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',
+            data TEXT NOT NULL DEFAULT '{}',
+            first_seen TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE candidates (
+            id TEXT PRIMARY KEY,
+            video_id TEXT NOT NULL,
+            start_ms INTEGER NOT NULL,
+            end_ms INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (video_id, start_ms, end_ms)
+        );
+        CREATE INDEX candidates_by_status ON candidates (status);
+        CREATE TABLE status_history (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            candidate_id TEXT NOT NULL REFERENCES candidates (id),
+            old_status TEXT,
+            new_status TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            at TEXT NOT NULL
+        );
+        CREATE INDEX status_history_by_candidate ON status_history (candidate_id);
+        CREATE TABLE api_calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            service TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            http_status INTEGER,
+            ok INTEGER NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX api_calls_by_service ON api_calls (service, at);
+        CREATE TABLE api_cache (
+            service TEXT NOT NULL,
+            cache_key TEXT NOT NULL,
+            data TEXT NOT NULL,
+            fetched_at REAL NOT NULL,
+            PRIMARY KEY (service, cache_key)
+        );
+        CREATE TABLE notifications (
+            key TEXT PRIMARY KEY,
+            notifier TEXT NOT NULL,
+            target TEXT NOT NULL DEFAULT '',
+            ref TEXT NOT NULL DEFAULT '',
+            sent_at TEXT NOT NULL
+        )
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -236,6 +294,150 @@ class Store:
                     )
                     for n, s in states.items()
                 ],
+            )
+
+    # ----------------------------------------------------------------- video analysis (issue 6)
+    def upsert_video(
+        self, video_id: str, *, title: str = "", source: str = "", data: Mapping[str, Any]
+    ) -> None:
+        now = _now()
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO videos (video_id, title, source, data, first_seen, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (video_id) DO UPDATE SET title = excluded.title,"
+                " source = excluded.source, data = excluded.data, updated_at = excluded.updated_at",
+                [video_id, title, source, json.dumps(data, default=str, ensure_ascii=False), now, now],
+            )
+
+    def upsert_candidate(
+        self,
+        candidate_id: str,
+        *,
+        video_id: str,
+        start: float,
+        end: float,
+        data: Mapping[str, Any],
+        actor: str = "engine",
+    ) -> bool:
+        """Insert a candidate in status 'pending' (recorded in status_history), or update its data
+        keeping its status. Keyed by id (= video id + range). Returns True when it was created."""
+        now = _now()
+        payload = json.dumps(data, default=str, ensure_ascii=False)
+        with self.transaction():
+            row = self.conn.execute("SELECT status FROM candidates WHERE id = ?", [candidate_id]).fetchone()
+            if row is not None:
+                self.conn.execute(
+                    "UPDATE candidates SET data = ?, updated_at = ? WHERE id = ?",
+                    [payload, now, candidate_id],
+                )
+                return False
+            self.conn.execute(
+                "INSERT INTO candidates (id, video_id, start_ms, end_ms, status, data, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
+                [candidate_id, video_id, round(start * 1000), round(end * 1000), payload, now, now],
+            )
+            self.conn.execute(
+                "INSERT INTO status_history (candidate_id, old_status, new_status, actor, reason, at)"
+                " VALUES (?, NULL, 'pending', ?, 'created', ?)",
+                [candidate_id, actor, now],
+            )
+            return True
+
+    def candidate_status(self, candidate_id: str) -> str | None:
+        row = self.conn.execute("SELECT status FROM candidates WHERE id = ?", [candidate_id]).fetchone()
+        return None if row is None else str(row["status"])
+
+    def set_candidate_status(
+        self, candidate_id: str, new_status: str, *, actor: str, reason: str = ""
+    ) -> str:
+        """Move a candidate through the status machine (stageflow.video.analysis.routing); an illegal
+        transition raises IllegalTransition and changes nothing. Every change lands in status_history."""
+        from stageflow.video.analysis.routing import check_transition
+
+        with self.transaction():
+            row = self.conn.execute("SELECT status FROM candidates WHERE id = ?", [candidate_id]).fetchone()
+            if row is None:
+                raise BadInput(f"candidate {candidate_id} is not in the store: check the id")
+            old = str(row["status"])
+            new = check_transition(old, new_status, what=f"candidate {candidate_id}")
+            now = _now()
+            self.conn.execute(
+                "UPDATE candidates SET status = ?, updated_at = ? WHERE id = ?",
+                [new.value, now, candidate_id],
+            )
+            self.conn.execute(
+                "INSERT INTO status_history (candidate_id, old_status, new_status, actor, reason, at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [candidate_id, old, new.value, actor, reason, now],
+            )
+        return new.value
+
+    def candidates(self, video_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM candidates WHERE 1=1", []
+        if video_id is not None:
+            sql, args = sql + " AND video_id = ?", [*args, video_id]
+        if status is not None:
+            sql, args = sql + " AND status = ?", [*args, status]
+        rows = self.conn.execute(sql + " ORDER BY video_id, start_ms, end_ms", args).fetchall()
+        return [{**json.loads(r["data"]), "id": r["id"], "status": r["status"]} for r in rows]
+
+    def candidate(self, candidate_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM candidates WHERE id = ?", [candidate_id]).fetchone()
+        return None if row is None else {**json.loads(row["data"]), "id": row["id"], "status": row["status"]}
+
+    def status_history(self, candidate_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT old_status, new_status, actor, reason, at FROM status_history WHERE candidate_id = ?"
+            " ORDER BY id",
+            [candidate_id],
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def videos(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT video_id, title, source FROM videos ORDER BY video_id").fetchall()
+        return [dict(r) for r in rows]
+
+    def record_api_call(self, service: str, endpoint: str, http_status: int | None, ok: bool) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO api_calls (service, endpoint, http_status, ok, at) VALUES (?, ?, ?, ?, ?)",
+                [service, endpoint, http_status, int(ok), _now()],
+            )
+
+    def count_api_calls(self, service: str, since: str | None = None) -> int:
+        """Calls to ``service`` at or after the ISO time ``since`` (all when None)."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM api_calls WHERE service = ? AND at >= ?", [service, since or ""]
+        ).fetchone()
+        return int(row[0])
+
+    def cache_get(self, service: str, key: str, *, not_before: float) -> Any | None:
+        row = self.conn.execute(
+            "SELECT data FROM api_cache WHERE service = ? AND cache_key = ? AND fetched_at >= ?",
+            [service, key, not_before],
+        ).fetchone()
+        return None if row is None else json.loads(row["data"])
+
+    def cache_put(self, service: str, key: str, data: Any, *, fetched_at: float) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO api_cache (service, cache_key, data, fetched_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (service, cache_key) DO UPDATE SET data = excluded.data,"
+                " fetched_at = excluded.fetched_at",
+                [service, key, json.dumps(data, ensure_ascii=False), fetched_at],
+            )
+
+    def notification_ref(self, key: str) -> str | None:
+        """The reference (e.g. Slack ts) of a notification already sent under ``key``, else None."""
+        row = self.conn.execute("SELECT ref FROM notifications WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row["ref"])
+
+    def record_notification(self, key: str, *, notifier: str, target: str, ref: str) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO notifications (key, notifier, target, ref, sent_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [key, notifier, target, ref, _now()],
             )
 
     # ----------------------------------------------------------------- backup / restore

@@ -10,6 +10,9 @@ from typing import Annotated
 
 import typer
 
+pools_app = typer.Typer(
+    help="Work pools: cpu (process) and gpu (Docker with GPU device requests).", no_args_is_help=True
+)
 blocks_app = typer.Typer(help="Prefect Block types for credentials and deploy targets.", no_args_is_help=True)
 
 
@@ -18,6 +21,29 @@ def register(app: typer.Typer) -> None:
     app.command("validate")(validate_cmd)
     app.command("serve")(serve_cmd)
     app.add_typer(blocks_app, name="blocks")
+    app.add_typer(pools_app, name="pools")
+
+
+@pools_app.command("create")
+def pools_create_cmd(
+    gpu_image: Annotated[
+        str, typer.Option("--gpu-image", help="Image for GPU jobs.")
+    ] = "stageflow-gpu:latest",
+    gpu_slots: Annotated[int, typer.Option("--gpu-slots", min=1, help="Concurrent gpu-tagged tasks.")] = 1,
+) -> None:
+    """Create or update the cpu and gpu work pools and the concurrency limit for the gpu tag."""
+    from stageflow.deployments.pools import create_pools
+
+    for line in create_pools(gpu_image, gpu_slots):
+        typer.echo(line)
+
+
+@pools_app.command("show")
+def pools_show_cmd(name: Annotated[str, typer.Argument(help="Work pool name.")]) -> None:
+    """Print a work pool's type and base job template as JSON."""
+    from stageflow.deployments.pools import show_pool
+
+    sys.stdout.write(json.dumps(show_pool(name), indent=2) + "\n")
 
 
 def serve_cmd(

@@ -1,0 +1,81 @@
+"""Work pools for stageflow: ``cpu`` (process workers: sync, build, discovery, the analysis parent,
+the monitor) and ``gpu`` (Docker workers whose containers get every GPU through
+``container_create_kwargs.device_requests``: the video-inference child), plus a concurrency limit on
+the ``gpu`` tag so inference tasks never oversubscribe a card. Idempotent: re-running updates."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+GPU_DEVICE_REQUESTS = [{"count": -1, "capabilities": [["gpu"]]}]
+DEFAULT_GPU_IMAGE = "stageflow-gpu:latest"
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str
+    type: str
+    base_job_template: dict[str, Any] | None
+    description: str
+
+
+def gpu_base_job_template(
+    image: str = DEFAULT_GPU_IMAGE, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The Docker worker's default template with GPU device requests, the stageflow GPU image and
+    the offline switches as defaults (a deployment may still override them as job variables)."""
+    from prefect_docker.worker import DockerWorker
+
+    template = copy.deepcopy(DockerWorker.get_default_base_job_template())
+    props = template["variables"]["properties"]
+    props["container_create_kwargs"]["default"] = {"device_requests": GPU_DEVICE_REQUESTS}
+    props["image"]["default"] = image
+    props["env"]["default"] = {
+        "HF_HUB_OFFLINE": "1",
+        "YOLO_OFFLINE": "1",
+        "YOLO_AUTOINSTALL": "0",
+        **(env or {}),
+    }
+    return template
+
+
+def pool_specs(gpu_image: str = DEFAULT_GPU_IMAGE) -> list[PoolSpec]:
+    return [
+        PoolSpec("cpu", "process", None, "stageflow CPU work: deploy-sync, builds, discovery, monitor"),
+        PoolSpec(
+            "gpu", "docker", gpu_base_job_template(gpu_image), "stageflow GPU inference (Docker, all GPUs)"
+        ),
+    ]
+
+
+def create_pools(gpu_image: str = DEFAULT_GPU_IMAGE, gpu_slots: int = 1) -> list[str]:
+    """Create or update the pools and the ``gpu`` tag concurrency limit. Returns what was done."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    done = []
+    with get_client(sync_client=True) as client:
+        for spec in pool_specs(gpu_image):
+            create = WorkPoolCreate(name=spec.name, type=spec.type, description=spec.description)
+            if spec.base_job_template is not None:
+                create = WorkPoolCreate(
+                    name=spec.name,
+                    type=spec.type,
+                    description=spec.description,
+                    base_job_template=spec.base_job_template,
+                )
+            client.create_work_pool(create, overwrite=True)
+            done.append(f"work pool {spec.name} ({spec.type})")
+        client.create_concurrency_limit(tag="gpu", concurrency_limit=gpu_slots)
+        done.append(f"concurrency limit: tag 'gpu' = {gpu_slots}")
+    return done
+
+
+def show_pool(name: str) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        pool = client.read_work_pool(name)
+    return {"name": pool.name, "type": pool.type, "base_job_template": pool.base_job_template}

@@ -1,0 +1,33 @@
+"""Built-in analyzers: ``rules`` (offline cue lexicon + OCR matching, the default) and ``gemini``
+(Gemini generateContent over httpx). The engines live in stageflow.video.analysis; this module only
+registers them and imports nothing heavy."""
+
+from __future__ import annotations
+
+from stageflow.hookspecs import hookimpl
+from stageflow.video.analysis.gemini import GeminiConfig
+from stageflow.video.analysis.rules import RulesConfig
+
+
+def _rules(config: RulesConfig):
+    from stageflow.video.analysis.rules import RulesAnalyzer
+
+    return RulesAnalyzer(config)
+
+
+def _gemini(config: GeminiConfig):
+    from stageflow.video.analysis.gemini import GeminiAnalyzer
+
+    return GeminiAnalyzer(config)
+
+
+@hookimpl
+def register_analyzers(register):
+    register("rules", _rules, config=RulesConfig, description="Offline rules: cue lexicon + OCR matching")
+    register(
+        "gemini",
+        _gemini,
+        config=GeminiConfig,
+        requires=("httpx",),
+        description="Gemini generateContent with JSON-schema output (GEMINI_API_KEY)",
+    )

@@ -1,0 +1,25 @@
+"""Built-in commerce backend ``coupang``: the Coupang Partners Open API (search + deeplink, signed,
+cached, rate-limited, with a circuit breaker and budget guard). The client lives in
+stageflow.commerce.coupang; this module only registers it."""
+
+from __future__ import annotations
+
+from stageflow.commerce.coupang import CoupangConfig
+from stageflow.hookspecs import hookimpl
+
+
+def _coupang(config: CoupangConfig):
+    from stageflow.commerce.coupang import CoupangClient
+
+    return CoupangClient(config)
+
+
+@hookimpl
+def register_commerce(register):
+    register(
+        "coupang",
+        _coupang,
+        config=CoupangConfig,
+        requires=("httpx",),
+        description="Coupang Partners search + deeplink (COUPANG_ACCESS_KEY / COUPANG_SECRET_KEY)",
+    )

@@ -1,0 +1,259 @@
+"""The Coupang Partners Open API client (httpx): product search and deeplinks, CEA-signed, with a
+1 h search cache, a token bucket per endpoint, a circuit breaker, retries on 429/5xx honouring
+Retry-After, and a monthly budget guard.
+
+Credentials come from the config (SecretStr), env vars COUPANG_ACCESS_KEY / COUPANG_SECRET_KEY, or
+Prefect Secret blocks; they never appear in logs, errors or cached data.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from stageflow.commerce.budget import BudgetGuard
+from stageflow.commerce.cache import TtlCache
+from stageflow.commerce.resilience import (
+    CircuitBreaker,
+    Retryable,
+    RetryPolicy,
+    TokenBucket,
+    parse_retry_after,
+    with_retries,
+)
+from stageflow.commerce.signing import authorization
+from stageflow.errors import BadInput, ServiceAuthError, ServiceError
+
+SERVICE = "coupang"
+
+
+class CoupangConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    access_key: SecretStr | None = None  # default: env COUPANG_ACCESS_KEY
+    secret_key: SecretStr | None = None  # default: env COUPANG_SECRET_KEY
+    access_key_block: str | None = None  # Prefect Secret block names, used when set
+    secret_key_block: str | None = None
+    base_url: str = "https://api-gateway.coupang.com"
+    search_path: str = "/v2/providers/affiliate_open_api/apis/openapi/products/search"
+    deeplink_path: str = "/v2/providers/affiliate_open_api/apis/openapi/deeplink"
+    timeout_s: float = 10.0
+    attempts: int = 3
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    search_per_hour: int = 10
+    deeplink_per_minute: int = 100
+    rate_wait_s: float = 0.0  # how long to wait for a local token before refusing the call
+    breaker_threshold: int = 3
+    breaker_cooldown_s: float = 300.0
+    cache_ttl_s: float = 3600.0  # search results
+    deeplink_cache_ttl_s: float = 30 * 86400.0  # a partner link for a product URL does not change
+    monthly_budget: int = 10000  # calls per month; 0 = no budget
+    use_store: bool = True  # cache, api_calls and budget in the stageflow store
+
+
+def _secret(value: SecretStr | None, block: str | None, env: str, what: str) -> str:
+    if value is not None and value.get_secret_value():
+        return value.get_secret_value()
+    if block:
+        from prefect.blocks.system import Secret
+
+        return str(Secret.load(block).get())
+    found = os.environ.get(env, "")
+    if not found:
+        raise BadInput(
+            f"coupang: no {what}: set {env}, or {what.replace(' ', '_')} / a Secret block in the config"
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Product:
+    product_id: str
+    title: str
+    price: float | None
+    url: str
+    image: str | None = None
+    is_rocket: bool = False
+    category: str | None = None
+
+    @classmethod
+    def from_api(cls, d: dict[str, Any]) -> Product:
+        return cls(
+            product_id=str(d.get("productId", "")),
+            title=str(d.get("productName", "")),
+            price=d.get("productPrice"),
+            url=str(d.get("productUrl", "")),
+            image=d.get("productImage"),
+            is_rocket=bool(d.get("isRocket", False)),
+            category=d.get("categoryName"),
+        )
+
+
+class CoupangClient:
+    """Implements the CommerceApi Protocol: ``search(keyword, limit)`` -> [Product], ``deeplink(urls)``
+    -> [short url]."""
+
+    def __init__(
+        self,
+        config: CoupangConfig,
+        *,
+        store: Any | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        alert: Callable[[int, int, int], None] | None = None,
+    ):
+        self.config = config
+        self._access = _secret(config.access_key, config.access_key_block, "COUPANG_ACCESS_KEY", "access key")
+        self._secret = _secret(config.secret_key, config.secret_key_block, "COUPANG_SECRET_KEY", "secret key")
+        if store is None and config.use_store:
+            from stageflow.store import open_store
+
+            store = open_store()
+        self.store = store
+        self.sleep = sleep
+        self.policy = RetryPolicy(config.attempts, config.backoff_s, config.max_backoff_s)
+        self.buckets = {
+            "search": TokenBucket(
+                "coupang search", config.search_per_hour, 3600.0, config.rate_wait_s, clock, sleep
+            ),
+            "deeplink": TokenBucket(
+                "coupang deeplink", config.deeplink_per_minute, 60.0, config.rate_wait_s, clock, sleep
+            ),
+        }
+        self.breaker = CircuitBreaker("coupang", config.breaker_threshold, config.breaker_cooldown_s, clock)
+        self.cache = TtlCache(SERVICE, config.cache_ttl_s, store=store, clock=wall_clock)
+        self.link_cache = TtlCache(
+            SERVICE + "-deeplink", config.deeplink_cache_ttl_s, store=store, clock=wall_clock
+        )
+        self.budget = BudgetGuard(SERVICE, config.monthly_budget, store=store, alert=alert)
+        self.http_calls = 0
+        self.cache_hits = 0
+        self._http: Any = None
+
+    # ------------------------------------------------------------------ public API
+    def search(self, keyword: str, limit: int = 10) -> list[Product]:
+        keyword = keyword.strip()
+        if not keyword:
+            raise BadInput("coupang search: empty keyword")
+        limit = max(1, min(50, int(limit)))
+        key = f"{keyword}|{limit}"
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.cache_hits += 1
+            return [Product(**p) for p in cached]
+        query = urlencode({"keyword": keyword, "limit": limit})
+        data = self._call("search", "GET", self.config.search_path, query, None)
+        items = (data or {}).get("productData") or []
+        products = [Product.from_api(p) for p in items if isinstance(p, dict)]
+        self.cache.put(key, [p.__dict__ for p in products])
+        return products
+
+    def deeplink(self, urls: Sequence[str]) -> list[str]:
+        if not urls:
+            return []
+        cached = [self.link_cache.get(u) for u in urls]
+        if all(cached):
+            self.cache_hits += 1
+            return [str(c) for c in cached]
+        data = self._call("deeplink", "POST", self.config.deeplink_path, "", {"coupangUrls": list(urls)})
+        rows = data if isinstance(data, list) else []
+        by_original = {r.get("originalUrl"): r.get("shortenUrl") for r in rows if isinstance(r, dict)}
+        out = []
+        for i, url in enumerate(urls):
+            short = by_original.get(url) or (rows[i].get("shortenUrl") if i < len(rows) else None)
+            if not short:
+                raise ServiceError(f"coupang deeplink: no shortenUrl returned for {url}")
+            out.append(str(short))
+            self.link_cache.put(url, str(short))
+        return out
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+    # ------------------------------------------------------------------ transport
+    def _client(self) -> Any:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.Client(base_url=self.config.base_url, timeout=self.config.timeout_s)
+        return self._http
+
+    def _redact(self, text: str) -> str:
+        for secret in (self._secret, self._access):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _call(self, endpoint: str, method: str, path: str, query: str, body: Any) -> Any:
+        import httpx
+
+        self.breaker.before_call()
+        url = path + (f"?{query}" if query else "")
+
+        def attempt() -> Any:
+            self.budget.check()
+            self.buckets[endpoint].acquire()
+            headers = {
+                "Authorization": authorization(self._access, self._secret, method, path, query),
+                "Content-Type": "application/json;charset=UTF-8",
+            }
+            self.http_calls += 1
+            try:
+                resp = self._client().request(method, url, headers=headers, json=body)
+            except httpx.TimeoutException:
+                self.budget.record(endpoint, None, False)
+                raise Retryable(f"timed out after {self.config.timeout_s:g} s") from None
+            except httpx.TransportError as exc:
+                self.budget.record(endpoint, None, False)
+                raise Retryable(f"connection failed ({type(exc).__name__})") from None
+            self.budget.record(endpoint, resp.status_code, resp.is_success)
+            if resp.status_code in (401, 403):
+                msg = self._redact(_message(resp))
+                self.breaker.failure(f"HTTP {resp.status_code}")
+                raise ServiceAuthError(
+                    f"coupang {endpoint}: HTTP {resp.status_code} {msg}: the access/secret key pair is wrong "
+                    f"or revoked; fix COUPANG_ACCESS_KEY / COUPANG_SECRET_KEY (or the Secret blocks)"
+                )
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise Retryable(
+                    f"HTTP {resp.status_code} {self._redact(_message(resp))}",
+                    parse_retry_after(resp.headers.get("Retry-After")),
+                )
+            try:
+                payload = resp.json()
+            except ValueError:
+                raise Retryable(f"HTTP {resp.status_code}: response is not JSON") from None
+            if not resp.is_success or not isinstance(payload, dict) or str(payload.get("rCode")) != "0":
+                msg = payload.get("rMessage", "") if isinstance(payload, dict) else ""
+                self.breaker.failure(f"rCode {payload.get('rCode') if isinstance(payload, dict) else '?'}")
+                raise ServiceError(
+                    f"coupang {endpoint}: HTTP {resp.status_code}, rCode "
+                    f"{payload.get('rCode') if isinstance(payload, dict) else '?'}: {self._redact(str(msg))}"
+                )
+            return payload.get("data")
+
+        def give_up(last: str) -> Any:
+            self.breaker.failure(last)
+            raise ServiceError(f"coupang {endpoint}: failed after {self.policy.attempts} attempts: {last}")
+
+        result = with_retries(attempt, self.policy, self.sleep, give_up)
+        self.breaker.success()
+        return result
+
+
+def _message(resp: Any) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    if isinstance(data, dict):
+        return str(data.get("rMessage") or data.get("message") or "")[:200]
+    return ""

@@ -1,0 +1,203 @@
+"""The analysis engine for one video: ranges (pass a) -> candidate per range (pass b) -> score,
+PPL, commerce match, clip -> route through the status machine, stored when a store is given.
+
+Plain function, no Prefect: the video flow wraps ``analyze_video`` in a task. A failing range is
+recorded and the others continue; a commerce outage leaves that candidate without a match (routed to
+filtered_no_coupang, which a person can move back to needs_review). Re-running a video updates its
+rows and never duplicates them or re-routes a candidate a person has already moved.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stageflow.errors import StageflowError
+from stageflow.video.analysis.evidence import Candidate, TimeRange, VideoEvidence, candidate_id, segments_in
+from stageflow.video.analysis.ppl import PplPatterns, ppl_probability
+from stageflow.video.analysis.routing import Status, route
+from stageflow.video.analysis.scoring import score_quotes
+
+log = logging.getLogger("stageflow.analysis")
+
+#: clipper(start, end) -> (clip path, thumbnail path); part 1's clip stage, given by the flow.
+Clipper = Callable[[float, float], tuple[str | None, str | None]]
+
+
+@dataclass(frozen=True)
+class FailedRange:
+    start: float
+    end: float
+    error: str
+
+
+@dataclass
+class AnalysisResult:
+    video_id: str
+    candidates: list[Candidate] = field(default_factory=list)
+    failed: list[FailedRange] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # non-fatal: commerce, clips
+    ppl_probability: float = 0.0
+    ppl_matches: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_output(self) -> list[dict[str, Any]]:
+        """The ``candidates`` list of ``stageflow analyze --json`` for this video."""
+        return [c.to_output() for c in self.candidates]
+
+
+def analyze_video(
+    evidence: VideoEvidence | Mapping[str, Any],
+    *,
+    analyzer: Any,
+    commerce: Any | None = None,
+    store: Any | None = None,
+    ppl_patterns: PplPatterns | None = None,
+    clipper: Clipper | None = None,
+    actor: str = "engine",
+    commerce_limit: int = 10,
+) -> AnalysisResult:
+    """Analyze one video. ``evidence``: a VideoEvidence or one entry of part 1's ``videos`` list.
+    ``analyzer``: an Analyzer backend (rules, gemini). ``commerce``: a CommerceApi or None (then
+    every candidate is filtered_no_coupang). ``store``: a stageflow Store (videos, candidates and
+    status_history are written; illegal transitions raise)."""
+    from stageflow.commerce.matching import find_match
+
+    ev = evidence if isinstance(evidence, VideoEvidence) else VideoEvidence.from_part1(evidence)
+    patterns = ppl_patterns or PplPatterns.load()
+    texts = [ev.title, *(s.text for s in ev.transcript), *(o.text for o in ev.ocr)]
+    ppl, matches = ppl_probability(texts, patterns)
+    result = AnalysisResult(ev.video_id, ppl_probability=ppl, ppl_matches=matches)
+    if store is not None:
+        store.upsert_video(ev.video_id, title=ev.title, source=ev.source, data={"ppl_probability": ppl})
+
+    try:
+        ranges: list[TimeRange] = list(analyzer.find_ranges(ev.transcript)) if ev.transcript else []
+    except StageflowError as exc:
+        result.failed.append(FailedRange(0.0, ev.duration_s or 0.0, f"finding ranges: {exc}"))
+        ranges = []
+    if hasattr(analyzer, "ocr_ranges"):
+        ranges += analyzer.ocr_ranges(ev, ranges)
+
+    for rng in ranges:
+        cid = candidate_id(ev.video_id, rng.start, rng.end)
+        status = _begin(store, cid, ev.video_id, rng, actor)
+        try:
+            cand = analyzer.candidate(rng, ev)
+        except StageflowError as exc:
+            result.failed.append(FailedRange(rng.start, rng.end, str(exc)))
+            if status == Status.PROCESSING:
+                store.set_candidate_status(cid, Status.FAILED, actor=actor, reason=str(exc)[:200])
+            continue
+        cand = cand.model_copy(update={"video_id": ev.video_id, "start": rng.start, "end": rng.end})
+
+        quotes = [s.text for s in segments_in(ev.transcript, rng.start, rng.end)] or list(
+            cand.evidence.ocr_texts
+        )
+        score, band = score_quotes(quotes, ev.channel)
+        match = None
+        if commerce is not None:
+            try:
+                match = find_match(
+                    commerce, cand.product_name, cand.brand, cand.category_path, limit=commerce_limit
+                )
+            except StageflowError as exc:
+                result.errors.append(f"commerce for {cand.product_name} at {rng.start:.1f}s: {exc}")
+        clip = thumb = None
+        if clipper is not None:
+            try:
+                # a point range (on-screen text in one frame) still gets a clip: +-1 s around it
+                clip, thumb = clipper(
+                    *(
+                        (rng.start, rng.end)
+                        if rng.end > rng.start
+                        else (max(0.0, rng.start - 1), rng.start + 1)
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - a clip failure never loses the candidate
+                result.errors.append(f"clip {rng.start:.1f}-{rng.end:.1f}s: {exc}")
+        routed = route(ppl_probability=ppl, has_commerce=match is not None, score=score)
+        cand = cand.model_copy(
+            update={
+                "score": score,
+                "score_band": band,
+                "ppl_probability": ppl,
+                "commerce": match,
+                "clip": clip,
+                "thumbnail": thumb,
+                "status": routed.value,
+            }
+        )
+        if store is not None:
+            data = cand.to_output()
+            store.upsert_candidate(
+                cid, video_id=ev.video_id, start=rng.start, end=rng.end, data=data, actor=actor
+            )
+            if status == Status.PROCESSING:
+                store.set_candidate_status(cid, Status.ANALYSIS_COMPLETE, actor=actor)
+                store.set_candidate_status(cid, routed, actor=actor, reason=_why(ppl, match, score))
+            else:  # already routed or reviewed in an earlier run: keep what people decided
+                cand = cand.model_copy(update={"status": store.candidate_status(cid)})
+        result.candidates.append(cand)
+    return result
+
+
+def _begin(store: Any | None, cid: str, video_id: str, rng: TimeRange, actor: str) -> Status | None:
+    """Create the row (pending) and move it to processing; None when it was already past that."""
+    if store is None:
+        return None
+    if store.candidate_status(cid) is None:
+        store.upsert_candidate(
+            cid,
+            video_id=video_id,
+            start=rng.start,
+            end=rng.end,
+            data={"start": rng.start, "end": rng.end},
+            actor=actor,
+        )
+    current = store.candidate_status(cid)
+    if current in (Status.PENDING, Status.FAILED):
+        store.set_candidate_status(cid, Status.PROCESSING, actor=actor)
+        return Status.PROCESSING
+    return Status(current)
+
+
+def _why(ppl: float, match: Any, score: int) -> str:
+    return f"ppl={ppl:.2f} commerce={'yes' if match else 'no'} score={score}"
+
+
+def summary_message(run_id: str, results: list[AnalysisResult], *, top: int = 5) -> Any:
+    """The run summary a notifier posts: counts, the top candidates by score, and any errors. The run
+    id is part of the message, so a retried task posts the same message (deduplicated by the notifier)."""
+    from stageflow.stages import Message
+
+    cands = [c for r in results for c in r.candidates]
+    best = sorted(cands, key=lambda c: (-(c.score or 0), c.video_id, c.start))[:top]
+    lines = []
+    for i, c in enumerate(best, 1):
+        name = f"{c.brand} {c.product_name}" if c.brand and c.brand not in c.product_name else c.product_name
+        link = f" <{c.commerce.url}|쿠팡>" if c.commerce else ""
+        lines.append(f"{i}. {name} — score {c.score} ({c.score_band}), {c.status}{link}")
+    errors = [f"{r.video_id}: {f.start:.1f}-{f.end:.1f}s {f.error}" for r in results for f in r.failed]
+    errors += [f"{r.video_id}: {e}" for r in results for e in r.errors]
+    text = "\n".join(lines) or "no candidates"
+    if errors:
+        text += (
+            "\n*errors*\n"
+            + "\n".join(errors[:10])
+            + (f"\n… {len(errors) - 10} more" if len(errors) > 10 else "")
+        )
+    return Message(
+        title=f"video analysis: {len(cands)} candidates from {len(results)} videos",
+        text=text,
+        level="warning" if errors else "info",
+        fields={
+            "run": run_id,
+            "needs_review": str(sum(c.status == Status.NEEDS_REVIEW for c in cands)),
+            "ppl_flagged": str(
+                sum(c.status in (Status.HIGH_PPL_RISK, Status.PPL_REVIEW_REQUIRED) for c in cands)
+            ),
+            "failed_ranges": str(sum(len(r.failed) for r in results)),
+        },
+    )

@@ -1,0 +1,158 @@
+"""The ``gemini`` analyzer against a loopback generateContent server: both passes, OCR and detections
+shown in pass b, retries on invalid JSON / schema / finishReason / 429 / 5xx / slow answers, then the
+range fails and the others continue; bad key; secrets never in errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from stageflow.errors import AnalysisFailed, BadInput, ServiceAuthError
+from stageflow.video.analysis.engine import analyze_video
+from stageflow.video.analysis.evidence import NEEDS_CHECK, TimeRange, VideoEvidence
+from stageflow.video.analysis.gemini import GeminiAnalyzer, GeminiConfig
+
+from .conftest import GEMINI_KEY, VIDEO
+from .servers import Fault
+
+GOOD = {
+    "product_name": "라운드랩 자작나무 선크림",
+    "brand": "라운드랩",
+    "category_path": ["뷰티", "선케어"],
+    "features": ["촉촉함"],
+    "hook_sentence": "진짜 촉촉하고 너무 좋아요!",
+    "summary": "매일 쓰는 선크림",
+    "hashtags": ["#선크림"],
+    "confidence": 0.9,
+}
+
+
+def analyzer(server, sleeps, key: str = GEMINI_KEY, **over: Any) -> GeminiAnalyzer:
+    cfg = {"api_key": SecretStr(key), "base_url": server.url, "timeout_s": 2.0, "backoff_s": 0.01, **over}
+    return GeminiAnalyzer(GeminiConfig(**cfg), sleep=sleeps)
+
+
+@pytest.fixture
+def ev() -> VideoEvidence:
+    return VideoEvidence.from_part1(VIDEO)
+
+
+def test_two_passes_and_visual_evidence_in_pass_b(gemini_server, sleeps, ev):
+    gemini_server.ranges = [
+        {"start": 4, "end": 14, "reason": "uses and recommends"},
+        {"start": 40, "end": 99},
+    ]
+    gemini_server.candidate = GOOD
+    g = analyzer(gemini_server, sleeps)
+    ranges = g.find_ranges(ev.transcript)
+    assert [(r.start, r.end) for r in ranges] == [(4.0, 14.0), (40.0, 45.0)]  # clamped to the transcript
+    c = g.candidate(ranges[0], ev)
+    assert c.product_name == "라운드랩 자작나무 선크림" and c.category_path == ("뷰티", "선케어")
+    assert c.evidence.quotes[0].startswith("요즘 매일")  # quotes come from the transcript, not the model
+    req = gemini_server.calls(":generateContent")[-1]
+    assert req.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    body = req.json()
+    prompt = json.loads(body["contents"][0]["parts"][0]["text"])
+    assert prompt["on_screen_text"][0]["text"] == "라운드랩 자작나무 선크림"
+    assert prompt["objects"] == ["bottle"]
+    assert body["generationConfig"]["responseMimeType"] == "application/json"
+    assert body["generationConfig"]["maxOutputTokens"] == 2048
+    assert "product_name" in body["generationConfig"]["responseSchema"]["properties"]
+    assert req.headers["x-goog-api-key"] == GEMINI_KEY and "key=" not in req.query
+    assert g.tokens_used == 300
+
+
+def test_invalid_json_retried_then_valid(gemini_server, sleeps, ev):
+    gemini_server.candidate = GOOD
+    gemini_server.queue_text("{not json")
+    gemini_server.queue_text(json.dumps({**GOOD, "confidence": 7}))  # schema: confidence <= 1
+    c = analyzer(gemini_server, sleeps).candidate(TimeRange(start=4, end=14), ev)
+    assert c.confidence == 0.9 and len(sleeps) == 2
+
+
+def test_invalid_json_every_time_fails_that_range_and_the_rest_continue(gemini_server, sleeps, ev, store):
+    gemini_server.ranges = [{"start": 4, "end": 14}, {"start": 40, "end": 45}]
+    gemini_server.candidate = {**GOOD, "product_name": "Logitech MX Master 3S", "brand": "로지텍"}
+    # pass a answers normally; pass b for the first range is invalid three times
+    g = analyzer(gemini_server, sleeps, attempts=3)
+    ranges = g.find_ranges(ev.transcript)
+    for text in ("{oops", "[]", '{"product_name": 3}'):
+        gemini_server.queue_text(text)
+
+    class Fixed:
+        def find_ranges(self, transcript):
+            return ranges
+
+        def candidate(self, rng, evidence):
+            return g.candidate(rng, evidence)
+
+    result = analyze_video(ev, analyzer=Fixed(), store=store)
+    assert [(f.start, f.end) for f in result.failed] == [(4.0, 14.0)]
+    assert "failed after 3 attempts" in result.failed[0].error
+    assert [c.product_name for c in result.candidates] == ["Logitech MX Master 3S"]
+    assert {r["status"] for r in store.candidates() if r["start"] == 4.0} == {"failed"}
+    assert not g.breaker.is_open  # bad model output is not a service outage
+
+
+def test_schema_violation_message(gemini_server, sleeps, ev):
+    for _ in range(2):
+        gemini_server.queue_text(json.dumps({"brand": None}))
+    with pytest.raises(AnalysisFailed, match="violates the schema at confidence"):
+        analyzer(gemini_server, sleeps, attempts=2).candidate(TimeRange(start=4, end=14), ev)
+
+
+def test_finish_reason_other_than_stop_is_a_failure(gemini_server, sleeps, ev):
+    gemini_server.queue_text('{"product_name": "x", "bra', finish="MAX_TOKENS")
+    gemini_server.queue_text(json.dumps(GOOD), finish="SAFETY")
+    with pytest.raises(AnalysisFailed, match="finishReason SAFETY"):
+        analyzer(gemini_server, sleeps, attempts=2).candidate(TimeRange(start=4, end=14), ev)
+
+
+def test_unclear_name_becomes_needs_check(gemini_server, sleeps, ev):
+    gemini_server.candidate = {**GOOD, "product_name": None, "brand": None, "confidence": 0.9}
+    c = analyzer(gemini_server, sleeps).candidate(TimeRange(start=4, end=14), ev)
+    assert c.product_name == NEEDS_CHECK and c.brand is None and c.confidence == 0.5
+
+
+def test_429_retry_after_and_5xx_burst(gemini_server, sleeps, ev):
+    gemini_server.candidate = GOOD
+    err = {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}
+    gemini_server.fail_next(Fault(429, err, {"Retry-After": "3"}), Fault(503, "unavailable"))
+    c = analyzer(gemini_server, sleeps).candidate(TimeRange(start=4, end=14), ev)
+    assert c.product_name == GOOD["product_name"]
+    assert sleeps[0] == 3.0 and len(sleeps) == 2
+
+
+def test_slow_answer_times_out_bounded(gemini_server, sleeps, ev):
+    gemini_server.fail_next(*[Fault(200, "{}", delay_s=0.5) for _ in range(2)])
+    with pytest.raises(AnalysisFailed, match="timed out after 0.2 s"):
+        analyzer(gemini_server, sleeps, attempts=2, timeout_s=0.2).candidate(TimeRange(start=4, end=14), ev)
+    assert len(gemini_server.requests) == 2
+
+
+def test_bad_key_clear_error_without_secret(gemini_server, sleeps, ev):
+    g = analyzer(gemini_server, sleeps, key="gm-wrong-key-zzz")
+    with pytest.raises(ServiceAuthError) as info:
+        g.find_ranges(ev.transcript)
+    assert "GEMINI_API_KEY" in str(info.value) and "gm-wrong-key-zzz" not in str(info.value)
+    assert len(gemini_server.requests) == 1
+
+
+def test_no_key(monkeypatch):
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    with pytest.raises(BadInput, match="GEMINI_API_KEY"):
+        GeminiAnalyzer(GeminiConfig())
+
+
+def test_empty_transcript_makes_no_call(gemini_server, sleeps):
+    assert analyzer(gemini_server, sleeps).find_ranges([]) == []
+    assert gemini_server.requests == []
+
+
+def test_prompt_budget_cuts_long_transcripts(gemini_server, sleeps):
+    segs = [{"start": i, "end": i + 1, "text": "가" * 100} for i in range(100)]
+    analyzer(gemini_server, sleeps, max_prompt_chars=500).find_ranges(segs)
+    assert len(gemini_server.requests[0].json()["contents"][0]["parts"][0]["text"]) <= 500
