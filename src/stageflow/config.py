@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from stageflow.errors import ConfigError
 from stageflow.monitor.engine import MonitorConfig
+from stageflow.sync.profile import SyncConfig
 
 CONFIG_NAME = "stageflow.toml"
 
@@ -54,7 +55,7 @@ class ProjectConfig(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     discover: DiscoverConfig = Field(default_factory=DiscoverConfig)
     # Sections validated by their own flows (deploy-sync, selective build, video analysis, ops).
-    sync: dict[str, Any] = Field(default_factory=dict)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
     build: dict[str, Any] = Field(default_factory=dict)
     video: dict[str, Any] = Field(default_factory=dict)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)

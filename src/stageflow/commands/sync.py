@@ -1,9 +1,190 @@
-"""CLI commands for the sync flow family (filled in by its issue)."""
+"""CLI commands of the deploy-sync family: ``stageflow sync``, ``stageflow rollback`` and
+``stageflow target init``.
+
+Thin: every command calls :mod:`stageflow.sync.engine` (imported inside the command so start-up stays
+fast; Prefect is imported only with ``--prefect``). Never prints secrets; JSON goes to stdout, the rest
+to stderr.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+target_app = typer.Typer(help="Prepare deploy targets (role markers).", no_args_is_help=True)
+
+
+def _emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"stageflow: warning: {message}", err=True)
+
+
+def _progress_hook(enabled: bool) -> tuple[Any, Any]:
+    """(on_changes callback, progress object to stop) for a rich bar on a TTY stderr."""
+    if not enabled or not sys.stderr.isatty():
+        return None, None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("sync"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+    def on_changes(changes: Any) -> None:
+        task = bar.add_task("sync", total=max(len(changes.to_send), 1))
+        bar.start()
+        changes.progress = lambda path, sent: bar.advance(task)
+
+    return on_changes, bar
+
+
+def _print_result(result: Any) -> None:
+    changes = result.changes
+    if result.dry_run:
+        for label, paths in (("+", changes.added), ("~", changes.modified), ("-", changes.deleted)):
+            for p in paths:
+                typer.echo(f"{label} {p}")
+        for h in result.hooks:
+            typer.echo(f"hook {h.name}: planned")
+        typer.echo(
+            f"dry run: {len(changes.added)} to add, {len(changes.modified)} to modify, "
+            f"{len(changes.deleted)} to delete on {result.target} ({result.mode}); nothing written"
+        )
+        return
+    for h in result.hooks:
+        typer.echo(f"hook {h.name}: {h.status}" + (f" ({h.detail})" if h.detail else ""))
+    where = f" release {result.release}" if result.release else ""
+    typer.echo(
+        f"synced {result.environment} to {result.target}{where}: {len(changes.added)} added, "
+        f"{len(changes.modified)} modified, {len(changes.deleted)} deleted, {result.bytes_sent} bytes "
+        f"in {result.duration_s:.2f} s"
+    )
+
+
+def sync_cmd(
+    source: Annotated[Path, typer.Argument(help="Project root to ship (its working tree).")],
+    env: Annotated[str, typer.Option("--env", "-e", help="Environment in [sync.environments].")],
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="Override the target: /path or user@host:/path.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", dir_okay=False, help="Project file (default: SOURCE/stageflow.toml)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the change set and hooks; write nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    prefect: Annotated[bool, typer.Option("--prefect", help="Run as the deploy_sync Prefect flow.")] = False,
+) -> None:
+    """Ship what changed in SOURCE to the environment's target, behind the role safety net."""
+    from stageflow.sync.engine import DeployFailed, SyncRequest, sync
+
+    request = SyncRequest(source=source, environment=env, target=target, config_path=config, dry_run=dry_run)
+    if prefect:
+        from stageflow.flows.deploy_sync import DeploySyncParams, deploy_sync
+
+        doc = deploy_sync(
+            DeploySyncParams(
+                source=str(source),
+                environment=env,
+                target=target,
+                config=str(config) if config else None,
+                dry_run=dry_run,
+            )
+        )
+        if as_json:
+            _emit_json(doc)
+        else:
+            typer.echo(f"deploy_sync flow: {json.dumps(doc['changes'])} release {doc['release']}")
+        return
+    on_changes, bar = _progress_hook(not as_json)
+    try:
+        result = sync(
+            request, log=lambda m: typer.echo(m, err=True) if not as_json else None, on_changes=on_changes
+        )
+    except DeployFailed as exc:
+        if bar is not None:
+            bar.stop()
+        for w in exc.result.warnings:
+            _warn(w)
+        if as_json:
+            _emit_json(exc.result.as_json())
+        raise
+    finally:
+        if bar is not None:
+            bar.stop()
+    for w in result.warnings:
+        _warn(w)
+    if as_json:
+        _emit_json(result.as_json())
+    else:
+        _print_result(result)
+
+
+def rollback_cmd(
+    dest: Annotated[str, typer.Argument(help="Target: /path or user@host:/path (releases mode).")],
+    to: Annotated[
+        str | None, typer.Option("--to", help="Release id (default: the one before current).")
+    ] = None,
+    ssh_command: Annotated[
+        str, typer.Option("--ssh-command", help="ssh command for remote targets.")
+    ] = "ssh",
+    lock_timeout: Annotated[
+        float, typer.Option("--lock-timeout", help="Seconds to wait for a running sync.")
+    ] = 60,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+) -> None:
+    """Point DEST's `current` symlink back at an earlier release (instant)."""
+    from stageflow.sync import releases
+    from stageflow.sync.target import open_target
+
+    target = open_target(dest, ssh_command)
+    try:
+        if not target.remote and not target.exists():
+            from stageflow.errors import BadInput
+
+            raise BadInput(f'target {dest} does not exist: pass a directory deployed with mode = "releases"')
+        with target.lock(lock_timeout):
+            before, after = releases.rollback(target, to)
+    finally:
+        target.close()
+    if as_json:
+        _emit_json({"target": dest, "from": before, "to": after})
+    else:
+        typer.echo(f"rolled back {dest}: current {before} -> {after}")
+
+
+@target_app.command("init")
+def target_init_cmd(
+    dest: Annotated[str, typer.Argument(help="Target: /path or user@host:/path.")],
+    role: Annotated[str, typer.Option("--role", "-r", help="The role this target serves (e.g. apiserver).")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a different existing role.")] = False,
+    ssh_command: Annotated[
+        str, typer.Option("--ssh-command", help="ssh command for remote targets.")
+    ] = "ssh",
+) -> None:
+    """Write DEST/.stageflow/role so syncs of other roles are refused."""
+    from stageflow.sync.engine import init_target
+
+    path = init_target(dest, role, ssh_command=ssh_command, force=force)
+    typer.echo(f"{path}: role {role}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this family's commands to the root app."""
+    app.command("sync")(sync_cmd)
+    app.command("rollback")(rollback_cmd)
+    app.add_typer(target_app, name="target")

@@ -1,0 +1,74 @@
+"""Post-deploy hooks: the context handed to each deploy_hooks backend, its outcome, and the runner
+that calls them in order and stops at the first failure.
+
+The runner never rolls anything back itself (the engine does) and never logs hook secrets: a hook's
+detail line is what the hook chose to report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stageflow.errors import StageflowError
+from stageflow.sync.manifest import ChangeSet
+from stageflow.sync.target import LocalTarget, SshTarget
+
+
+@dataclass
+class DeployContext:
+    """What a hook may act on. ``directory`` is the deployed tree relative to the target root
+    ("" in place, "current" in releases mode)."""
+
+    target: LocalTarget | SshTarget
+    directory: str
+    source: Path
+    environment: str
+    role: str
+    release: str | None
+    changes: ChangeSet
+    log: Callable[[str], None] = field(default=lambda message: None)
+
+    def path(self, rel: str) -> str:
+        """A path relative to the deployed tree, relative to the target root."""
+        return f"{self.directory}/{rel}" if self.directory else rel
+
+
+@dataclass(frozen=True)
+class HookOutcome:
+    name: str
+    status: str  # ok | failed | skipped | planned
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
+@dataclass
+class PlannedHook:
+    name: str
+    backend: Any
+
+
+def run_hooks(hooks: list[PlannedHook], context: DeployContext) -> list[HookOutcome]:
+    """Run hooks in order; after a failure the rest are reported as skipped."""
+    outcomes: list[HookOutcome] = []
+    failed = False
+    for hook in hooks:
+        if failed:
+            outcomes.append(HookOutcome(hook.name, "skipped", "an earlier hook failed"))
+            continue
+        try:
+            result = hook.backend.run(context)
+        except StageflowError as exc:
+            result = HookOutcome(hook.name, "failed", str(exc))
+        except OSError as exc:
+            result = HookOutcome(hook.name, "failed", f"{type(exc).__name__}: {exc.strerror or exc}")
+        if not isinstance(result, HookOutcome):
+            result = HookOutcome(hook.name, "ok", str(result or ""))
+        outcomes.append(result)
+        context.log(f"hook {result.name}: {result.status}" + (f" ({result.detail})" if result.detail else ""))
+        failed = result.status == "failed"
+    return outcomes

@@ -1,0 +1,80 @@
+"""The ``[sync]`` section of stageflow.toml: one profile per environment (role, target, selection
+rules, mode, hooks).
+
+Validation only: this module never touches the source tree or the target, and never holds secrets
+(hooks name a Secret block or an environment variable, never a value).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from stageflow.errors import BadInput
+
+
+class HookSpec(BaseModel):
+    """One post-deploy hook: ``use`` names a deploy_hooks backend, the other keys are its options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    use: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class EnvironmentProfile(BaseModel):
+    """How one environment is deployed (``[sync.environments.NAME]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str
+    target: str | None = None
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    exclude_from: str | list[str] | None = None
+    protect: list[str] = Field(default_factory=list)
+    mode: Literal["in-place", "releases"] = "in-place"
+    keep_releases: int = Field(default=5, ge=1)
+    hooks: list[HookSpec] = Field(default_factory=list)
+    #: PM2 app names this role runs; an ecosystem config naming another role's apps is refused.
+    apps: list[str] = Field(default_factory=list)
+    transport: str | None = None  # default: "local" for a local target, "rsync" for user@host:/path
+    transport_options: dict[str, Any] = Field(default_factory=dict)
+    ssh_command: str = "ssh"
+    ssh_options: list[str] = Field(default_factory=list)
+    lock_timeout: float = Field(default=60.0, ge=0)
+
+    @field_validator("role")
+    @classmethod
+    def _role_is_a_word(cls, value: str) -> str:
+        if not value.strip() or any(c.isspace() for c in value):
+            raise ValueError("role must be one non-empty word, e.g. 'apiserver'")
+        return value
+
+    def exclude_files(self) -> list[str]:
+        if self.exclude_from is None:
+            return []
+        return [self.exclude_from] if isinstance(self.exclude_from, str) else list(self.exclude_from)
+
+
+class SyncConfig(BaseModel):
+    """The ``[sync]`` table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environments: dict[str, EnvironmentProfile] = Field(default_factory=dict)
+
+    def environment(self, name: str, where: str = "stageflow.toml") -> EnvironmentProfile:
+        """The profile called ``name``, or a BadInput naming the known ones."""
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none defined"
+            raise BadInput(
+                f"unknown environment '{name}' (in {where}: {known}): add [sync.environments.{name}] "
+                "or pass one of those to --env"
+            ) from None

@@ -1,0 +1,107 @@
+"""Which source paths ship: include / exclude / exclude_from / protect rules in gitignore syntax
+(pathspec), compiled once per sync.
+
+Pure decisions on relative POSIX paths: this module never reads file contents (except the
+exclude_from files it is given) and never writes anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pathspec
+
+from stageflow.errors import BadInput
+from stageflow.sync.profile import EnvironmentProfile
+
+#: Never shipped, whatever the rules say: VCS data and stageflow's own state directory.
+ALWAYS_EXCLUDED = (".git/", ".stageflow/")
+
+
+class _Matcher:
+    """A GitIgnoreSpec, sped up: when no pattern negates (``!``), its patterns' regexes are joined
+    into one alternation, which gives the same answer in one regex search per path."""
+
+    def __init__(self, spec: pathspec.GitIgnoreSpec):
+        self.spec = spec
+        self._combined: re.Pattern[str] | None = None
+        patterns: list[Any] = [p for p in spec.patterns if getattr(p, "include", None) is not None]
+        if patterns and all(p.include is True and getattr(p, "regex", None) is not None for p in patterns):
+            parts = [p.regex.pattern.replace("(?P<ps_d>", "(?:") for p in patterns]
+            try:
+                self._combined = re.compile("|".join(f"(?:{part})" for part in parts))
+            except re.error:
+                self._combined = None
+
+    def match_file(self, path: str) -> bool:
+        if self._combined is not None:
+            return self._combined.search(path) is not None
+        return bool(self.spec.match_file(path))
+
+
+def _spec(lines: list[str]) -> _Matcher | None:
+    lines = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    return _Matcher(pathspec.GitIgnoreSpec.from_lines(lines)) if lines else None
+
+
+@dataclass
+class SelectionRules:
+    """Compiled rules. ``skip_dir``/``skip_file`` say whether a path is excluded or protected."""
+
+    include_patterns: list[str] = field(default_factory=list)
+    exclude: _Matcher | None = None
+    protect: _Matcher | None = None
+    include: _Matcher | None = None
+
+    @classmethod
+    def from_profile(cls, profile: EnvironmentProfile, source: Path) -> SelectionRules:
+        exclude_lines = list(ALWAYS_EXCLUDED) + list(profile.exclude)
+        for name in profile.exclude_files():
+            path = source / name
+            try:
+                exclude_lines += path.read_text(encoding="utf-8").splitlines()
+            except FileNotFoundError:
+                raise BadInput(
+                    f"exclude_from file '{name}' not found in {source}: create it or remove exclude_from"
+                ) from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise BadInput(f"exclude_from file '{path}' cannot be read: {exc}") from None
+        return cls(
+            include_patterns=[p for p in profile.include if p.strip()],
+            exclude=_spec(exclude_lines),
+            protect=_spec(list(profile.protect)),
+            include=_spec(list(profile.include)),
+        )
+
+    def skip_dir(self, rel: str) -> bool:
+        """True when a whole directory (``rel`` without trailing slash) is excluded or protected."""
+        probe = rel + "/"
+        return bool(
+            (self.exclude is not None and self.exclude.match_file(probe))
+            or (self.protect is not None and self.protect.match_file(probe))
+        )
+
+    def skip_file(self, rel: str) -> bool:
+        """True when a file is excluded, protected, or not selected by a non-empty include list."""
+        if self.exclude is not None and self.exclude.match_file(rel):
+            return True
+        if self.protect is not None and self.protect.match_file(rel):
+            return True
+        return self.include is not None and not self.include.match_file(rel)
+
+    def is_protected(self, rel: str) -> bool:
+        return self.protect is not None and (
+            self.protect.match_file(rel) or self.protect.match_file(rel + "/")
+        )
+
+    def unmatched_includes(self, selected: list[str]) -> list[str]:
+        """Include patterns that select no shipped file (a warning, not an error)."""
+        out = []
+        for pattern in self.include_patterns:
+            matcher = _Matcher(pathspec.GitIgnoreSpec.from_lines([pattern]))
+            if not any(matcher.match_file(p) for p in selected):
+                out.append(pattern)
+        return out

@@ -1,0 +1,102 @@
+"""The safety net, run before anything is written: the target must declare the role the environment
+expects, and a PM2 ecosystem config must not name another role's apps.
+
+Read-only: this module never writes to the target or the source, and raises ``Refused`` (exit 3)
+with one line saying what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from stageflow.errors import BadInput, Refused
+from stageflow.sync.profile import EnvironmentProfile, SyncConfig
+from stageflow.sync.target import STATE_DIR, LocalTarget, SshTarget
+
+ROLE_MARKER = f"{STATE_DIR}/role"
+ENV_VARS = ("STAGEFLOW_ROLE", "SERVER_TYPE")
+_ENV_LINE = re.compile(r"^\s*(?:export\s+)?SERVER_TYPE\s*=\s*['\"]?([^'\"\s#]+)", re.MULTILINE)
+_APP_NAME = re.compile(r"""\bname\s*:\s*['"]([^'"]+)['"]""")
+
+
+@dataclass(frozen=True)
+class RoleFound:
+    role: str | None
+    source: str  # where it was read: marker, env STAGEFLOW_ROLE, .env, hostname, or "nothing"
+
+
+def read_role(target: LocalTarget | SshTarget, expected: str) -> RoleFound:
+    """The role a target declares: its marker, else the original system's fallbacks."""
+    marker = target.read_text(ROLE_MARKER)
+    if marker is not None and marker.strip():
+        return RoleFound(marker.strip().splitlines()[0].strip(), f"marker {ROLE_MARKER}")
+    for name in ENV_VARS:
+        value = target.env(name)
+        if value:
+            return RoleFound(value.strip(), f"environment variable {name}")
+    for env_file in (".env", "current/.env"):
+        text = target.read_text(env_file)
+        m = _ENV_LINE.search(text or "")
+        if m:
+            return RoleFound(m.group(1), f"SERVER_TYPE line in {env_file}")
+    host = target.hostname()
+    if expected and expected.lower() in host.lower():
+        return RoleFound(expected, f"hostname {host}")
+    return RoleFound(None, "nothing")
+
+
+def check_role(target: LocalTarget | SshTarget, expected: str) -> RoleFound:
+    """Refuse unless the target declares ``expected``."""
+    if not target.remote and not target.exists():
+        raise Refused(
+            f"target {target.root} does not exist, so it declares no role (expected '{expected}'): "
+            f"create it with `stageflow target init {target.spec} --role {expected}`"
+        )
+    found = read_role(target, expected)
+    if found.role is None:
+        raise Refused(
+            f"target {target.spec} declares no role (expected '{expected}'; no {ROLE_MARKER}, "
+            f"STAGEFLOW_ROLE, SERVER_TYPE or matching hostname): run "
+            f"`stageflow target init {target.spec} --role {expected}` on a target you have checked"
+        )
+    if found.role != expected:
+        raise Refused(
+            f"role mismatch on {target.spec}: expected '{expected}', found '{found.role}' "
+            f"(from {found.source}); nothing was written: check --env and the target"
+        )
+    return found
+
+
+def ecosystem_apps(path: Path) -> list[str]:
+    """App names declared in a PM2 ecosystem file (``name: '...'`` entries)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"PM2 ecosystem config '{path}' not found: fix the pm2 hook's config path") from None
+    return _APP_NAME.findall(text)
+
+
+def check_pm2_configs(source: Path, env_name: str, profile: EnvironmentProfile, config: SyncConfig) -> None:
+    """Refuse a pm2 hook whose ecosystem config names apps that belong to another environment."""
+    others = {app: name for name, p in config.environments.items() if name != env_name for app in p.apps}
+    for hook in profile.hooks:
+        if hook.use != "pm2" or not hook.options.get("config"):
+            continue
+        cfg_path = source / str(hook.options["config"])
+        for app in ecosystem_apps(cfg_path):
+            if app in profile.apps:
+                continue
+            if app in others:
+                raise Refused(
+                    f"PM2 config {hook.options['config']} names app '{app}' of environment "
+                    f"'{others[app]}', not '{env_name}' (apps: {', '.join(profile.apps) or 'none'}): "
+                    "use this role's ecosystem file"
+                )
+            if profile.apps:
+                raise Refused(
+                    f"PM2 config {hook.options['config']} names app '{app}', which environment "
+                    f"'{env_name}' does not run (apps: {', '.join(profile.apps)}): "
+                    "add it to apps or fix the file"
+                )
