@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from stageflow.build.config import BuildConfig
 from stageflow.errors import ConfigError
 from stageflow.monitor.engine import MonitorConfig
 from stageflow.sync.profile import SyncConfig
@@ -56,7 +57,7 @@ class ProjectConfig(_Strict):
     discover: DiscoverConfig = Field(default_factory=DiscoverConfig)
     # Sections validated by their own flows (deploy-sync, selective build, video analysis, ops).
     sync: SyncConfig = Field(default_factory=SyncConfig)
-    build: dict[str, Any] = Field(default_factory=dict)
+    build: BuildConfig = Field(default_factory=BuildConfig)
     video: dict[str, Any] = Field(default_factory=dict)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 

@@ -1,9 +1,215 @@
-"""CLI commands for the build flow family (filled in by its issue)."""
+"""CLI commands for the build flow family: ``stageflow build REPO`` (selective build of an
+npm/pnpm/yarn workspace monorepo).
+
+Engines are imported inside the command so ``stageflow --help`` stays fast; Prefect is imported only
+with ``--prefect``. Progress goes to stderr (a line per workspace, a rich bar on a TTY); ``--json``
+prints one document on stdout.
+"""
 
 from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 
+def _load_build_config(config: Path | None, repo: Path) -> Any:
+    from stageflow.config import CONFIG_NAME, load_config
+
+    if config is None and (repo / CONFIG_NAME).is_file():
+        config = repo / CONFIG_NAME
+    return load_config(config).build
+
+
+class _Progress:
+    """Per-workspace lines on stderr, and a progress bar when stderr is a terminal."""
+
+    def __init__(self, total: int, *, logs: str, quiet: bool):
+        import threading
+
+        self.logs = logs
+        self.quiet = quiet
+        self.lock = threading.Lock()
+        self.bar: Any = None
+        self.bar_task: Any = None
+        if not quiet and sys.stderr.isatty() and total:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("building"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.bar_task = self.bar.add_task("build", total=total)
+            self.bar.start()
+
+    def _echo(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(text, markup=False, highlight=False)
+        else:
+            typer.echo(text, err=True)
+
+    def start(self, name: str) -> None:
+        pass
+
+    def done(self, result: Any) -> None:
+        if self.quiet:
+            return
+        with self.lock:
+            detail = {"cached": f"cached ({result.cache})", "failed": f"FAILED ({result.reason})"}.get(
+                result.status, result.status
+            )
+            if result.status in ("skipped", "blocked") and result.reason:
+                detail = f"{result.status} ({result.reason})"
+            show_log = self.logs == "full" or (self.logs == "errors" and result.status == "failed")
+            if show_log and result.log.strip():
+                for line in result.log.rstrip().splitlines():
+                    self._echo(f"{result.name}: {line}")
+            self._echo(f"{result.name:<28} {detail:<24} {result.duration_s:6.2f}s")
+            if self.bar is not None:
+                self.bar.advance(self.bar_task)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def build_cmd(
+    repo: Annotated[
+        Path,
+        typer.Argument(help="Root of the monorepo (holds package.json workspaces or pnpm-workspace.yaml)."),
+    ] = Path("."),
+    base: Annotated[
+        str | None,
+        typer.Option("--base", help="Build only what changed since this git ref (plus dependents)."),
+    ] = None,
+    head: Annotated[str, typer.Option("--head", help="Compare --base with this ref.")] = "HEAD",
+    committed_only: Annotated[
+        bool, typer.Option("--committed-only", help="Ignore uncommitted and untracked changes.")
+    ] = False,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            "-F",
+            help="NAME, NAME... (with dependents) or ...NAME (with dependencies); repeatable.",
+        ),
+    ] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role", help="Build the \\[build.roles.R] subset of stageflow.toml (plus dependencies)."
+        ),
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Script to run (default: build).")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-j", min=1, help="Builds at once (default: cores).")
+    ] = None,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop everything at the first failure.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan only: affected set, order, hashes, hit or miss.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Ignore cache hits and rebuild.")] = False,
+    logs: Annotated[
+        str,
+        typer.Option("--logs", help="Task logs on stderr (replayed on a cache hit): full, errors or none."),
+    ] = "full",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", dir_okay=False, help="Project file (default: REPO/stageflow.toml)."),
+    ] = None,
+    prefect: Annotated[
+        bool, typer.Option("--prefect", help="Run as the selective_build Prefect flow.")
+    ] = False,
+) -> None:
+    """Build only what a change affects, in dependency order, in parallel, with a content-hash cache."""
+    from stageflow.build import engine
+    from stageflow.errors import BadInput, JobFailed
+
+    if logs not in ("full", "errors", "none"):
+        raise BadInput(f"--logs '{logs}': use full, errors or none")
+    build_config = _load_build_config(config, repo)
+    options = engine.BuildOptions(
+        repo=repo,
+        base=base,
+        head=head,
+        committed_only=committed_only,
+        filters=list(filters or []),
+        role=role,
+        task=task,
+        concurrency=concurrency,
+        fail_fast=fail_fast,
+        dry_run=dry_run,
+        force=force,
+    )
+    if prefect:
+        from stageflow.flows.selective_build import SelectiveBuildParams, selective_build
+
+        params = SelectiveBuildParams.from_options(options, config)
+        doc = selective_build(params.model_copy(update={"raise_on_failure": False}))
+    else:
+        plan = engine.plan(options, build_config)
+        runner, cache = engine.build_backends(plan)
+        progress = _Progress(0 if dry_run else len(plan.selection.run), logs=logs, quiet=dry_run)
+        try:
+            rep = engine.execute(plan, runner, cache, on_start=progress.start, on_done=progress.done)
+        finally:
+            progress.close()
+        doc = engine.report(rep)
+    _print(doc, as_json=as_json)
+    if doc["failed"] or doc["blocked"]:
+        raise JobFailed(doc.get("failure") or _failure_line(doc))
+
+
+def _failure_line(doc: dict[str, Any]) -> str:
+    failed = [t for t in doc["tasks"] if t["status"] == "failed"]
+    if not failed:
+        return "build stopped: " + ", ".join(doc["blocked"]) + " not built"
+    first = failed[0]
+    last = (first.get("log_tail") or "no output").strip().splitlines()[-1]
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    blocked = f"; {len(doc['blocked'])} dependent workspace(s) not built" if doc["blocked"] else ""
+    return (
+        f"build failed: {first['name']} ({first.get('reason', '')}): {last}{more}{blocked}: fix it and rerun"
+    )
+
+
+def _print(doc: dict[str, Any], *, as_json: bool) -> None:
+    for warning in doc["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    for t in doc["tasks"]:
+        if t["status"] == "failed":
+            typer.echo(f"--- {t['name']} failed ({t.get('reason', '')}); last lines of its log:", err=True)
+            typer.echo(t.get("log_tail") or "(no output)", err=True)
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        return
+    if doc["dry_run"]:
+        typer.echo(
+            f"changed files: {len(doc['changed'])}; affected: {', '.join(doc['affected']) or '(none)'}"
+        )
+        for i, level in enumerate(doc["order"], start=1):
+            typer.echo(f"level {i}: {', '.join(level)}")
+        for t in doc["tasks"]:
+            state = t["cache"] or t["status"]
+            typer.echo(f"  {t['name']:<28} {t['hash'][:16]}  {state}")
+        return
+    typer.echo(
+        f"built {len(doc['built'])}, cached {len(doc['cached'])}, skipped {len(doc['skipped'])}, "
+        f"failed {len(doc['failed'])}, blocked {len(doc['blocked'])} in {doc['duration_s']:.2f}s"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this family's commands to the root app."""
+    app.command("build")(build_cmd)

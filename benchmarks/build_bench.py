@@ -1,0 +1,324 @@
+"""Selective-build benchmark (not a test): stageflow against ``npm run build --workspaces`` and
+Turborepo on generated TypeScript monorepos, measured in the same run.
+
+    .venv/bin/python benchmarks/build_bench.py [--sizes 8 50] [--reps 3] [--cold-reps 1] [--keep DIR]
+
+Each fixture is an npm-workspaces repo (``packages/*`` libraries on two shared core packages
+``types`` and ``utils``, ``apps/*`` on top) whose builds are real ``tsc -p`` runs. ``npm install``
+fetches typescript and turbo from the npm registry into the fixture (turbo telemetry off). Scenarios:
+cold full build, no-change rebuild, one core library changed, one app changed. Prints medians,
+ratios and the rebuilt sets, plus a per-layer direct ``tsc`` floor (each topological level's tsc
+runs in parallel with no tool around them) for the cold build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+STAGEFLOW = Path(sys.executable).with_name("stageflow")
+CORES = len(os.sched_getaffinity(0))
+ENV = dict(
+    os.environ,
+    TURBO_TELEMETRY_DISABLED="1",
+    DO_NOT_TRACK="1",
+    TURBO_NO_UPDATE_NOTIFIER="1",
+    NEXT_TELEMETRY_DISABLED="1",
+    STAGEFLOW_DISABLE_PLUGIN_AUTOLOAD="1",
+)
+
+
+def shape(n: int) -> dict[str, tuple[str, list[str]]]:
+    """dir -> (name, deps). Libraries are numbered so alphabetical order is topological (npm runs
+    ``--workspaces`` in listing order, not dependency order)."""
+    libs = max(2, n // 2)
+    out: dict[str, tuple[str, list[str]]] = {
+        "packages/p00-types": ("@bench/types", []),
+        "packages/p01-utils": ("@bench/utils", ["@bench/types"]),
+    }
+    lib_names = ["@bench/types", "@bench/utils"]
+    for i in range(2, libs):
+        deps = ["@bench/types", "@bench/utils"] + ([lib_names[2 + (i * 7) % (i - 2)]] if i > 3 else [])
+        name = f"@bench/lib{i:02d}"
+        out[f"packages/p{i:02d}-lib"] = (name, sorted(set(deps)))
+        lib_names.append(name)
+    mids = lib_names[2:] or ["@bench/utils"]
+    for j in range(n - libs):
+        deps = {"@bench/utils", mids[j % len(mids)], mids[(j * 3 + 1) % len(mids)]}
+        out[f"apps/app{j:02d}"] = (f"@bench/app{j:02d}", sorted(deps))
+    return out
+
+
+def ts_source(name: str, deps: list[str], lines: int = 150) -> str:
+    ident = re.sub(r"\W", "_", name.split("/")[-1])
+    imports = [f'import * as d{k} from "{d}";' for k, d in enumerate(deps)]
+    uses = " + ".join(f"d{k}.version" for k in range(len(deps))) or "0"
+    body = [f"export const version: number = 1 + {uses};"]
+    for i in range(lines // 6):
+        body.append(
+            f"export interface Rec{i} {{ id: number; label: string; tags: string[]; "
+            f"nested: {{ v: Rec{i}[] }} }}\n"
+            f"export function f{i}(r: Rec{i}, k: number): Rec{i} {{ return {{ ...r, id: r.id + k, "
+            f"tags: r.tags.map((t) => t + '{ident}{i}') }}; }}\n"
+            f"export class C{i} {{ private items: Map<string, Rec{i}> = new Map(); add(r: Rec{i}) "
+            f"{{ this.items.set(r.label, f{i}(r, {i})); return this; }} }}"
+        )
+    return "\n".join(imports + body) + "\n"
+
+
+def generate(root: Path, n: int, deps_dir: Path) -> dict[str, tuple[str, list[str]]]:
+    layout = shape(n)
+    root.mkdir(parents=True)
+    (root / "package.json").write_text(
+        json.dumps(
+            {
+                "name": "bench-root",
+                "private": True,
+                "packageManager": "npm@" + _out(["npm", "--version"]),
+                "workspaces": ["packages/*", "apps/*"],
+                "devDependencies": {
+                    "typescript": "5.9.3",
+                    "turbo": _out([str(deps_dir / "node_modules/.bin/turbo"), "--version"]),
+                },
+            },
+            indent=2,
+        )
+    )
+    (root / ".gitignore").write_text("node_modules/\ndist/\n.turbo/\n.stageflow/\n")
+    (root / "turbo.json").write_text(
+        json.dumps(
+            {
+                "$schema": "https://turborepo.com/schema.json",
+                "tasks": {"build": {"dependsOn": ["^build"], "outputs": ["dist/**"]}},
+            }
+        )
+    )
+    (root / "tsconfig.base.json").write_text(
+        json.dumps(
+            {
+                "compilerOptions": {
+                    "target": "ES2020",
+                    "module": "commonjs",
+                    "declaration": True,
+                    "strict": True,
+                    "skipLibCheck": True,
+                    "esModuleInterop": True,
+                }
+            }
+        )
+    )
+    for d, (name, deps) in layout.items():
+        ws = root / d
+        (ws / "src").mkdir(parents=True)
+        (ws / "package.json").write_text(
+            json.dumps(
+                {
+                    "name": name,
+                    "version": "1.0.0",
+                    "main": "dist/index.js",
+                    "types": "dist/index.d.ts",
+                    "scripts": {"build": "tsc -p tsconfig.json"},
+                    "dependencies": {x: "*" for x in deps},
+                },
+                indent=2,
+            )
+        )
+        (ws / "tsconfig.json").write_text(
+            json.dumps(
+                {
+                    "extends": "../../tsconfig.base.json",
+                    "compilerOptions": {"outDir": "dist", "rootDir": "src"},
+                    "include": ["src"],
+                }
+            )
+        )
+        (ws / "src" / "index.ts").write_text(ts_source(name, deps))
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefer-offline"],
+        cwd=root,
+        check=True,
+        env=ENV,
+        capture_output=True,
+    )
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", "bench"],
+    ):
+        subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+    return layout
+
+
+def _out(cmd: list[str]) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV).stdout.strip()
+
+
+def clean(root: Path, *, caches: bool) -> None:
+    for dist in list(root.glob("packages/*/dist")) + list(root.glob("apps/*/dist")):
+        shutil.rmtree(dist)
+    if caches:
+        for d in (root / ".stageflow", root / ".turbo", root / "node_modules/.cache/turbo"):
+            shutil.rmtree(d, ignore_errors=True)
+        for d in list(root.glob("*/*/.turbo")):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def timed(cmd: list[str], root: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=ENV)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return elapsed, proc.stdout
+
+
+def run_tool(tool: str, root: Path) -> tuple[float, list[str]]:
+    if tool == "stageflow":
+        t, out = timed(
+            [str(STAGEFLOW), "build", str(root), "--json", "--logs", "none", "-j", str(CORES)], root
+        )
+        return t, sorted(json.loads(out)["built"])
+    if tool == "turbo":
+        t, out = timed(
+            [
+                str(root / "node_modules/.bin/turbo"),
+                "run",
+                "build",
+                "--output-logs=hash-only",
+                f"--concurrency={CORES}",
+            ],
+            root,
+        )
+        return t, sorted(set(re.findall(r"(@bench/[\w-]+):build: cache miss", out)))
+    t, _ = timed(["npm", "run", "build", "--workspaces", "--if-present"], root)
+    return t, ["(all)"]
+
+
+def floor(root: Path, layout: dict[str, tuple[str, list[str]]]) -> float:
+    """Direct tsc per topological level, each level in parallel (CORES at once): the no-tool floor."""
+    import graphlib
+
+    by_name = {name: d for d, (name, _) in layout.items()}
+    sorter = graphlib.TopologicalSorter({name: set(deps) for _, (name, deps) in layout.items()})
+    levels = []
+    sorter.prepare()
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        levels.append(ready)
+        sorter.done(*ready)
+    tsc = str(root / "node_modules/.bin/tsc")
+    start = time.perf_counter()
+    with ThreadPoolExecutor(CORES) as pool:
+        for level in levels:
+            list(
+                pool.map(
+                    lambda n: subprocess.run([tsc, "-p", "tsconfig.json"], cwd=root / by_name[n], check=True),
+                    level,
+                )
+            )
+    return time.perf_counter() - start
+
+
+def bump(path: Path, counter: list[int]) -> None:
+    counter[0] += 1
+    with path.open("a") as fh:
+        fh.write(f"export const bump{counter[0]} = {counter[0]};\n")
+
+
+def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) -> None:
+    base = keep or Path(tempfile.mkdtemp(prefix=f"stageflow-bench-{n}-"))
+    root = base / f"mono{n}"
+    shutil.rmtree(root, ignore_errors=True)
+    layout = generate(root, n, deps_dir)
+    counter = [0]
+    core = root / "packages/p00-types/src/index.ts"
+    app = root / "apps/app00/src/index.ts"
+    results: dict[str, dict[str, list[float]]] = {}
+    sets: dict[tuple[str, str], list[str]] = {}
+
+    def record(tool: str, scenario: str, t: float, built: list[str]) -> None:
+        results.setdefault(scenario, {}).setdefault(tool, []).append(t)
+        sets[(tool, scenario)] = built
+
+    for tool in ("npm", "turbo", "stageflow"):
+        for _ in range(cold_reps):
+            clean(root, caches=True)
+            record(tool, "cold", *run_tool(tool, root))
+        if tool == "npm":
+            continue  # npm has no incremental mode: every scenario is its cold build
+        for _ in range(reps):
+            record(tool, "no-change", *run_tool(tool, root))
+        for _ in range(reps):
+            bump(core, counter)
+            record(tool, "core-lib-changed", *run_tool(tool, root))
+        for _ in range(reps):
+            bump(app, counter)
+            record(tool, "app-changed", *run_tool(tool, root))
+        subprocess.run(["git", "checkout", "-q", "--", "."], cwd=root, check=True)
+    for scenario in ("no-change", "core-lib-changed", "app-changed"):
+        results[scenario]["npm"] = results["cold"]["npm"]
+    floors = []
+    for _ in range(cold_reps):  # measured last, on the same warm file-system cache the tools had
+        clean(root, caches=True)
+        floors.append(floor(root, layout))
+
+    med = {s: {t: statistics.median(v) for t, v in tools.items()} for s, tools in results.items()}
+    print(f"\n## {n} workspaces ({CORES} cores; medians of {reps} runs, cold of {cold_reps})")
+    print(f"direct tsc per-layer floor (cold): {statistics.median(floors):.2f}s")
+    print(
+        f"{'scenario':<18}{'stageflow':>11}{'turbo':>10}{'npm':>10}{'sf/turbo':>10}{'sf/npm':>9}{'sf/floor':>10}"
+    )
+    for scenario in ("cold", "no-change", "core-lib-changed", "app-changed"):
+        m = med[scenario]
+        ratio_floor = f"{m['stageflow'] / statistics.median(floors):.2f}" if scenario == "cold" else "-"
+        print(
+            f"{scenario:<18}{m['stageflow']:>10.3f}s{m['turbo']:>9.3f}s{m['npm']:>9.3f}s"
+            f"{m['stageflow'] / m['turbo']:>10.2f}{m['stageflow'] / m['npm']:>9.2f}{ratio_floor:>10}"
+        )
+    for scenario in ("core-lib-changed", "app-changed"):
+        sf, tb = sets[("stageflow", scenario)], sets[("turbo", scenario)]
+        same = "same as turbo" if sf == tb else f"DIFFERS from turbo {tb}"
+        print(f"rebuilt ({scenario}): {len(sf)} workspaces, {same}: {', '.join(sf)}")
+    if keep is None:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 50])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--cold-reps", type=int, default=1)
+    parser.add_argument("--keep", type=Path, default=None, help="Generate fixtures here and keep them.")
+    args = parser.parse_args()
+    deps_dir = Path(tempfile.mkdtemp(prefix="stageflow-bench-deps-"))
+    (deps_dir / "package.json").write_text('{"name": "bench-deps", "private": true}')
+    subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "typescript@5.9.3", "turbo@2"],
+        cwd=deps_dir,
+        check=True,
+        env=ENV,
+        capture_output=True,
+    )
+    print(
+        f"stageflow {_out([str(STAGEFLOW), '--version'])}; turbo "
+        f"{_out([str(deps_dir / 'node_modules/.bin/turbo'), '--version'])}; "
+        f"npm {_out(['npm', '--version'])}; node {_out(['node', '--version'])}"
+    )
+    for n in args.sizes:
+        bench(n, args.reps, args.cold_reps, deps_dir, args.keep)
+    shutil.rmtree(deps_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

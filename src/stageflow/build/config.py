@@ -1,0 +1,49 @@
+"""The ``[build]`` table of stageflow.toml, validated strictly (unknown keys are errors).
+
+This module only describes options; it never touches the disk or runs anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkspaceOverride(_Strict):
+    """Per-workspace options: ``[build.workspaces."@scope/web"] outputs = [".next/"]``."""
+
+    outputs: list[str] | None = None
+
+
+class RoleConfig(_Strict):
+    """A named subset built together (e.g. one server's apps); dependencies are pulled in."""
+
+    workspaces: list[str] = Field(default_factory=list)
+
+
+class BuildConfig(_Strict):
+    """Options of the selective build (all optional)."""
+
+    task: str = "build"
+    #: Root files or gitignore-style patterns (e.g. ``tsconfig.base.json``) that affect every workspace.
+    global_inputs: list[str] = Field(default_factory=list)
+    #: Environment variables whose values are part of every task hash.
+    env: list[str] = Field(default_factory=list)
+    #: Default outputs of a workspace, relative to it (restored from the cache on a hit).
+    outputs: list[str] = Field(default_factory=lambda: ["dist/"])
+    #: ``--max-old-space-size`` given to each build through NODE_OPTIONS (unless NODE_OPTIONS is set).
+    memory_mb: int = Field(default=1024, ge=64)
+    concurrency: int | None = Field(default=None, ge=1)
+    #: Build runner backend (npm, pnpm, yarn); default: detected from the lockfile.
+    runner: str | None = None
+    runner_options: dict[str, Any] = Field(default_factory=dict)
+    #: Build cache backend (local, http) and its options.
+    cache: str = "local"
+    cache_options: dict[str, Any] = Field(default_factory=dict)
+    workspaces: dict[str, WorkspaceOverride] = Field(default_factory=dict)
+    roles: dict[str, RoleConfig] = Field(default_factory=dict)

@@ -1,0 +1,484 @@
+"""The selective build engine: ``plan()`` discovers workspaces, selects what a change affects and
+hashes every task; ``execute()`` restores cache hits and runs the misses through a build runner in
+dependency order; ``report()`` turns the result into the documented JSON document.
+
+Backends (runner, cache) are objects satisfying the Protocols in :mod:`stageflow.stages`, built from
+the registries by :func:`build_backends`; this module never imports a plugin module or Prefect.
+A failed build never stores a cache entry; cache problems are reported and treated as misses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stageflow.build import changes, hashing, outputs, scheduler, scripts, selection, workspaces
+from stageflow.build.config import BuildConfig
+from stageflow.build.model import BuildTask, CacheEntryCorrupt, ProcessTracker, TaskResult
+from stageflow.errors import BadInput
+
+STATE_DIR = ".stageflow"
+LOG_TAIL_LINES = 20
+
+
+@dataclass
+class BuildOptions:
+    """What the user asked for (CLI flags / flow parameters)."""
+
+    repo: Path
+    base: str | None = None
+    head: str = "HEAD"
+    committed_only: bool = False
+    filters: Sequence[str] = ()
+    role: str | None = None
+    task: str | None = None
+    concurrency: int | None = None
+    fail_fast: bool = False
+    dry_run: bool = False
+    force: bool = False  # ignore cache hits (still store)
+
+
+@dataclass
+class BuildPlan:
+    """Everything decided before anything runs."""
+
+    options: BuildOptions
+    config: BuildConfig
+    graph: workspaces.WorkspaceGraph
+    selection: selection.Selection
+    order: list[list[str]]
+    hashes: dict[str, str]
+    outputs: dict[str, list[str]]
+    chains: dict[str, list[tuple[str, str]]]
+    task: str
+    concurrency: int
+    memory_mb: int
+    warnings: list[str] = field(default_factory=list)
+    plan_s: float = 0.0
+
+    @property
+    def state_dir(self) -> Path:
+        return self.graph.root / STATE_DIR
+
+
+@dataclass
+class BuildReport:
+    plan: BuildPlan
+    results: dict[str, TaskResult]
+    duration_s: float
+    warnings: list[str] = field(default_factory=list)
+
+    def names(self, status: str) -> list[str]:
+        return [n for lvl in self.plan.order for n in lvl if self.results[n].status == status]
+
+    @property
+    def ok(self) -> bool:
+        return not any(r.status in ("failed", "blocked") for r in self.results.values())
+
+
+# ----------------------------------------------------------------------------------------- plan
+def plan(options: BuildOptions, config: BuildConfig) -> BuildPlan:
+    """Discover, select and hash. Raises BadInput for every malformed input, before anything runs."""
+    started = time.perf_counter()
+    root = options.repo.resolve()
+    graph = workspaces.discover(root)
+    unknown = [n for n in config.workspaces if n not in graph.workspaces]
+    if unknown:
+        raise BadInput(f'[build.workspaces."{unknown[0]}"]: no such workspace in {root}: fix the name')
+    changed = None
+    if options.base is not None:
+        changed = changes.changed_files(
+            root, options.base, options.head, committed_only=options.committed_only
+        )
+    elif options.head != "HEAD":
+        raise BadInput("--head needs --base: pass --base REF too")
+    sel = selection.select(
+        graph,
+        changed,
+        filters=options.filters,
+        role=options.role,
+        roles=config.roles,
+        global_inputs=config.global_inputs,
+    )
+    task = options.task or config.task
+    runner_opts = config.runner_options
+    pre_post = runner_opts.get("pre_post")
+    if pre_post is None:
+        pre_post = (config.runner or graph.manager) != "pnpm"
+    chains = {n: scripts.command_chain(graph.workspaces[n], task, pre_post=pre_post) for n in sel.run}
+    outs = {
+        n: list((config.workspaces.get(n) and config.workspaces[n].outputs) or config.outputs)
+        for n in sel.run
+    }
+    state = root / STATE_DIR
+    _ensure_state_dir(state)
+    files = changes.file_ids(root)
+    env = {k: os.environ.get(k, "") for k in sorted(config.env)}
+    lock = hashing.Lockfile(root)
+    node = hashing.node_version(state if state.is_dir() else None)
+    gdigest = hashing.global_hash(root, files, config.global_inputs, lock, env, node)
+    hashes = hashing.task_hashes(
+        graph, sel.run, files, outs, {n: [c for _, c in ch] for n, ch in chains.items()}, lock, gdigest, task
+    )
+    concurrency = options.concurrency or config.concurrency or scheduler.default_concurrency()
+    memory_mb = config.memory_mb
+    return BuildPlan(
+        options,
+        config,
+        graph,
+        sel,
+        graph.levels(sel.run),
+        {n: hashes[n] for n in sel.run},
+        outs,
+        chains,
+        task,
+        concurrency,
+        memory_mb,
+        plan_s=time.perf_counter() - started,
+    )
+
+
+def _ensure_state_dir(state: Path) -> None:
+    try:
+        state.mkdir(exist_ok=True)
+        ignore = state / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# created by stageflow build: caches and state, never committed\n*\n")
+    except OSError:
+        pass
+
+
+# ----------------------------------------------------------------------------------------- state
+def _state_file(plan: BuildPlan, name: str) -> Path:
+    return plan.state_dir / "state" / (re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".json")
+
+
+def up_to_date(plan: BuildPlan, name: str) -> str | None:
+    """The recorded log when the outputs on disk were produced for this very hash and are untouched."""
+    try:
+        data = json.loads(_state_file(plan, name).read_text())
+    except (OSError, ValueError):
+        return None
+    ws = plan.graph.workspaces[name]
+    if data.get("hash") != plan.hashes[name]:
+        return None
+    if data.get("outputs") != [list(t) for t in outputs.fingerprint(ws.path, plan.outputs[name])]:
+        return None
+    return str(data.get("log", ""))
+
+
+def _record_state(plan: BuildPlan, name: str, log: str | None) -> None:
+    path = _state_file(plan, name)
+    try:
+        if log is None:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ws = plan.graph.workspaces[name]
+        doc = {
+            "hash": plan.hashes[name],
+            "outputs": outputs.fingerprint(ws.path, plan.outputs[name]),
+            "log": log,
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # state only saves work; without it the cache answers
+
+
+# ----------------------------------------------------------------------------------------- backends
+class _Deferred:
+    """A backend built on first use: a run where every workspace is up to date never loads plugins."""
+
+    def __init__(self, factory: Callable[[], Any]):
+        self._factory = factory
+        self._backend: Any = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            if self._backend is None:
+                self._backend = self._factory()
+        return getattr(self._backend, name)
+
+
+def build_backends(plan: BuildPlan, plugins: Any = None) -> tuple[Any, Any]:
+    """The configured (or detected) runner and cache, built through the registries. Built at once
+    (so a misconfigured backend is a BadInput before anything runs) unless every workspace of the run
+    is already up to date, in which case they are deferred and, in practice, never built."""
+    cfg = plan.config
+    cache_opts = dict(cfg.cache_options)
+    if cfg.cache == "local":
+        raw = cache_opts.get("dir") or f"{STATE_DIR}/cache"
+        cache_opts["dir"] = str((plan.graph.root / Path(raw).expanduser()).resolve())
+
+    def manager() -> Any:
+        if plugins is not None:
+            return plugins
+        from stageflow.plugin_manager import get_plugin_manager
+
+        return get_plugin_manager()
+
+    def runner() -> Any:
+        return manager().build("build_runners", cfg.runner or plan.graph.manager, cfg.runner_options)
+
+    def cache() -> Any:
+        return manager().build("build_caches", cfg.cache, cache_opts)
+
+    idle = (
+        not plan.options.dry_run
+        and not plan.options.force
+        and all(not plan.chains[n] or up_to_date(plan, n) is not None for n in plan.selection.run)
+    )
+    if idle:
+        return _Deferred(runner), _Deferred(cache)
+    return runner(), cache()
+
+
+def cache_status(plan: BuildPlan, cache: Any, name: str) -> str:
+    """For --dry-run: ``up-to-date``, ``hit``, ``miss`` or ``unknown`` (a cache that cannot tell)."""
+    if not plan.chains[name]:
+        return ""
+    if up_to_date(plan, name) is not None:
+        return "up-to-date"
+    contains = getattr(cache, "contains", None)
+    if contains is None:
+        return "unknown"
+    try:
+        return "hit" if contains(plan.hashes[name]) else "miss"
+    except OSError:
+        return "miss"
+
+
+# ----------------------------------------------------------------------------------------- execute
+def _tail(log: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(log.rstrip().splitlines()[-lines:])
+
+
+def execute(
+    plan: BuildPlan,
+    runner: Any,
+    cache: Any,
+    *,
+    on_start: Callable[[str], None] | None = None,
+    on_done: Callable[[TaskResult], None] | None = None,
+) -> BuildReport:
+    """Run the plan (or, with ``dry_run``, only look up cache status)."""
+    started = time.perf_counter()
+    warnings: list[str] = list(plan.warnings)
+    if plan.options.dry_run:
+        results = {}
+        for n in plan.selection.run:
+            status = "planned" if plan.chains[n] else "skipped"
+            results[n] = TaskResult(
+                n,
+                plan.hashes[n],
+                status,
+                cache=cache_status(plan, cache, n),
+                reason="" if plan.chains[n] else f"no '{plan.task}' script",
+            )
+        return BuildReport(plan, results, time.perf_counter() - started, warnings)
+
+    tracker = ProcessTracker()
+    concurrency = scheduler.memory_limited(plan.concurrency, plan.memory_mb)
+    if concurrency < plan.concurrency:
+        warnings.append(
+            f"concurrency lowered from {plan.concurrency} to {concurrency}: available memory "
+            f"fits {concurrency} builds of {plan.memory_mb} MB"
+        )
+
+    def work(name: str) -> TaskResult:
+        return _build_one(plan, name, runner, cache, tracker)
+
+    deps = {n: plan.graph.workspaces[n].internal for n in plan.selection.run}
+    results = scheduler.schedule(
+        [n for lvl in plan.order for n in lvl],
+        deps,
+        work,
+        concurrency=concurrency,
+        fail_fast=plan.options.fail_fast,
+        tracker=tracker,
+        on_start=on_start,
+        on_done=on_done,
+    )
+    for r in results.values():
+        warnings.extend(f"{r.name}: {w}" for w in r.warnings)
+        if r.status == "blocked":
+            r.hash = plan.hashes[r.name]
+    return BuildReport(plan, results, time.perf_counter() - started, warnings)
+
+
+def _build_one(plan: BuildPlan, name: str, runner: Any, cache: Any, tracker: ProcessTracker) -> TaskResult:
+    ws = plan.graph.workspaces[name]
+    key = plan.hashes[name]
+    started = time.perf_counter()
+    if not plan.chains[name]:
+        return TaskResult(name, key, "skipped", reason=f"no '{plan.task}' script")
+    result = TaskResult(name, key, "built")
+    if not plan.options.force:
+        log = up_to_date(plan, name)
+        if log is not None:
+            return TaskResult(name, key, "cached", time.perf_counter() - started, cache="up-to-date", log=log)
+        restored = _restore(plan, name, cache, result)
+        if restored is not None:
+            _record_state(plan, name, restored)
+            return TaskResult(
+                name,
+                key,
+                "cached",
+                time.perf_counter() - started,
+                cache="hit",
+                log=restored,
+                warnings=result.warnings,
+            )
+    _record_state(plan, name, None)
+    result.cache = "miss"
+    env = scripts.task_env(ws, plan.graph.root, plan.task, memory_mb=plan.memory_mb)
+    for var in plan.config.env:
+        env.setdefault(var, os.environ.get(var, ""))
+    outcome = runner.run(BuildTask(ws, plan.graph.root, plan.task, env, tracker))
+    result.duration_s = time.perf_counter() - started
+    result.log = outcome.log
+    result.exit_code = outcome.exit_code
+    if outcome.exit_code != 0:
+        result.status = "failed"
+        stopped = tracker.cancelled.is_set() and outcome.exit_code in (130, 143)
+        result.reason = "stopped by --fail-fast" if stopped else f"exit code {outcome.exit_code}"
+        return result
+    absent = outputs.missing(ws.path, plan.outputs[name])
+    if absent:
+        result.warnings.append(
+            f"declared outputs missing after a successful build: {', '.join(absent)} "
+            f'(not cached; fix the build or set [build.workspaces."{name}"] outputs)'
+        )
+    else:
+        try:
+            cache.store(key, ws.path, plan.outputs[name], outcome.log)
+        except (OSError, CacheEntryCorrupt) as exc:
+            result.warnings.append(f"cache store failed, not cached: {exc}")
+    _record_state(plan, name, outcome.log)
+    return result
+
+
+def _restore(plan: BuildPlan, name: str, cache: Any, result: TaskResult) -> str | None:
+    ws = plan.graph.workspaces[name]
+    key = plan.hashes[name]
+    fd, tmp = tempfile.mkstemp(prefix="stageflow-fetch-")
+    os.close(fd)
+    dest = Path(tmp)
+    try:
+        archive = cache.fetch(key, dest)
+        if archive is None:
+            return None
+        return outputs.unpack(Path(archive), ws.path, plan.outputs[name])
+    except CacheEntryCorrupt as exc:
+        result.warnings.append(f"corrupt cache entry treated as a miss: {exc}")
+        _discard = getattr(cache, "discard", None)
+        if _discard is not None:
+            _discard(key)
+    except OSError as exc:
+        result.warnings.append(f"cache read failed, treated as a miss: {exc}")
+    finally:
+        dest.unlink(missing_ok=True)
+    return None
+
+
+# ----------------------------------------------------------------------------------------- report
+def report(rep: BuildReport) -> dict[str, Any]:
+    """The ``--json`` document (workspace names as in package.json)."""
+    plan = rep.plan
+    tasks = []
+    for level in plan.order:
+        for n in level:
+            r = rep.results[n]
+            item: dict[str, Any] = {
+                "name": n,
+                "hash": plan.hashes[n],
+                "status": r.status,
+                "duration_s": round(r.duration_s, 3),
+                "cache": r.cache,
+            }
+            if r.reason:
+                item["reason"] = r.reason
+            if r.status == "failed":
+                item["log_tail"] = _tail(r.log)
+            tasks.append(item)
+    return {
+        "workspaces": plan.graph.names,
+        "changed": plan.selection.changed,
+        "root_changes": plan.selection.global_change,
+        "affected": plan.selection.affected,
+        "order": plan.order,
+        "built": rep.names("built"),
+        "cached": rep.names("cached"),
+        "skipped": rep.names("skipped"),
+        "failed": rep.names("failed"),
+        "blocked": rep.names("blocked"),
+        "duration_s": round(plan.plan_s + rep.duration_s, 3),
+        "dry_run": plan.options.dry_run,
+        "warnings": rep.warnings,
+        "tasks": tasks,
+    }
+
+
+def failure_message(rep: BuildReport) -> str:
+    failed = [rep.results[n] for n in rep.names("failed")]
+    first = failed[0]
+    last = (_tail(first.log, 1) or "no output").strip()
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    blocked = len(rep.names("blocked"))
+    extra = f"; {blocked} dependent workspace(s) not built" if blocked else ""
+    return (
+        f"build failed: {first.name} ({first.reason}): {last}{more}{extra}: see its log above, fix it "
+        "and rerun"
+    )
+
+
+def mermaid(rep: BuildReport) -> str:
+    """The plan as a mermaid graph, affected workspaces highlighted, nodes coloured by status."""
+    plan = rep.plan
+    ids = {n: f"w{i}" for i, n in enumerate(plan.selection.run)}
+    lines = ["graph LR"]
+    for n in plan.selection.run:
+        r = rep.results.get(n)
+        label = f"{n}<br/>{r.status if r else 'planned'}"
+        lines.append(f'  {ids[n]}["{label}"]')
+    for n in plan.selection.run:
+        for d in sorted(plan.graph.workspaces[n].internal):
+            if d in ids:
+                lines.append(f"  {ids[d]} --> {ids[n]}")
+    lines.append("  classDef affected stroke:#d97706,stroke-width:3px")
+    lines.append("  classDef failed fill:#fecaca")
+    lines.append("  classDef cached fill:#dcfce7")
+    affected = [ids[n] for n in plan.selection.affected if n in ids]
+    if affected:
+        lines.append(f"  class {','.join(affected)} affected")
+    for status in ("failed", "cached"):
+        group = [ids[n] for n in plan.selection.run if rep.results.get(n) and rep.results[n].status == status]
+        if group:
+            lines.append(f"  class {','.join(group)} {status}")
+    return "\n".join(lines)
+
+
+def timings_rows(rep: BuildReport) -> list[dict[str, Any]]:
+    return [
+        {
+            "workspace": n,
+            "status": rep.results[n].status,
+            "cache": rep.results[n].cache or "-",
+            "seconds": round(rep.results[n].duration_s, 3),
+            "hash": rep.plan.hashes[n][:12],
+        }
+        for lvl in rep.plan.order
+        for n in lvl
+    ]

@@ -1,0 +1,107 @@
+"""The parallel scheduler: runs one unit of work per workspace as soon as its dependencies have
+finished, up to ``concurrency`` at once. A failure blocks the failed workspace's dependents while
+independent work continues; ``fail_fast`` stops everything (running processes are terminated).
+
+Knows nothing about caches, runners or git: it calls ``work(name)`` and reads the status it returns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from stageflow.build.model import ProcessTracker, TaskResult
+
+OK_STATUSES = frozenset({"built", "cached", "skipped", "planned"})
+
+
+def memory_limited(concurrency: int, memory_mb: int) -> int:
+    """``concurrency`` lowered so that concurrency x memory cap fits in available memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            info = {k: v for k, _, v in (line.partition(":") for line in fh)}
+        available_mb = int(info["MemAvailable"].split()[0]) // 1024
+    except (OSError, KeyError, ValueError, IndexError):
+        return concurrency
+    return max(1, min(concurrency, available_mb // max(memory_mb, 1)))
+
+
+def default_concurrency() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def schedule(
+    names: Sequence[str],
+    deps: Mapping[str, frozenset[str]],
+    work: Callable[[str], TaskResult],
+    *,
+    concurrency: int,
+    fail_fast: bool,
+    tracker: ProcessTracker,
+    on_start: Callable[[str], None] | None = None,
+    on_done: Callable[[TaskResult], None] | None = None,
+) -> dict[str, TaskResult]:
+    """Run ``work`` for each of ``names`` in dependency order; return every name's result."""
+    subset = set(names)
+    waiting = {n: set(deps.get(n, frozenset())) & subset for n in names}
+    dependents: dict[str, set[str]] = {n: set() for n in names}
+    for n, ds in waiting.items():
+        for d in ds:
+            dependents[d].add(n)
+    order = {n: i for i, n in enumerate(names)}
+    ready = sorted((n for n, ds in waiting.items() if not ds), key=order.__getitem__)
+    results: dict[str, TaskResult] = {}
+    running: dict[Future[TaskResult], str] = {}
+    stopped = False
+
+    def finish(result: TaskResult) -> None:
+        results[result.name] = result
+        if on_done is not None:
+            on_done(result)
+
+    def block(failed: str) -> None:
+        stack = list(dependents[failed])
+        while stack:
+            n = stack.pop()
+            if n in results:
+                continue
+            finish(TaskResult(n, "", "blocked", reason=f"not built: dependency {failed} failed"))
+            ready[:] = [r for r in ready if r != n]
+            stack.extend(dependents[n])
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="stageflow-build") as pool:
+        while ready or running:
+            while ready and len(running) < concurrency and not stopped:
+                name = ready.pop(0)
+                if on_start is not None:
+                    on_start(name)
+                running[pool.submit(work, name)] = name
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: order[running[f]]):
+                name = running.pop(future)
+                try:
+                    result = future.result()
+                except Exception as exc:  # a bug in work(): report it as this workspace's failure
+                    result = TaskResult(name, "", "failed", reason=f"{type(exc).__name__}: {exc}")
+                if stopped and result.status == "failed" and result.exit_code in (130, 143):
+                    result.reason = result.reason or "stopped by --fail-fast"
+                finish(result)
+                if result.status in OK_STATUSES:
+                    for n in sorted(dependents[name], key=order.__getitem__):
+                        waiting[n].discard(name)
+                        if not waiting[n] and n not in results:
+                            ready.append(n)
+                else:
+                    block(name)
+                    if fail_fast and not stopped:
+                        stopped = True
+                        tracker.cancel()
+            if stopped:
+                ready.clear()
+    for n in names:
+        if n not in results:
+            finish(TaskResult(n, "", "blocked", reason="not built: stopped by --fail-fast"))
+    return results

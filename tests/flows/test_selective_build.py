@@ -1,0 +1,89 @@
+"""The selective_build flow as real Prefect runs (session harness) on a git copy of the bundled sample
+monorepo: builds, artifacts (mermaid plan graph, timings table), a cached re-run, and a failing build
+that ends the run Failed without caching."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from stageflow.flows.selective_build import SelectiveBuildParams, selective_build
+from stageflow.samples import SAMPLES_DIR
+
+from stageflow.errors import JobFailed
+
+
+def _artifacts(key: str) -> list[dict]:
+    """Artifacts by key through Prefect's REST API (see test_video_discovery for why not the client)."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    response = httpx.post(
+        f"{PREFECT_API_URL.value()}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 10},
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+@pytest.fixture
+def sample_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "monorepo"
+    shutil.copytree(SAMPLES_DIR / "monorepo", repo, ignore=shutil.ignore_patterns("dist", ".stageflow"))
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+    }
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "sample"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
+    return repo
+
+
+def test_selective_build_flow_builds_publishes_and_caches(sample_repo: Path):
+    doc = selective_build(SelectiveBuildParams(repo=str(sample_repo)))
+    assert sorted(doc["built"]) == sorted(doc["workspaces"]) and len(doc["workspaces"]) == 6
+    web = (sample_repo / "apps/web/dist/out.txt").read_text()
+    assert web.startswith("@sample/web:") and "@sample/types:" in web
+    [plan] = _artifacts("selective-build-plan")[:1]
+    assert "```mermaid" in plan["data"] and "graph LR" in plan["data"] and "class " in plan["data"]
+    [table] = _artifacts("selective-build-timings")[:1]
+    rows = table["data"] if isinstance(table["data"], list) else json.loads(table["data"])
+    assert {r["workspace"] for r in rows} == set(doc["workspaces"]) and {r["status"] for r in rows} == {
+        "built"
+    }
+
+    (sample_repo / "apps/api/src/index.txt").write_text("changed api\n")
+    again = selective_build(SelectiveBuildParams(repo=str(sample_repo), base="HEAD"))
+    assert again["affected"] == ["@sample/api"] and again["built"] == ["@sample/api"]
+    assert set(again["cached"]) == {"@sample/types", "@sample/utils"}
+
+
+def test_selective_build_flow_fails_on_a_failing_build(sample_repo: Path):
+    manifest = sample_repo / "packages/utils/package.json"
+    data = json.loads(manifest.read_text())
+    data["scripts"]["build"] = "node -e \"console.error('utils broke'); process.exit(4)\""
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(JobFailed, match=r"build failed: @sample/utils \(exit code 4\): utils broke"):
+        selective_build(SelectiveBuildParams(repo=str(sample_repo)))
+    assert not (sample_repo / "apps/web/dist").exists()
+    assert (sample_repo / "packages/types/dist/out.txt").exists()
+    assert len(list((sample_repo / ".stageflow/cache").glob("*.tar"))) == 1  # only types was cached
+
+
+def test_cli_prefect_flag_runs_the_flow(sample_repo: Path, capsys: pytest.CaptureFixture[str]):
+    from stageflow.cli import main
+
+    try:
+        main(["build", str(sample_repo), "--prefect", "--json", "--filter", "@sample/api"])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["built"] == ["@sample/types", "@sample/utils", "@sample/api"]
+    assert not (sample_repo / "apps/web/dist").exists()
