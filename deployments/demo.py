@@ -1,12 +1,23 @@
-"""``stageflow demo``: the embedded-default main job. Runs the real discovery flow through Prefect's
-ephemeral API (SQLite under PREFECT_HOME) on the bundled sample feed, writing to the SQLite store and
-JSON lines under $STAGEFLOW_HOME, and reports where everything is."""
+"""``stageflow demo``: the embedded-default main job. Runs the real flows through Prefect's ephemeral
+API (SQLite under PREFECT_HOME) on bundled samples — video discovery on the sample feed, a selective
+build of the sample monorepo, and a deploy-sync of its API server to a local target — writing only
+under $STAGEFLOW_HOME/demo and the store, and reports where everything is."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
+
+
+def _prepare_env() -> None:
+    # Route the stageflow loggers (the `log` notifier among them) into Prefect's run logs.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stageflow")
+    # The embedded server's telemetry write races the first flow run on SQLite ("database is locked").
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The embedded server needs ~10 s to start on a 2-core machine, more under load (default is 20 s).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def run_demo(config_path: Path | None = None) -> dict[str, Any]:
@@ -17,31 +28,66 @@ def run_demo(config_path: Path | None = None) -> dict[str, Any]:
 
     cfg = load_config(config_path)
     home = settings.home()  # fails early, with one line, if STAGEFLOW_HOME is not writable
-    # Route the stageflow loggers (the `log` notifier among them) into Prefect's run logs.
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stageflow")
-    # The embedded server's telemetry write races the first flow run on SQLite ("database is locked").
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    demo = home / "demo"
+    _prepare_env()
 
     from prefect.settings import PREFECT_HOME
+    from stageflow.flows.deploy_sync import DeploySyncParams, deploy_sync
+    from stageflow.flows.selective_build import SelectiveBuildParams, selective_build
     from stageflow.flows.video import DiscoveryParams, video_discovery
 
     from stageflow.config import BackendChoice
+    from stageflow.sync.engine import init_target
 
-    jsonl_dir = home / "demo" / "results"
-    params = DiscoveryParams(
-        source="rss",
-        options={"feeds": [str(SAMPLES_DIR / "youtube_channel_feed.xml")], "max_age_days": None},
-        sinks=[
-            BackendChoice(backend="sqlite"),
-            BackendChoice(backend="jsonl", options={"directory": str(jsonl_dir)}),
-        ],
-        notifier=cfg.notify.backend,
-        notifier_options=cfg.notify.options,
+    jsonl_dir = demo / "results"
+    discovery = video_discovery(
+        DiscoveryParams(
+            source="rss",
+            options={"feeds": [str(SAMPLES_DIR / "youtube_channel_feed.xml")], "max_age_days": None},
+            sinks=[
+                BackendChoice(backend="sqlite"),
+                BackendChoice(backend="jsonl", options={"directory": str(jsonl_dir)}),
+            ],
+            notifier=cfg.notify.backend,
+            notifier_options=cfg.notify.options,
+        )
     )
-    result = video_discovery(params)
+
+    repo = demo / "monorepo"
+    shutil.copytree(
+        SAMPLES_DIR / "monorepo",
+        repo,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "__init__.py"),
+    )
+    build = selective_build(SelectiveBuildParams(repo=str(repo)))
+
+    target = demo / "servers" / "api"
+    if not (target / ".stageflow" / "role").exists():
+        init_target(str(target), "apiserver")
+    sync = deploy_sync(
+        DeploySyncParams(
+            source=str(repo),
+            environment="apiserver",
+            target=str(target),
+            config=str(SAMPLES_DIR / "demo-sync.toml"),
+            notifier=cfg.notify.backend,
+            notifier_options=cfg.notify.options,
+        )
+    )
     return {
-        **result,
-        "store": str(settings.store_path()),
-        "jsonl": str(jsonl_dir / "videos.jsonl"),
+        "discovery": {
+            **discovery,
+            "store": str(settings.store_path()),
+            "jsonl": str(jsonl_dir / "videos.jsonl"),
+        },
+        "build": {k: build[k] for k in ("built", "cached", "skipped", "failed", "duration_s")}
+        | {"repo": str(repo)},
+        "sync": {
+            "target": str(target),
+            "release": sync.get("release"),
+            "changes": sync.get("changes"),
+            "current": str(target / "current"),
+        },
         "prefect_home": str(PREFECT_HOME.value()),
     }

@@ -1,6 +1,8 @@
 """Video flows. ``video_discovery``: source -> new items only -> sinks -> seen -> notify.
+``video_analysis``: inputs -> per video decode (CPU) -> ``video_inference`` child (GPU, in-process
+locally) -> record; a failing video is recorded with its error and the others still run.
 
-(The full video-analysis flow and its GPU inference child build on this in later issues.)
+Wiring only: the logic lives in stageflow.video (discovery, analyze, job); part 2 adds analysis.
 """
 
 from __future__ import annotations
@@ -135,3 +137,126 @@ def video_discovery(params: DiscoveryParams | None = None, config_path: str | No
         "| sink | rows |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in written.items()),
     )
     return {"found": len(records), "new": len(new), "written": written, "home": str(home)}
+
+
+# --------------------------------------------------------------------------- video analysis
+
+
+class AnalysisParams(BaseModel):
+    """Parameters of the analysis flow: inputs as ``stageflow analyze`` takes them, the [video] config."""
+
+    inputs: list[str]
+    out: str | None = None  # default: $STAGEFLOW_HOME/video
+    video: dict[str, Any] = Field(default_factory=dict)
+    force: bool = False
+
+
+@task(name="resolve-inputs")
+def resolve_inputs_task(inputs: list[str]) -> list[dict[str, Any]]:
+    from dataclasses import asdict
+
+    from stageflow.video import analyze
+
+    return [asdict(r) for r in analyze.resolve_inputs(inputs, get_plugin_manager())]
+
+
+@task(name="check-video-backends")
+def check_video_backends_task(video: dict[str, Any]) -> None:
+    """Build every backend once (a missing model fails the run here, before any video)."""
+    from stageflow.video import analyze
+    from stageflow.video.settings import VideoConfig
+
+    analyze.build_backends(get_plugin_manager(), VideoConfig.model_validate(video))
+
+
+@task(name="decode", task_run_name="decode-{ref[id]}")
+def decode_task(ref: dict[str, Any], video: dict[str, Any], out: str, force: bool) -> dict[str, Any]:
+    """Fetch + dedup + decode one video: ``{"job": ...}``, or ``{"cached": record}``."""
+    from pathlib import Path
+
+    from stageflow.video import analyze
+    from stageflow.video.job import decode_job
+    from stageflow.video.settings import VideoConfig
+
+    config = VideoConfig.model_validate(video)
+    vref = analyze.VideoRef(**ref)
+    path = analyze.acquire(vref, get_plugin_manager(), Path(out) / "downloads")
+    sha = analyze.sha256_file(path)
+    key = f"{vref.id}|{sha}|{analyze.config_key(config)}"
+    store = open_store()
+    try:
+        cached = None if force else analyze._stored(store, key)
+    finally:
+        store.close()
+    if cached is not None:
+        return {"cached": cached}
+    workdir = Path(out) / "jobs" / analyze._safe_name(f"{vref.id}-{sha[:12]}")
+    job = decode_job(
+        path, workdir, analyze.sampling_of(config), video_id=vref.id, source=vref.source, title=vref.title
+    )
+    return {"job": job.to_dict(), "key": key, "sha256": sha}
+
+
+@task(name="record", task_run_name="record-{ref[id]}")
+def record_task(ref: dict[str, Any], decoded: dict[str, Any], inference: dict[str, Any]) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    from stageflow.video import analyze
+    from stageflow.video.job import DecodedJob, InferenceResult
+
+    job = DecodedJob.from_dict(decoded["job"])
+    result = InferenceResult.from_dict(inference)
+    record = analyze.result_record(analyze.VideoRef(**ref), job, result)
+    full = {"record": record, "sha256": decoded["sha256"], "job": decoded["job"], "inference": inference}
+    (Path(job.workdir) / "result.json").write_text(json.dumps(full, ensure_ascii=False), encoding="utf-8")
+    store = open_store()
+    try:
+        store.upsert_records(analyze.RESULTS_TABLE, [{"key": decoded["key"], **full}], key="key")
+    finally:
+        store.close()
+    return record
+
+
+@flow(name="video-analysis", log_prints=True)
+def video_analysis(params: AnalysisParams) -> dict[str, Any]:
+    """Resolve inputs, then per video: decode (CPU) -> ``video_inference`` child (GPU) -> record.
+    A failing video is recorded with its error; the others still run."""
+    from stageflow.flows.inference import video_inference
+
+    from stageflow.errors import StageflowError
+    from stageflow.video import analyze
+
+    out = params.out or str(settings.home() / "video")
+    check_video_backends_task(params.video)
+    refs = resolve_inputs_task(params.inputs)
+    progress = Progress(f"analysing {len(refs)} videos", total=len(refs))
+    videos: list[dict[str, Any]] = []
+    for ref in refs:
+        vref = analyze.VideoRef(**ref)
+        if vref.error is not None:
+            videos.append(analyze.empty_record(vref))
+            progress.advance()
+            continue
+        try:
+            decoded = decode_task(ref, params.video, out, params.force)
+            if "cached" in decoded:
+                videos.append(decoded["cached"])
+            else:
+                inference = video_inference(decoded["job"], params.video)
+                videos.append(record_task(ref, decoded, inference))
+        except Exception as exc:  # one bad video never stops the others
+            record = analyze.empty_record(vref)
+            record["error"] = str(exc) if isinstance(exc, StageflowError) else f"{type(exc).__name__}: {exc}"
+            videos.append(record)
+        progress.advance()
+    publish_table(
+        "video-analysis",
+        [
+            {k: v.get(k) for k in ("id", "title", "duration_s", "frames_decoded", "frames_kept", "error")}
+            | {"segments": len(v["transcript"]), "detections": len(v["detections"]), "ocr": len(v["ocr"])}
+            for v in videos
+        ],
+        description=f"{len(videos)} videos, {sum(1 for v in videos if v['error'])} failed",
+    )
+    return {"videos": videos}

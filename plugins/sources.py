@@ -1,4 +1,5 @@
-"""Built-in sources: ``rss`` (RSS/Atom and YouTube channel feeds) and ``folder`` (local video files)."""
+"""Built-in sources: ``rss`` (RSS/Atom and YouTube channel feeds), ``folder`` (local video files) and
+``urls`` (direct media URLs, fetched later by a downloader)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ class RssSourceConfig(BaseModel):
     skip_shorts: bool = True
     keywords: list[str] = Field(default_factory=list)
     timeout_s: float = 20.0
+    retries: int = 2
+    backoff_s: float = 1.0
 
 
 class RssSource:
@@ -33,7 +36,8 @@ class RssSource:
         rule = FeedFilter(self.config.max_age_days, self.config.skip_shorts, tuple(self.config.keywords))
         items: list[MediaItem] = []
         for feed in self.config.feeds:
-            items.extend(filter_items(parse_feed(read_feed_bytes(feed, self.config.timeout_s), "rss"), rule))
+            data = read_feed_bytes(feed, self.config.timeout_s, self.config.retries, self.config.backoff_s)
+            items.extend(filter_items(parse_feed(data, "rss"), rule))
         return items
 
 
@@ -73,6 +77,34 @@ class FolderSource:
         return items
 
 
+class UrlsSourceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    urls: list[str] = Field(min_length=1, description="direct media URLs (https://.../video.mp4)")
+
+
+class UrlsSource:
+    """Direct media URLs; the item id is a hash of the URL (the content sha256 is checked after download)."""
+
+    def __init__(self, config: UrlsSourceConfig):
+        bad = [u for u in config.urls if not u.startswith(("http://", "https://"))]
+        if bad:
+            raise BadInput(f"urls source: not an http(s) URL: {bad[0]}")
+        self.urls = config.urls
+
+    def discover(self) -> list[MediaItem]:
+        from urllib.parse import urlparse
+
+        return [
+            MediaItem(
+                source="urls",
+                item_id=hashlib.sha256(url.encode()).hexdigest()[:20],
+                title=Path(urlparse(url).path).stem or url,
+                url=url,
+            )
+            for url in self.urls
+        ]
+
+
 @hookimpl
 def register_sources(register):
     register(
@@ -87,4 +119,10 @@ def register_sources(register):
         FolderSource,
         config=FolderSourceConfig,
         description="Local mp4/mov/mkv/webm files, deduplicated by content sha256",
+    )
+    register(
+        "urls",
+        UrlsSource,
+        config=UrlsSourceConfig,
+        description="Direct media URLs, downloaded by a downloader backend (built-in: http)",
     )

@@ -219,28 +219,39 @@ def _discover_direct(cfg: Any, source_name: str, options: dict[str, Any], sinks:
 # ----------------------------------------------------------------------------------------- demo
 @app.command("demo")
 def demo_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Run the main job once on bundled samples through Prefect's embedded server; print where results are."""
+    """Run the main job on bundled samples through Prefect's embedded server: discovery, build, deploy."""
     from stageflow.deployments.demo import run_demo
 
     result = run_demo(config)
     if as_json:
         _emit_json(result)
         return
-    typer.echo(f"video-discovery on bundled feed: found {result['found']}, new {result['new']}")
-    typer.echo(f"  results (SQLite store): {result['store']}")
-    typer.echo(f"  results (JSON lines):   {result['jsonl']}")
+    d, b, s = result["discovery"], result["build"], result["sync"]
+    changes = s["changes"] or {}
+    typer.echo(f"video-discovery  (bundled feed): found {d['found']}, new {d['new']}")
+    typer.echo(f"  results: SQLite store {d['store']}; JSON lines {d['jsonl']}")
     typer.echo(
-        f"  Prefect runs:           {result['prefect_home']} "
-        "(see them with `prefect server start`, then http://127.0.0.1:4200/runs)"
+        f"selective-build  (sample monorepo {b['repo']}): built {len(b['built'])}, "
+        f"cached {len(b['cached'])} in {b['duration_s']:.2f} s"
+    )
+    typer.echo(
+        f"deploy-sync      (apiserver -> {s['target']}): release {s['release'] or '(no change)'}, "
+        + ", ".join(f"{k} {len(v)}" for k, v in changes.items())
+    )
+    typer.echo(f"  live release: {s['current']}")
+    typer.echo(
+        f"Prefect runs: {result['prefect_home']} (see them with `prefect server start`, "
+        "then http://127.0.0.1:4200/runs)"
     )
 
 
 # ----------------------------------------------------------------------------------------- families
 def _register_families() -> None:
-    from stageflow.commands import build, ops, sync
+    from stageflow.commands import build, ops, sync, video
 
     sync.register(app)
     build.register(app)
+    video.register(app)
     ops.register(app)
 
 

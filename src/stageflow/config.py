@@ -19,6 +19,7 @@ from stageflow.build.config import BuildConfig
 from stageflow.errors import ConfigError
 from stageflow.monitor.engine import MonitorConfig
 from stageflow.sync.profile import SyncConfig
+from stageflow.video.settings import VideoConfig
 
 CONFIG_NAME = "stageflow.toml"
 
@@ -58,7 +59,7 @@ class ProjectConfig(_Strict):
     # Sections validated by their own flows (deploy-sync, selective build, video analysis, ops).
     sync: SyncConfig = Field(default_factory=SyncConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
-    video: dict[str, Any] = Field(default_factory=dict)
+    video: VideoConfig = Field(default_factory=VideoConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     _source_path: Path | None = PrivateAttr(default=None)

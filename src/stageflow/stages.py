@@ -59,6 +59,66 @@ class TransferStats:
     deleted: int = 0
 
 
+# --------------------------------------------------------------------------- video analysis data
+
+
+@dataclass(frozen=True)
+class Word:
+    """A transcribed word; times in seconds on the video's timeline."""
+
+    start: float
+    end: float
+    text: str
+    probability: float = 0.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transcript:
+    language: str | None
+    duration_s: float
+    segments: tuple[Segment, ...] = ()
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A kept video frame: ``image`` is an RGB uint8 array (H, W, 3); ``t`` its time in seconds."""
+
+    t: float
+    index: int
+    image: Any = field(repr=False)
+    sharpness: float = 0.0
+
+
+@dataclass(frozen=True)
+class Detection:
+    """An object in a frame; ``box`` is (x1, y1, x2, y2) in pixels of that frame."""
+
+    t: float
+    label: str
+    confidence: float
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class OcrText:
+    """Text read in a frame; ``box`` is (x1, y1, x2, y2) in pixels; ``engine`` names the backend."""
+
+    t: float
+    text: str
+    confidence: float
+    box: tuple[float, float, float, float]
+    engine: str = ""
+    hangul_ratio: float = 0.0
+
+
 # --------------------------------------------------------------------------- Protocols, one per kind
 
 
@@ -69,23 +129,27 @@ class Source(Protocol):
 
 @runtime_checkable
 class Downloader(Protocol):
+    """Fetches a media URL into the directory ``dest``; returns the downloaded file's path."""
+
     def can_handle(self, url: str) -> bool: ...
     def download(self, url: str, dest: Path) -> Path: ...
 
 
 @runtime_checkable
 class Transcriber(Protocol):
-    def transcribe(self, audio: Any, language: str | None = None) -> Any: ...
+    """``audio``: 16 kHz mono float32 samples (numpy array) starting at t=0 of the video."""
+
+    def transcribe(self, audio: Any, language: str | None = None) -> Transcript: ...
 
 
 @runtime_checkable
 class Detector(Protocol):
-    def detect(self, frames: Sequence[Any]) -> list[Any]: ...
+    def detect(self, frames: Sequence[Frame]) -> list[Detection]: ...
 
 
 @runtime_checkable
 class OcrEngine(Protocol):
-    def read(self, frames: Sequence[Any]) -> list[Any]: ...
+    def read(self, frames: Sequence[Frame]) -> list[OcrText]: ...
 
 
 @runtime_checkable

@@ -41,17 +41,34 @@ def _to_dt(parsed) -> datetime | None:
     return datetime.fromtimestamp(calendar.timegm(parsed), tz=UTC)
 
 
-def read_feed_bytes(location: str, timeout_s: float = 20.0) -> bytes:
-    """The raw feed: an http(s) URL fetched with httpx, anything else read as a local path."""
+def read_feed_bytes(
+    location: str, timeout_s: float = 20.0, retries: int = 2, backoff_s: float = 1.0
+) -> bytes:
+    """The raw feed: an http(s) URL fetched with httpx, anything else read as a local path.
+
+    5xx/429 answers and connection errors are retried ``retries`` times with exponential backoff;
+    other 4xx answers are reported at once."""
     if location.startswith(("http://", "https://")):
+        import time
+
         import httpx
 
-        try:
-            response = httpx.get(location, timeout=timeout_s, follow_redirects=True)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise JobFailed(f"feed {location}: {type(exc).__name__}: {exc}") from None
-        return response.content
+        attempt = 0
+        while True:
+            try:
+                response = httpx.get(location, timeout=timeout_s, follow_redirects=True)
+                if response.status_code < 500 and response.status_code != 429:
+                    response.raise_for_status()
+                    return response.content
+                problem = f"HTTP {response.status_code}"
+            except httpx.HTTPStatusError as exc:
+                raise JobFailed(f"feed {location}: HTTP {exc.response.status_code}") from None
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            attempt += 1
+            if attempt > retries:
+                raise JobFailed(f"feed {location}: {problem} (after {retries} retries)")
+            time.sleep(backoff_s * 2 ** (attempt - 1))
     path = Path(location).expanduser()
     if not path.is_file():
         raise BadInput(f"feed {location}: no such file or URL: give a feed URL (https://...) or a file path")
@@ -65,6 +82,11 @@ def parse_feed(data: bytes, source: str = "rss") -> list[MediaItem]:
     parsed = feedparser.parse(data)
     if parsed.bozo and not parsed.entries:
         raise BadInput(f"{source}: not an RSS/Atom feed ({parsed.get('bozo_exception')})")
+    if parsed.bozo:
+        import xml.sax
+
+        if isinstance(parsed.get("bozo_exception"), xml.sax.SAXParseException):
+            raise BadInput(f"{source}: not an RSS/Atom feed: malformed XML ({parsed.get('bozo_exception')})")
     channel = parsed.feed.get("title")
     items = []
     for entry in parsed.entries:
@@ -72,6 +94,21 @@ def parse_feed(data: bytes, source: str = "rss") -> list[MediaItem]:
         item_id = entry.get("yt_videoid") or entry.get("id") or link
         thumbs = entry.get("media_thumbnail") or []
         stats = entry.get("media_statistics") or {}
+        extra: dict[str, object] = {"views": stats.get("views")} if stats.get("views") else {}
+        media = [
+            e.get("href") or e.get("url")
+            for e in list(entry.get("enclosures") or []) + list(entry.get("media_content") or [])
+            if str(e.get("type", "")).startswith("video/") and (e.get("href") or e.get("url"))
+        ]
+        if media:
+            extra["media_url"] = media[0]
+        durations = [
+            float(e["duration"])
+            for e in entry.get("media_content") or []
+            if str(e.get("duration", "")).replace(".", "", 1).isdigit()
+        ]
+        if durations:
+            extra["duration_s"] = durations[0]
         items.append(
             MediaItem(
                 source=source,
@@ -81,9 +118,9 @@ def parse_feed(data: bytes, source: str = "rss") -> list[MediaItem]:
                 published=_to_dt(entry.get("published_parsed") or entry.get("updated_parsed")),
                 channel=entry.get("author") or channel,
                 thumbnail=thumbs[0].get("url") if thumbs else None,
-                is_short="/shorts/" in link,
+                is_short="/shorts/" in link or (bool(durations) and durations[0] <= 60),
                 description=entry.get("summary", "") or "",
-                extra={"views": stats.get("views")} if stats.get("views") else {},
+                extra=extra,
             )
         )
     return items

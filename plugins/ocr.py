@@ -1,0 +1,186 @@
+"""Built-in OCR engines: ``rapidocr`` (rapidocr-onnxruntime with its shipped English/Chinese models;
+det/rec/dict paths configurable, e.g. for a Korean recogniser) and ``tesseract`` (the Debian binary
+with tesseract-ocr-kor, run through subprocess with TSV output; reads Korean offline).
+
+Both return one :class:`OcrText` per text line with confidence, box and frame time, after the noise
+filter in :mod:`stageflow.video.ocrtext`. Never downloads models; heavy imports only inside backends.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stageflow.errors import BadInput, JobFailed
+from stageflow.hookspecs import hookimpl
+from stageflow.stages import Frame, OcrText
+from stageflow.video.ocrtext import NoiseFilter, make_text
+
+
+class RapidOcrConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    det_model_path: str | None = None
+    rec_model_path: str | None = None
+    rec_keys_path: str | None = Field(None, description="character dictionary of the rec model")
+    min_confidence: float = 0.5
+    min_chars: int = 2
+    max_side: int = Field(1280, ge=64, description="frames are downscaled to this longest side first")
+
+
+class RapidOcrEngine:
+    def __init__(self, config: RapidOcrConfig):
+        from stageflow.video.offline import MODELS
+
+        self.config = config
+        self.filter = NoiseFilter(config.min_confidence, config.min_chars)
+        kwargs: dict[str, str] = {}
+        for option in ("det_model_path", "rec_model_path", "rec_keys_path"):
+            value = getattr(config, option)
+            if value is not None:
+                if not Path(value).expanduser().is_file():
+                    raise BadInput(f"rapidocr: {option} {value} does not exist: give an existing file")
+                kwargs[option] = str(Path(value).expanduser())
+        key = "|".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
+        self.engine = MODELS.get("rapidocr", key, lambda: self._load(kwargs))
+
+    @staticmethod
+    def _load(kwargs: dict[str, str]) -> Any:
+        from rapidocr_onnxruntime import RapidOCR
+
+        return RapidOCR(**kwargs)
+
+    def read(self, frames: Sequence[Frame]) -> list[OcrText]:
+        out: list[OcrText] = []
+        for frame in frames:
+            image, scale = _downscale(frame.image, self.config.max_side)
+            result, _ = self.engine(image[..., ::-1].copy())  # BGR, as OpenCV reads
+            for points, text, score in result or []:
+                xs = [float(p[0]) / scale for p in points]
+                ys = [float(p[1]) / scale for p in points]
+                item = make_text(
+                    frame.t, text, float(score), (min(xs), min(ys), max(xs), max(ys)), "rapidocr"
+                )
+                if self.filter.keep(item):
+                    out.append(item)
+        return out
+
+
+def _downscale(image: Any, max_side: int) -> tuple[Any, float]:
+    """``image`` resized so its longest side is at most ``max_side``; and the scale applied."""
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale >= 1.0:
+        return image, 1.0
+    import numpy as np
+    from PIL import Image
+
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)), scale
+
+
+class TesseractConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    languages: str = "kor+eng"
+    psm: int = 6
+    binary: str = "tesseract"
+    min_confidence: float = 0.5
+    min_chars: int = 2
+    timeout_s: float = 60.0
+
+
+class TesseractEngine:
+    def __init__(self, config: TesseractConfig):
+        exe = shutil.which(config.binary)
+        if exe is None:
+            raise BadInput(
+                f"tesseract: '{config.binary}' not found: apt-get install tesseract-ocr tesseract-ocr-kor"
+            )
+        listed = subprocess.run([exe, "--list-langs"], capture_output=True, text=True, timeout=30)
+        have = set(listed.stdout.split())
+        missing = [lang for lang in config.languages.split("+") if lang not in have]
+        if missing:
+            raise BadInput(
+                f"tesseract: language data {', '.join(missing)} not installed: apt-get install "
+                + " ".join(f"tesseract-ocr-{m}" for m in missing)
+            )
+        self.exe = exe
+        self.config = config
+        self.filter = NoiseFilter(config.min_confidence, config.min_chars)
+
+    def read(self, frames: Sequence[Frame]) -> list[OcrText]:
+        out: list[OcrText] = []
+        for frame in frames:
+            out.extend(t for t in self._read_one(frame) if self.filter.keep(t))
+        return out
+
+    def _read_one(self, frame: Frame) -> list[OcrText]:
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(frame.image).save(buf, format="PNG")
+        cmd = [self.exe, "stdin", "stdout", "-l", self.config.languages, "--psm", str(self.config.psm), "tsv"]
+        try:
+            proc = subprocess.run(
+                cmd, input=buf.getvalue(), capture_output=True, timeout=self.config.timeout_s
+            )
+        except subprocess.TimeoutExpired:
+            raise JobFailed(
+                f"tesseract: timed out after {self.config.timeout_s} s on frame t={frame.t}"
+            ) from None
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise JobFailed(f"tesseract: exit {proc.returncode}: {err[-1] if err else ''}")
+        return parse_tsv(proc.stdout.decode("utf-8", errors="replace"), frame.t)
+
+
+def parse_tsv(tsv: str, t: float) -> list[OcrText]:
+    """Tesseract TSV words grouped into lines: text joined by spaces, mean confidence, union box."""
+    lines: dict[tuple[str, str, str, str], list[tuple[str, float, tuple[int, int, int, int]]]] = {}
+    for row in tsv.splitlines()[1:]:
+        cols = row.split("\t")
+        if len(cols) < 12 or cols[0] != "5" or not cols[11].strip():
+            continue
+        conf = float(cols[10])
+        if conf < 0:
+            continue
+        left, top, width, height = (int(c) for c in cols[6:10])
+        lines.setdefault((cols[1], cols[2], cols[3], cols[4]), []).append(
+            (cols[11].strip(), conf / 100.0, (left, top, left + width, top + height))
+        )
+    out = []
+    for words in lines.values():
+        text = " ".join(w[0] for w in words)
+        conf = sum(w[1] for w in words) / len(words)
+        box = (
+            float(min(w[2][0] for w in words)),
+            float(min(w[2][1] for w in words)),
+            float(max(w[2][2] for w in words)),
+            float(max(w[2][3] for w in words)),
+        )
+        out.append(make_text(t, text, conf, box, "tesseract"))
+    return out
+
+
+@hookimpl
+def register_ocr_engines(register):
+    register(
+        "rapidocr",
+        RapidOcrEngine,
+        config=RapidOcrConfig,
+        requires=("rapidocr_onnxruntime",),
+        extra="video",
+        description="RapidOCR (PP-OCRv4, onnxruntime): shipped English/Chinese models; det/rec paths",
+    )
+    register(
+        "tesseract",
+        TesseractEngine,
+        config=TesseractConfig,
+        description="Tesseract binary (apt tesseract-ocr tesseract-ocr-kor): Korean offline, TSV lines",
+    )

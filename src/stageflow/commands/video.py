@@ -1,0 +1,168 @@
+"""CLI commands of the video-analysis family: ``stageflow analyze``.
+
+Thin: resolves the config and inputs, then calls :mod:`stageflow.video.analyze` (imported inside the
+command so ``stageflow --help`` stays fast; Prefect is imported only with ``--prefect``). The JSON
+document goes to stdout, progress and per-video failures to stderr. Never prints a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+STAGES = ("fetch", "decode", "transcribe", "look")
+
+
+class _StageProgress:
+    """A rich bar per video (advancing through its stages) on a TTY stderr; else one line per video."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.tasks: dict[str, Any] = {}
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[stage]}"),
+                console=Console(stderr=True),
+            )
+            self.bar.start()
+
+    def __call__(self, number: int, total: int, video_id: str, stage: str) -> None:
+        label = f"[{number}/{total}] {video_id[:40]}"
+        if self.bar is None:
+            if stage in ("done", "failed", "cached"):
+                typer.echo(f"{label}: {stage}", err=True)
+            return
+        task = self.tasks.get(video_id)
+        if task is None:
+            task = self.tasks[video_id] = self.bar.add_task(label, total=len(STAGES), stage=stage)
+        done = STAGES.index(stage) if stage in STAGES else len(STAGES)
+        self.bar.update(task, completed=done, stage=stage)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def analyze_cmd(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Video files, folders, feed URLs or files (.xml/.rss/.atom), channels files (.toml with "
+            "[[channel]] feed=...), or direct media URLs."
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", file_okay=False, help="Job dirs, results (default: $STAGEFLOW_HOME/video)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", dir_okay=False, help="Project file (default: ./stageflow.toml)."),
+    ] = None,
+    transcriber: Annotated[
+        str | None, typer.Option("--transcriber", help="Transcriber backend ('' to skip speech).")
+    ] = None,
+    detector: Annotated[
+        str | None, typer.Option("--detector", help="Detector backend ('' to skip objects).")
+    ] = None,
+    ocr: Annotated[
+        list[str] | None, typer.Option("--ocr", help="OCR engine; repeat for several (results merged).")
+    ] = None,
+    analyzer: Annotated[str | None, typer.Option("--analyzer", help="Analyzer backend (part 2).")] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a [video] key: KEY=VALUE, e.g. faster-whisper.language=ko."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-analyse videos already in the store.")] = False,
+    prefect: Annotated[
+        bool, typer.Option("--prefect", help="Run as the video_analysis Prefect flow.")
+    ] = False,
+) -> None:
+    """Transcribe, detect objects and read on-screen text in videos; one bad video never stops the rest."""
+    from stageflow import settings as sf_settings
+    from stageflow.config import load_config
+    from stageflow.errors import JobFailed
+    from stageflow.video.settings import apply_overrides
+
+    project = load_config(config)
+    ocr_choice = [o for o in ocr if o] if ocr is not None else None
+    video_config = apply_overrides(
+        project.video,
+        settings or [],
+        transcriber=transcriber,
+        detector=detector,
+        ocr=ocr_choice,
+        analyzer=analyzer,
+    )
+    out_dir = (out or sf_settings.home() / "video").expanduser()
+    if prefect:
+        from stageflow.flows.video import AnalysisParams, video_analysis
+
+        doc = video_analysis(
+            AnalysisParams(
+                inputs=list(inputs), out=str(out_dir), video=video_config.model_dump(), force=force
+            )
+        )
+    else:
+        doc = run_analysis(list(inputs), video_config, out_dir, force=force)
+    _print(doc, as_json=as_json)
+    failed = [v for v in doc["videos"] if v["error"]]
+    if failed:
+        first = failed[0]
+        raise JobFailed(
+            f"{len(failed)} of {len(doc['videos'])} videos failed; first: {first['id']}: {first['error']}"
+        )
+
+
+def run_analysis(inputs: list[str], config: Any, out_dir: Path, *, force: bool = False) -> dict[str, Any]:
+    """The engine run without Prefect (what ``stageflow analyze`` does by default)."""
+    from stageflow.plugin_manager import get_plugin_manager
+    from stageflow.store import open_store
+    from stageflow.video import analyze
+
+    plugins = get_plugin_manager()
+    backends = analyze.build_backends(plugins, config)
+    refs = analyze.resolve_inputs(inputs, plugins)
+    store = open_store()
+    progress = _StageProgress()
+    try:
+        ctx = analyze.AnalyzeContext(plugins, config, backends, out_dir, store, force, progress)
+        return analyze.analyze(refs, ctx)
+    finally:
+        progress.close()
+        store.close()
+
+
+def _print(doc: dict[str, Any], *, as_json: bool) -> None:
+    for v in doc["videos"]:
+        if v["error"]:
+            typer.echo(f"stageflow: {v['id']}: {v['error']}", err=True)
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        return
+    for v in doc["videos"]:
+        if v["error"]:
+            typer.echo(f"{v['id']}: FAILED ({v['error']})")
+            continue
+        typer.echo(
+            f"{v['id']}: {v['title']!r} {v['duration_s']} s, "
+            f"frames {v['frames_kept']}/{v['frames_decoded']} kept, "
+            f"{len(v['transcript'])} segments, {len(v['detections'])} detections, {len(v['ocr'])} texts"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add this family's commands to the root app."""
+    app.command("analyze")(analyze_cmd)

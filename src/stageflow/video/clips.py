@@ -1,0 +1,137 @@
+"""Reel-ready clips and thumbnails with PyAV: for a time range, the range +- padding re-encoded as
+H.264/AAC MP4 (optionally centre-cropped to 9:16), and the sharpest kept frame in the range as a JPEG.
+
+The clip stage part 2 calls per candidate. A clip decodes from the keyframe before the range (one
+seek per clip, then sequential); it never modifies the source video.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from stageflow.errors import BadInput
+from stageflow.video.decode import MediaError, _open, probe
+from stageflow.video.job import DecodedJob, KeptFrame
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: str
+    start: float
+    end: float
+    width: int
+    height: int
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    path: str
+    t: float
+    sharpness: float
+
+
+def _even(n: float) -> int:
+    return max(2, int(n) // 2 * 2)
+
+
+def cut_clip(
+    src: Path,
+    start: float,
+    end: float,
+    dest: Path,
+    *,
+    padding_s: float = 1.5,
+    vertical: bool = False,
+    height: int = 1280,
+    fps: int | None = None,
+) -> Clip:
+    """Encode ``[start - padding, end + padding]`` (clamped to the video) of ``src`` to ``dest``."""
+    import av
+
+    if end <= start:
+        raise BadInput(f"clip {src}: end {end} must be after start {start}")
+    info = probe(src)
+    if not info.has_video:
+        raise MediaError(f"clip {src}: no video track")
+    t0 = max(0.0, start - padding_s)
+    t1 = min(info.duration_s or end + padding_s, end + padding_s)
+    if t1 <= t0:
+        raise BadInput(f"clip {src}: range {start}-{end} is outside the video (0-{info.duration_s} s)")
+    rate = fps or round(info.fps) or 25
+    if vertical:
+        out_h = _even(min(height, info.height))
+        out_w = _even(out_h * 9 / 16)
+        crop_w = _even(min(info.width, info.height * 9 / 16))
+    else:
+        out_w, out_h, crop_w = _even(info.width), _even(info.height), 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(dest), "w") as out:
+        vout = out.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = out_w, out_h, "yuv420p"
+        vout.options = {"preset": "veryfast", "crf": "20"}
+        aout = out.add_stream("aac", rate=48000) if info.has_audio else None
+        if aout is not None:
+            aout.layout = "stereo"
+        with _open(src) as inp:
+            stream = inp.streams.video[0]
+            inp.seek(int(t0 * 1_000_000), any_frame=False)
+            n = 0
+            for frame in inp.decode(stream):
+                t = float(frame.time or 0.0)
+                if t < t0 - 1e-6:
+                    continue
+                if t > t1:
+                    break
+                if crop_w:
+                    rgb = frame.to_ndarray(format="rgb24")
+                    x = (rgb.shape[1] - crop_w) // 2
+                    frame = av.VideoFrame.from_ndarray(rgb[:, x : x + crop_w].copy(), format="rgb24")
+                vf = frame.reformat(width=out_w, height=out_h, format="yuv420p")
+                vf.pts = n
+                n += 1
+                for packet in vout.encode(vf):
+                    out.mux(packet)
+            for packet in vout.encode():
+                out.mux(packet)
+        if aout is not None:
+            with _open(src) as inp:
+                resampler = av.AudioResampler(format="fltp", layout="stereo", rate=48000)
+                written = 0
+                for frame in inp.decode(inp.streams.audio[0]):
+                    t = float(frame.time or 0.0)
+                    if t + frame.samples / frame.sample_rate < t0:
+                        continue
+                    if t > t1:
+                        break
+                    for rf in resampler.resample(frame):
+                        rf.pts = written
+                        written += rf.samples
+                        for packet in aout.encode(rf):
+                            out.mux(packet)
+                for packet in aout.encode():
+                    out.mux(packet)
+    return Clip(str(dest), round(t0, 3), round(t1, 3), out_w, out_h, aout is not None)
+
+
+def pick_thumbnail(frames: list[KeptFrame], start: float, end: float) -> KeptFrame | None:
+    """The sharpest kept frame in ``[start, end]``; else the kept frame nearest the range's middle."""
+    inside = [f for f in frames if start <= f.t <= end]
+    if inside:
+        return max(inside, key=lambda f: f.sharpness)
+    if not frames:
+        return None
+    middle = (start + end) / 2
+    return min(frames, key=lambda f: abs(f.t - middle))
+
+
+def thumbnail(job: DecodedJob, start: float, end: float, dest: Path) -> Thumbnail:
+    """Copy the chosen kept frame's JPEG to ``dest``."""
+    chosen = pick_thumbnail(job.frames, start, end)
+    if chosen is None:
+        raise MediaError(f"thumbnail {job.path}: no kept frames (audio-only or all frames rejected)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(job.workdir) / chosen.file, dest)
+    return Thumbnail(str(dest), chosen.t, chosen.sharpness)

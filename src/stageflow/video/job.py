@@ -1,0 +1,211 @@
+"""A decoded job on disk, and inference over it.
+
+``decode_job`` writes a job directory: ``audio.npy`` (16 kHz mono float32), one JPEG per kept frame
+and ``job.json`` (times, sharpness, counts). The job is a small JSON-able record, so the inference
+child flow can run in-process or on a GPU worker that sees the same storage. ``run_inference`` loads
+kept frames batch by batch, so memory is bounded by the batch size, never by the video's length.
+No Prefect here; backends arrive already built.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stageflow.stages import Detection, Frame, OcrText, Segment, Transcript, Word
+from stageflow.video.decode import (
+    MediaInfo,
+    SamplingConfig,
+    SamplingStats,
+    decode_audio,
+    probe,
+    sample_frames,
+)
+from stageflow.video.ocrtext import merge
+
+JOB_FILE = "job.json"
+
+
+@dataclass(frozen=True)
+class KeptFrame:
+    t: float
+    index: int
+    sharpness: float
+    file: str  # relative to the job directory
+
+
+@dataclass
+class DecodedJob:
+    video_id: str
+    source: str
+    title: str
+    path: str
+    workdir: str
+    info: MediaInfo
+    frames_decoded: int = 0
+    frames_kept: int = 0
+    frames: list[KeptFrame] = field(default_factory=list)
+    audio_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DecodedJob:
+        d = dict(data)
+        d["info"] = MediaInfo(**d["info"])
+        d["frames"] = [KeptFrame(**f) for f in d.get("frames", [])]
+        return cls(**d)
+
+    @classmethod
+    def load(cls, workdir: Path) -> DecodedJob:
+        return cls.from_dict(json.loads((workdir / JOB_FILE).read_text(encoding="utf-8")))
+
+
+def decode_job(
+    path: Path,
+    workdir: Path,
+    sampling: SamplingConfig | None = None,
+    *,
+    video_id: str = "",
+    source: str = "file",
+    title: str = "",
+) -> DecodedJob:
+    """Decode ``path`` into ``workdir``: audio, kept frames (JPEG q95) and job.json."""
+    from PIL import Image
+
+    info = probe(path)
+    workdir.mkdir(parents=True, exist_ok=True)
+    job = DecodedJob(video_id or path.stem, source, title or path.stem, str(path), str(workdir), info)
+    if info.has_audio:
+        audio = decode_audio(path)
+        np.save(workdir / "audio.npy", audio)
+        job.audio_file = "audio.npy"
+    stats = SamplingStats()
+    if info.has_video:
+        for batch in sample_frames(path, sampling, stats):
+            for frame in batch:
+                name = f"frame-{frame.index:06d}.jpg"
+                Image.fromarray(frame.image).save(workdir / name, quality=95)
+                job.frames.append(KeptFrame(frame.t, frame.index, frame.sharpness, name))
+    job.frames_decoded, job.frames_kept = stats.decoded, stats.kept
+    (workdir / JOB_FILE).write_text(json.dumps(job.to_dict(), indent=1), encoding="utf-8")
+    return job
+
+
+def load_audio(job: DecodedJob) -> np.ndarray:
+    if not job.audio_file:
+        return np.zeros(0, np.float32)
+    return np.load(Path(job.workdir) / job.audio_file)
+
+
+def frame_batches(job: DecodedJob, batch_size: int) -> Iterator[list[Frame]]:
+    """Kept frames loaded from disk ``batch_size`` at a time."""
+    from PIL import Image
+
+    for start in range(0, len(job.frames), batch_size):
+        batch = []
+        for kept in job.frames[start : start + batch_size]:
+            with Image.open(Path(job.workdir) / kept.file) as img:
+                batch.append(Frame(kept.t, kept.index, np.asarray(img.convert("RGB")), kept.sharpness))
+        yield batch
+
+
+@dataclass
+class Backends:
+    """Built backends for one run (None / empty: the stage is skipped)."""
+
+    transcriber: Any = None
+    detector: Any = None
+    ocr: Sequence[Any] = ()
+    language: str | None = None
+
+
+@dataclass
+class InferenceResult:
+    transcript: Transcript | None
+    detections: list[Detection]
+    ocr: list[OcrText]
+    batches: int = 0
+    max_batch: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InferenceResult:
+        t = data.get("transcript")
+        transcript = None
+        if t is not None:
+            segments = tuple(
+                Segment(s["start"], s["end"], s["text"], tuple(Word(**w) for w in s.get("words", ())))
+                for s in t["segments"]
+            )
+            transcript = Transcript(t["language"], t["duration_s"], segments)
+        return cls(
+            transcript=transcript,
+            detections=[
+                Detection(d["t"], d["label"], d["confidence"], tuple(d["box"])) for d in data["detections"]
+            ],
+            ocr=[OcrText(**{**o, "box": tuple(o["box"])}) for o in data["ocr"]],
+            batches=data.get("batches", 0),
+            max_batch=data.get("max_batch", 0),
+        )
+
+
+def transcribe(job: DecodedJob, backends: Backends) -> Transcript | None:
+    if backends.transcriber is None or not job.info.has_audio:
+        return None
+    transcript = backends.transcriber.transcribe(load_audio(job), backends.language)
+    return clamp(transcript, job.info.duration_s) if job.info.duration_s > 0 else transcript
+
+
+def clamp(transcript: Transcript, duration_s: float) -> Transcript:
+    """Times clamped to the video's duration (decoded AAC runs a few ms past the container's end)."""
+
+    def c(t: float) -> float:
+        return min(t, duration_s)
+
+    segments = tuple(
+        Segment(
+            c(s.start),
+            c(s.end),
+            s.text,
+            tuple(Word(c(w.start), c(w.end), w.text, w.probability) for w in s.words),
+        )
+        for s in transcript.segments
+    )
+    return Transcript(transcript.language, min(transcript.duration_s, duration_s), segments)
+
+
+def look(
+    job: DecodedJob, backends: Backends, batch_size: int, on_batch: Callable[[int], None] | None = None
+) -> tuple[list[Detection], list[OcrText], int, int]:
+    """Detection and OCR over kept frames, batch by batch; returns (detections, ocr, batches, max batch)."""
+    detections: list[Detection] = []
+    reads: list[list[OcrText]] = [[] for _ in backends.ocr]
+    batches = max_batch = 0
+    if backends.detector is None and not backends.ocr:
+        return detections, [], 0, 0
+    for batch in frame_batches(job, batch_size):
+        batches += 1
+        max_batch = max(max_batch, len(batch))
+        if backends.detector is not None:
+            detections.extend(backends.detector.detect(batch))
+        for i, engine in enumerate(backends.ocr):
+            reads[i].extend(engine.read(batch))
+        if on_batch is not None:
+            on_batch(len(batch))
+    return detections, merge(reads), batches, max_batch
+
+
+def run_inference(job: DecodedJob, backends: Backends, batch_size: int = 16) -> InferenceResult:
+    """Transcript, detections and merged OCR of a decoded job."""
+    transcript = transcribe(job, backends)
+    detections, ocr, batches, max_batch = look(job, backends, batch_size)
+    return InferenceResult(transcript, detections, ocr, batches, max_batch)

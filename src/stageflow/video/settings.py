@@ -1,0 +1,100 @@
+"""The ``[video]`` section of stageflow.toml: which backends run, their option tables
+(``[video.<backend>]``), frame sampling and clip options, and ``--set KEY=VALUE`` overrides.
+
+Backend option tables are validated by the backend's own config model when it is built; this module
+only checks that they are tables. Never builds a backend.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from stageflow.errors import ConfigError
+
+
+class SamplingOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    interval_s: float = Field(1.0, gt=0)
+    min_sharpness: float = 30.0
+    min_hash_distance: int = 10
+    min_scene_diff: float = 6.0
+    max_side: int = 1280
+    batch_size: int = Field(16, ge=1)
+
+
+class ClipOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    padding_s: float = Field(1.5, ge=0)
+    vertical: bool = False  # 9:16 centre crop
+    height: int = 1280  # output height of a vertical clip (width = height * 9 / 16)
+
+
+class VideoConfig(BaseModel):
+    """``transcriber``/``detector``: a backend name, or "" to skip that stage; ``ocr``: zero or more
+    engines whose results are merged. Any other key must be a table of backend options."""
+
+    model_config = ConfigDict(extra="allow")
+    transcriber: str = "faster-whisper"
+    detector: str = "ultralytics"
+    ocr: list[str] = Field(default_factory=lambda: ["rapidocr"])
+    analyzer: str = "rules"
+    language: str | None = None
+    sampling: SamplingOptions = Field(default_factory=SamplingOptions)
+    clips: ClipOptions = Field(default_factory=ClipOptions)
+
+    @field_validator("ocr", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _tables_only(self) -> VideoConfig:
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"unknown key '{key}' (known: transcriber, detector, ocr, analyzer, language, sampling, "
+                    "clips, or a [video.<backend>] table)"
+                )
+        return self
+
+    def options(self, backend: str) -> dict[str, Any]:
+        """The ``[video.<backend>]`` table (empty when absent)."""
+        return dict((self.model_extra or {}).get(backend, {}))
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_overrides(config: VideoConfig, overrides: Iterable[str], **choices: Any) -> VideoConfig:
+    """A new config with ``KEY=VALUE`` overrides (dotted keys: ``faster-whisper.language=ko``,
+    ``sampling.interval_s=2``; values parsed as TOML, else taken as strings) and non-None choices."""
+    data = config.model_dump()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item}: expected KEY=VALUE (e.g. faster-whisper.language=ko)")
+        parts = [p.strip() for p in key.split(".")]
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item}: '{part}' is not a table")
+            node = child
+        node[parts[-1]] = _parse_value(raw.strip())
+    for key, value in choices.items():
+        if value is not None:
+            data[key] = value
+    try:
+        return VideoConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "video"
+        raise ConfigError(f"[video] {where}: {first['msg']}") from None

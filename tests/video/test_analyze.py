@@ -1,0 +1,205 @@
+"""The analysis engine and ``stageflow analyze``: the --json shape, per-video error isolation for
+every bad input, dedup by content, batched (bounded) frame processing, one-line CLI errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stageflow.plugin_manager import get_plugin_manager
+from stageflow.store import open_store
+from stageflow.video import analyze
+from stageflow.video.settings import VideoConfig, apply_overrides
+
+KEYS = [
+    "id",
+    "source",
+    "title",
+    "duration_s",
+    "frames_decoded",
+    "frames_kept",
+    "transcript",
+    "detections",
+    "ocr",
+    "candidates",
+    "error",
+]
+
+
+@pytest.fixture
+def cli_app():
+    from stageflow import cli
+    from stageflow.commands import video
+
+    if not any(c.name == "analyze" for c in cli.app.registered_commands):
+        video.register(cli.app)
+    return cli
+
+
+@pytest.fixture
+def project(tmp_path: Path, video_settings: dict) -> Path:
+    """A stageflow.toml with the tiny models (OCR: rapidocr; detector at its default confidence)."""
+    fw, ul = video_settings["faster-whisper"], video_settings["ultralytics"]
+    path = tmp_path / "stageflow.toml"
+    path.write_text(
+        f"""[video]
+language = "en"
+ocr = ["rapidocr"]
+[video.sampling]
+batch_size = 2
+[video.faster-whisper]
+model = "{fw["model"]}"
+beam_size = 1
+cpu_threads = 1
+[video.ultralytics]
+model = "{ul["model"]}"
+imgsz = 320
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _ctx(video_settings, out: Path, store=None, on_stage=None) -> analyze.AnalyzeContext:
+    plugins = get_plugin_manager()
+    config = VideoConfig.model_validate(video_settings)
+    return analyze.AnalyzeContext(
+        plugins, config, analyze.build_backends(plugins, config), out, store, on_stage=on_stage
+    )
+
+
+def test_one_bad_video_never_stops_the_others(media, video_settings, tmp_path):
+    inputs = [media.truncated, media.talk, media.empty, media.unsupported, media.silent, media.audio_only]
+    ctx = _ctx(video_settings, tmp_path / "out")
+    doc = analyze.analyze(analyze.resolve_inputs([str(p) for p in inputs], ctx.plugins), ctx)
+    videos = {Path(v["id"].split(":", 1)[1]).stem: v for v in doc["videos"]}
+    assert [list(v) for v in doc["videos"]] == [KEYS] * 6
+    assert "corrupt or truncated" in videos["truncated"]["error"]
+    assert videos["empty"]["error"].endswith("empty file (0 bytes)")
+    assert "unsupported container '.avi'" in videos["clip"]["error"]
+    for name in ("truncated", "empty", "clip"):
+        assert videos[name]["transcript"] == videos[name]["ocr"] == [] and videos[name]["frames_decoded"] == 0
+
+    talk = videos["talk"]
+    assert talk["error"] is None and talk["duration_s"] == pytest.approx(6.0, abs=0.2)
+    assert (talk["frames_decoded"], talk["frames_kept"]) == (60, 3)
+    assert [(o["t"], o["text"]) for o in talk["ocr"]] == [(0.0, "HELLO"), (2.5, "DISCOUNT"), (4.5, "THANKS")]
+    assert talk["transcript"] and all(
+        0 <= s["start"] <= s["end"] <= talk["duration_s"] for s in talk["transcript"]
+    )
+    assert all(d["t"] in (0.0, 2.5, 4.5) for d in talk["detections"])
+    assert talk["candidates"] == []
+
+    silent = videos["silent"]  # no audio track: frames only, not an error
+    assert silent["error"] is None and silent["transcript"] == []
+    assert [o["text"] for o in silent["ocr"]] == ["SILENT"]
+    only = videos["audio_only"]  # no video track: transcript only
+    assert only["error"] is None and only["frames_decoded"] == only["frames_kept"] == 0
+    assert only["ocr"] == only["detections"] == [] and only["transcript"]
+
+
+def test_frames_are_processed_in_bounded_batches(media, video_settings, tmp_path):
+    ctx = _ctx(video_settings, tmp_path / "out")  # sampling.batch_size = 2
+    [ref] = analyze.resolve_inputs([str(media.talk)], ctx.plugins)
+    analyze.analyze_video(ref, ctx)
+    [result] = (tmp_path / "out" / "jobs").glob("*/result.json")
+    inference = json.loads(result.read_text())["inference"]
+    assert (inference["batches"], inference["max_batch"]) == (2, 2)  # 3 kept frames, never more than 2 loaded
+
+
+def test_a_processed_video_is_skipped_by_content(media, video_settings, tmp_path):
+    stages: list[str] = []
+    store = open_store()
+    try:
+        ctx = _ctx(video_settings, tmp_path / "out", store, lambda n, t, vid, stage: stages.append(stage))
+        copy = tmp_path / "renamed.mp4"
+        shutil.copyfile(media.silent, copy)
+        first = analyze.analyze(analyze.resolve_inputs([str(media.silent)], ctx.plugins), ctx)
+        again = analyze.analyze(analyze.resolve_inputs([str(media.silent)], ctx.plugins), ctx)
+        other = analyze.analyze(analyze.resolve_inputs([str(copy)], ctx.plugins), ctx)
+    finally:
+        store.close()
+    assert again == first
+    assert stages.count("decode") == 2 and stages.count("cached") == 1  # the renamed copy is a new id
+    assert other["videos"][0]["ocr"] == first["videos"][0]["ocr"]
+
+
+def test_overrides_and_config_errors():
+    from stageflow.errors import ConfigError
+
+    cfg = apply_overrides(
+        VideoConfig(), ["faster-whisper.language=ko", "sampling.interval_s=2"], ocr=["tesseract"]
+    )
+    assert cfg.options("faster-whisper") == {"language": "ko"} and cfg.sampling.interval_s == 2.0
+    assert cfg.ocr == ["tesseract"]
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_overrides(VideoConfig(), ["nonsense"])
+    with pytest.raises(ConfigError, match="unknown key 'transcribr'"):
+        apply_overrides(VideoConfig(), ["transcribr=x"])
+
+
+def test_cli_json_reports_failures_and_exits_1(cli_app, media, project, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_app.main(
+            [
+                "analyze",
+                str(media.silent),
+                str(media.empty),
+                "--json",
+                "-c",
+                str(project),
+                "--out",
+                str(tmp_path / "out"),
+                "--detector",
+                "",
+            ]
+        )
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert [v["error"] is None for v in doc["videos"]] == [True, False]
+    assert doc["videos"][0]["detections"] == []  # --detector "" skips the stage
+    last = captured.err.strip().splitlines()[-1]
+    assert (
+        last.startswith("stageflow: error: 1 of 2 videos failed; first: file:empty.mp4")
+        and "Traceback" not in captured.err
+    )
+
+
+def test_cli_missing_model_is_one_line_exit_2(cli_app, media, project, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_app.main(
+            [
+                "analyze",
+                str(media.silent),
+                "-c",
+                str(project),
+                "--set",
+                f"ultralytics.model={tmp_path / 'gone.pt'}",
+            ]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gone.pt does not exist" in err[0]
+
+
+def test_cli_success_exits_0(cli_app, media, project, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_app.main(
+            [
+                "analyze",
+                str(media.audio_only),
+                "-c",
+                str(project),
+                "--out",
+                str(tmp_path / "o"),
+                "--ocr",
+                "tesseract",
+            ]
+        )
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "file:audio_only.mp4" in out and "frames 0/0 kept" in out
