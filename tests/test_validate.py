@@ -78,7 +78,7 @@ deployments:
   - name: bad-params
     entrypoint: stageflow.flows.video:video_discovery
     work_pool: {name: cpu}
-    parameters: {colour: red}
+    parameters: {params: {source: [1, 2]}}
   - name: no-pool
     entrypoint: stageflow.flows.monitor:monitor
 """
@@ -102,3 +102,40 @@ def test_block_references_are_counted_without_an_api(tmp_path, capsys):
     )
     code, out, _ = run(write(tmp_path, "", yaml), capsys)
     assert code == 0 and "1 block reference(s) not checked (no --check-blocks)" in out
+
+
+def test_family_backends_are_checked(tmp_path, capsys):
+    toml = (
+        '[video]\ntranscriber = "whisperx"\nocr = ["rapidocr", "easyocr"]\n'
+        '[build]\ncache = "s3"\n'
+        '[sync.environments.api]\nrole = "apiserver"\nhooks = [{ use = "pm3" }]\n'
+    )
+    code, out, err = run(write(tmp_path, toml), capsys)
+    assert code == 2
+    assert "FAIL [sync.environments.api] hooks[0]: unknown deploy_hooks backend 'pm3'" in err
+    assert "FAIL [build] cache: unknown build_caches backend 's3'" in err
+    assert "FAIL [video] transcriber: unknown transcribers backend 'whisperx'" in err
+    assert "FAIL [video] ocr: unknown ocr_engines backend 'easyocr'" in err
+    assert "ok   [video] ocr: ocr_engines backend 'rapidocr'" in out
+
+
+def test_repository_prefect_yaml_validates(capsys, monkeypatch, tmp_path):
+    from stageflow.validate import validate_project
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    report = validate_project(None, root / "prefect.yaml", check_blocks=False)
+    assert report.problems == []
+    assert (
+        "prefect.yaml: deployment 'video-inference' -> stageflow.flows.inference:video_inference "
+        "(given at run time: job, video)" in report.checked
+    )
+
+
+def test_unknown_deployment_parameter(tmp_path, capsys):
+    yaml = GOOD_YAML.replace("parameters: {config_path: /etc/stageflow.toml}", "parameters: {config: x}")
+    code, _, err = run(write(tmp_path, "", yaml), capsys)
+    assert (
+        code == 2
+        and "unknown parameter(s) config for video-discovery (parameters: params, config_path)" in err
+    )

@@ -7,6 +7,7 @@ Read-only: validation never writes anything, locally or to the Prefect API.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Iterator
@@ -50,12 +51,27 @@ def backend_refs(cfg: Any) -> Iterator[BackendRef]:
         yield BackendRef("notifiers", m.notifier, m.notifier_options, "[monitor] notifier")
     for check in m.checks:
         yield BackendRef("checks", check.use, check.options, f"[[monitor.checks]] {check.name}")
-    for family in ("sync", "build", "video"):
-        section = getattr(cfg, family, None)
-        refs = getattr(section, "backend_refs", None)
-        if callable(refs):
-            for kind, name, options, where in refs():
-                yield BackendRef(kind, name, options, where)
+    for env_name, profile in cfg.sync.environments.items():
+        where = f"[sync.environments.{env_name}]"
+        if profile.transport:
+            yield BackendRef("transports", profile.transport, profile.transport_options, f"{where} transport")
+        for i, hook in enumerate(profile.hooks):
+            yield BackendRef("deploy_hooks", hook.use, hook.options, f"{where} hooks[{i}]")
+    b = cfg.build
+    if b.runner:
+        yield BackendRef("build_runners", b.runner, b.runner_options, "[build] runner")
+    yield BackendRef("build_caches", b.cache, b.cache_options, "[build] cache")
+    if "video" in cfg.model_fields_set:
+        v = cfg.video
+        for kind, names, key in (
+            ("transcribers", [v.transcriber], "transcriber"),
+            ("detectors", [v.detector], "detector"),
+            ("ocr_engines", list(v.ocr), "ocr"),
+            ("analyzers", [v.analyzer], "analyzer"),
+        ):
+            for name in names:
+                if name:  # "" switches a stage off
+                    yield BackendRef(kind, name, v.options(name), f"[video] {key}")
 
 
 def _check_backends(cfg: Any, report: Report) -> None:
@@ -100,19 +116,35 @@ def _check_prefect_yaml(path: Path, report: Report) -> list[tuple[str, str]]:
         if not (dep.get("work_pool") or {}).get("name"):
             report.problems.append(f"{path}: deployment '{name}' names no work_pool")
         params = dep.get("parameters") or {}
-        unresolved = [k for k, v in params.items() if isinstance(v, str) and "{{" in v]
-        try:
-            quiet = logging.getLogger("prefect.flows")
-            level = quiet.level
-            quiet.setLevel(logging.CRITICAL)  # our one-line problem says it; Prefect's log would repeat it
-            try:
-                flow.validate_parameters({k: v for k, v in params.items() if k not in unresolved})
-            finally:
-                quiet.setLevel(level)
-        except Exception as exc:
-            report.problems.append(f"{path}: deployment '{name}': parameters do not fit {flow.name}: {exc}")
+        signature = inspect.signature(flow.fn)
+        unknown = sorted(set(params) - set(signature.parameters))
+        if unknown:
+            report.problems.append(
+                f"{path}: deployment '{name}': unknown parameter(s) {', '.join(unknown)} for {flow.name} "
+                f"(parameters: {', '.join(signature.parameters)})"
+            )
             continue
-        report.checked.append(f"{path.name}: deployment '{name}' -> {entrypoint}")
+        unresolved = [k for k, v in params.items() if isinstance(v, str) and "{{" in v]
+        required = [n for n, p in signature.parameters.items() if p.default is inspect.Parameter.empty]
+        at_run_time = [n for n in required if n not in params]
+        if not at_run_time:
+            try:
+                quiet = logging.getLogger("prefect.flows")
+                level = quiet.level
+                quiet.setLevel(
+                    logging.CRITICAL
+                )  # our one-line problem says it; Prefect's log would repeat it
+                try:
+                    flow.validate_parameters({k: v for k, v in params.items() if k not in unresolved})
+                finally:
+                    quiet.setLevel(level)
+            except Exception as exc:
+                report.problems.append(
+                    f"{path}: deployment '{name}': parameters do not fit {flow.name}: {exc}"
+                )
+                continue
+        note = f" (given at run time: {', '.join(at_run_time)})" if at_run_time else ""
+        report.checked.append(f"{path.name}: deployment '{name}' -> {entrypoint}{note}")
     return blocks
 
 
