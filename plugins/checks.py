@@ -115,6 +115,54 @@ class RoleCheck:
         return CheckResult(self.c.target, True, f"role {found}")
 
 
+class Pm2CheckConfig(_Cfg):
+    role: str
+    allowed_apps: list[str] = Field(min_length=1, description="the apps this role may run")
+    required_apps: list[str] = Field(default_factory=list, description="apps that must be online")
+    pm2: str = "pm2"
+    ssh: str | None = None  # e.g. "ssh deploy@api1": run `pm2 jlist` on the target
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class Pm2Check:
+    """The running PM2 process list: an app of another role (the 17-hour incident: the web server's
+    config running on the API server) or a required app that is not online is a failure."""
+
+    def __init__(self, config: Pm2CheckConfig):
+        self.c = config
+
+    def probe(self) -> CheckResult:
+        import json
+        import shlex
+
+        cmd = [*(shlex.split(self.c.ssh) if self.c.ssh else []), self.c.pm2, "jlist"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.c.timeout_s)
+        except FileNotFoundError:
+            return CheckResult("pm2", False, f"{cmd[0]} not found: install pm2 or set options.pm2")
+        except subprocess.TimeoutExpired:
+            return CheckResult("pm2", False, f"`{' '.join(cmd)}` timed out after {self.c.timeout_s:g} s")
+        if proc.returncode != 0:
+            return CheckResult("pm2", False, f"`{' '.join(cmd)}` exited {proc.returncode}")
+        try:
+            apps = {
+                a["name"]: a.get("pm2_env", {}).get("status", "?") for a in json.loads(proc.stdout or "[]")
+            }
+        except (ValueError, KeyError, TypeError):
+            return CheckResult("pm2", False, "pm2 jlist did not print a JSON process list")
+        foreign = sorted(set(apps) - set(self.c.allowed_apps))
+        if foreign:
+            return CheckResult(
+                "pm2", False, f"pm2 runs {', '.join(foreign)}, not an app of role {self.c.role!r}"
+            )
+        down = [a for a in self.c.required_apps if apps.get(a) != "online"]
+        if down:
+            return CheckResult(
+                "pm2", False, "not online: " + ", ".join(f"{a} ({apps.get(a, 'absent')})" for a in down)
+            )
+        return CheckResult("pm2", True, f"{len(apps)} app(s) of role {self.c.role!r} running")
+
+
 class GpuCheckConfig(_Cfg):
     min_gpus: int = Field(default=1, ge=0)
 
@@ -174,6 +222,7 @@ def register_checks(register):
     register(
         "role", RoleCheck, config=RoleCheckConfig, description="Deploy target declares the expected role"
     )
+    register("pm2", Pm2Check, config=Pm2CheckConfig, description="PM2 runs only this role's apps, all online")
     register("gpu", GpuCheck, config=GpuCheckConfig, description="NVIDIA GPUs visible (nvidia-smi)")
     register(
         "work_pool", WorkPoolCheck, config=WorkPoolCheckConfig, description="Prefect work pool has workers"

@@ -124,5 +124,5 @@ def register_detectors(register):
         config=OnnxConfig,
         requires=("ultralytics", "onnxruntime"),
         extra="video",
-        description="YOLO exported to ONNX, run by onnxruntime (~2x faster on CPU)",
+        description="YOLO exported to ONNX, run by onnxruntime (no GPU torch needed)",
     )

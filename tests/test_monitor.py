@@ -217,3 +217,44 @@ def test_cli_monitor_without_checks(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["monitor", "--config", str(tmp_path / "stageflow.toml"), "--once"])
     assert exit_.value.code == 2 and "no monitor checks configured" in capsys.readouterr().err
+
+
+def _fake_pm2(tmp_path, apps):
+    """A pm2 stand-in on disk (a real process boundary) printing `pm2 jlist`'s JSON shape."""
+    script = tmp_path / "pm2"
+    listing = json.dumps([{"name": n, "pm2_env": {"status": s}} for n, s in apps.items()])
+    script.write_text(f"#!/bin/sh\n[ \"$1\" = jlist ] && printf '%s' '{listing}'\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_pm2_probe_catches_another_roles_app(tmp_path):
+    plugins = load_plugins()
+    ok = _fake_pm2(tmp_path, {"api-server": "online"})
+    probe = plugins.build(
+        "checks",
+        "pm2",
+        {"role": "apiserver", "allowed_apps": ["api-server"], "required_apps": ["api-server"], "pm2": ok},
+    )
+    assert probe.probe().ok
+    wrong = _fake_pm2(tmp_path, {"api-server": "online", "web-server": "online"})
+    result = plugins.build(
+        "checks", "pm2", {"role": "apiserver", "allowed_apps": ["api-server"], "pm2": wrong}
+    ).probe()
+    assert not result.ok and result.detail == "pm2 runs web-server, not an app of role 'apiserver'"
+    stopped = _fake_pm2(tmp_path, {"api-server": "stopped"})
+    result = plugins.build(
+        "checks",
+        "pm2",
+        {
+            "role": "apiserver",
+            "allowed_apps": ["api-server"],
+            "required_apps": ["api-server"],
+            "pm2": stopped,
+        },
+    ).probe()
+    assert not result.ok and result.detail == "not online: api-server (stopped)"
+    missing = plugins.build(
+        "checks", "pm2", {"role": "r", "allowed_apps": ["a"], "pm2": str(tmp_path / "nope")}
+    )
+    assert "not found" in missing.probe().detail

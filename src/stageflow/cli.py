@@ -47,14 +47,29 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: Commands that always talk to the Prefect API; other commands do with --prefect (or --check-blocks).
+_PREFECT_COMMANDS = {"demo", "serve", "pools", "blocks"}
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """stageflow command line."""
+    argv = sys.argv[1:]  # click has consumed the subcommand's arguments by now
+    if ctx.invoked_subcommand is None or "--help" in argv or "-h" in argv:
+        return
+    if ctx.invoked_subcommand in _PREFECT_COMMANDS or "--prefect" in argv or "--check-blocks" in argv:
+        import os
+
+        if os.environ.get("PREFECT_API_URL"):  # a configured server: fail fast if it is down
+            from stageflow.orchestration import ensure_api_reachable
+
+            ensure_api_reachable()
 
 
 def _emit_json(doc: Any) -> None:

@@ -108,3 +108,26 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
         logging.getLogger("stageflow").warning(
             "failure notification not sent: %s: %s", type(exc).__name__, exc
         )
+
+
+def ensure_api_reachable(timeout_s: float = 2.5) -> None:
+    """When PREFECT_API_URL names a server, fail fast with one clear line if it does not answer
+    (Prefect's own client would retry for much longer). Ephemeral mode needs no check. A server set
+    only in a Prefect profile (not the environment) is not pre-checked."""
+    import os
+
+    import httpx
+
+    from stageflow.errors import JobFailed
+
+    url = os.environ.get("PREFECT_API_URL")  # read directly: importing prefect alone costs ~1.5 s
+    if not url:
+        return
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise JobFailed(
+            f"Prefect API at {url} is unreachable ({type(exc).__name__}): start the server "
+            "(`prefect server start`) or unset PREFECT_API_URL to use the embedded one"
+        ) from None

@@ -158,8 +158,8 @@ def _check_blocks(blocks: list[tuple[str, str]], report: Report) -> None:
                 client.read_block_document_by_name(name=name, block_type_slug=slug)
             except ObjectNotFound:
                 report.problems.append(
-                    f"block {slug}/{name} does not exist: create it in the UI or with "
-                    f"`{slug}` .save('{name}'), then deploy"
+                    f"block {slug}/{name} does not exist: create it in the Prefect UI (Blocks) "
+                    f"or in Python with .save('{name}'), then deploy"
                 )
             else:
                 report.checked.append(f"block {slug}/{name}")

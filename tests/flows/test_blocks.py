@@ -43,3 +43,27 @@ def test_blocks_register_save_and_load_in_a_fresh_process(capsys, tmp_path):
     assert lines[0] == "stageflow.blocks.credentials C42 True"
     assert "xoxb-very-secret" not in proc.stdout.replace(lines[0], "") + proc.stderr
     assert lines[2] == "deploy@10.9.9.9:/srv/app apiserver"
+
+
+def test_validate_check_blocks_finds_a_missing_block(tmp_path):
+    from stageflow.blocks import SlackCredentials
+
+    from stageflow.validate import validate_project
+
+    SlackCredentials(bot_token="xoxb-x").save("present", overwrite=True)
+    (tmp_path / "prefect.yaml").write_text(
+        "deployments:\n"
+        "  - name: video-discovery\n"
+        "    entrypoint: stageflow.flows.video:video_discovery\n"
+        "    work_pool: {name: cpu}\n"
+        "    parameters:\n"
+        "      config_path: '{{ prefect.blocks.stageflow-slack-credentials.present }}'\n"
+        "    job_variables: {env: {TOKEN: '{{ prefect.blocks.stageflow-slack-credentials.missing }}'}}\n"
+    )
+    (tmp_path / "stageflow.toml").write_text("")
+    report = validate_project(tmp_path / "stageflow.toml", tmp_path / "prefect.yaml", check_blocks=True)
+    assert "block stageflow-slack-credentials/present" in report.checked
+    assert [p for p in report.problems if "missing" in p] == [
+        "block stageflow-slack-credentials/missing does not exist: create it in the Prefect UI (Blocks) "
+        "or in Python with .save('missing'), then deploy"
+    ]
