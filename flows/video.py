@@ -1,8 +1,10 @@
 """Video flows. ``video_discovery``: source -> new items only -> sinks -> seen -> notify.
 ``video_analysis``: inputs -> per video decode (CPU) -> ``video_inference`` child (GPU, in-process
-locally) -> record; a failing video is recorded with its error and the others still run.
+locally) -> record -> analyze (part 2: candidates, clips, store) ; then the extra sinks and one
+summary notification. A failing video is recorded with its error and the others still run.
 
-Wiring only: the logic lives in stageflow.video (discovery, analyze, job); part 2 adds analysis.
+Wiring only: the logic lives in stageflow.video (discovery, analyze, job) and
+stageflow.video.analysis.
 """
 
 from __future__ import annotations
@@ -143,12 +145,15 @@ def video_discovery(params: DiscoveryParams | None = None, config_path: str | No
 
 
 class AnalysisParams(BaseModel):
-    """Parameters of the analysis flow: inputs as ``stageflow analyze`` takes them, the [video] config."""
+    """Parameters of the analysis flow: inputs as ``stageflow analyze`` takes them, the [video] config,
+    and the notifier of [notify]."""
 
     inputs: list[str]
     out: str | None = None  # default: $STAGEFLOW_HOME/video
     video: dict[str, Any] = Field(default_factory=dict)
     force: bool = False
+    notifier: str = "log"
+    notifier_options: dict[str, Any] = Field(default_factory=dict)
 
 
 @task(name="resolve-inputs")
@@ -161,17 +166,23 @@ def resolve_inputs_task(inputs: list[str]) -> list[dict[str, Any]]:
 
 
 @task(name="check-video-backends")
-def check_video_backends_task(video: dict[str, Any]) -> None:
-    """Build every backend once (a missing model fails the run here, before any video)."""
+def check_video_backends_task(video: dict[str, Any], notifier: str, notifier_options: dict[str, Any]) -> None:
+    """Build every backend once (a missing model, an unknown analyzer or sink fails the run here,
+    before any video)."""
     from stageflow.video import analyze
     from stageflow.video.settings import VideoConfig
 
-    analyze.build_backends(get_plugin_manager(), VideoConfig.model_validate(video))
+    plugins = get_plugin_manager()
+    config = VideoConfig.model_validate(video)
+    analyze.check_analysis(plugins, config)
+    plugins.build("notifiers", notifier, notifier_options)
+    analyze.build_backends(plugins, config)
 
 
 @task(name="decode", task_run_name="decode-{ref[id]}")
 def decode_task(ref: dict[str, Any], video: dict[str, Any], out: str, force: bool) -> dict[str, Any]:
-    """Fetch + dedup + decode one video: ``{"job": ...}``, or ``{"cached": record}``."""
+    """Fetch + dedup + decode one video: ``{"job", "key", "sha256", "path"}``, or ``{"cached": record,
+    "job", "path"}`` when the store already has it."""
     from pathlib import Path
 
     from stageflow.video import analyze
@@ -185,16 +196,16 @@ def decode_task(ref: dict[str, Any], video: dict[str, Any], out: str, force: boo
     key = f"{vref.id}|{sha}|{analyze.config_key(config)}"
     store = open_store()
     try:
-        cached = None if force else analyze._stored(store, key)
+        stored = None if force else analyze.stored_result(store, key)
     finally:
         store.close()
-    if cached is not None:
-        return {"cached": cached}
+    if stored is not None:
+        return {"cached": stored["record"], "job": stored.get("job"), "path": str(path)}
     workdir = Path(out) / "jobs" / analyze._safe_name(f"{vref.id}-{sha[:12]}")
     job = decode_job(
         path, workdir, analyze.sampling_of(config), video_id=vref.id, source=vref.source, title=vref.title
     )
-    return {"job": job.to_dict(), "key": key, "sha256": sha}
+    return {"job": job.to_dict(), "key": key, "sha256": sha, "path": str(path)}
 
 
 @task(name="record", task_run_name="record-{ref[id]}")
@@ -218,20 +229,70 @@ def record_task(ref: dict[str, Any], decoded: dict[str, Any], inference: dict[st
     return record
 
 
+@task(name="analyze", task_run_name="analyze-{record[id]}")
+def analyze_task(
+    record: dict[str, Any], job: dict[str, Any] | None, path: str, video: dict[str, Any]
+) -> dict[str, Any]:
+    """Part 2 for one video (candidates, clips, store); the store and the commerce client are opened
+    here, in the task's thread. ``{"record", "outcome"}``."""
+    from pathlib import Path
+
+    from stageflow.video import analyze
+    from stageflow.video.job import DecodedJob
+    from stageflow.video.settings import VideoConfig
+
+    config = VideoConfig.model_validate(video)
+    record = dict(record)
+    store = open_store()
+    analysis = analyze.build_analysis(get_plugin_manager(), config)
+    try:
+        outcome = analyze.analyze_candidates(
+            record,
+            DecodedJob.from_dict(job) if job else None,
+            Path(path),
+            config,
+            analysis,
+            store=store,
+            actor="flow",
+        )
+    finally:
+        analysis.close()
+        store.close()
+    return {"record": record, "outcome": outcome}
+
+
+# Sinks upsert by candidate id, so a retry writes nothing twice.
+@task(name="write-candidates", task_run_name="write-{choice[backend]}", retries=2, retry_delay_seconds=5)
+def write_candidates_task(choice: dict[str, Any], video_ids: list[str]) -> int:
+    from stageflow.video import analyze
+    from stageflow.video.settings import SinkChoice
+
+    store = open_store()
+    try:
+        rows = analyze.sink_rows(store, video_ids)
+    finally:
+        store.close()
+    return analyze.write_sink(get_plugin_manager(), SinkChoice.model_validate(choice), rows)
+
+
 @flow(name="video-analysis", log_prints=True)
 def video_analysis(params: AnalysisParams) -> dict[str, Any]:
-    """Resolve inputs, then per video: decode (CPU) -> ``video_inference`` child (GPU) -> record.
-    A failing video is recorded with its error; the others still run."""
+    """Resolve inputs, then per video: decode (CPU) -> ``video_inference`` child (GPU) -> record ->
+    analyze; then the extra sinks and one summary notification (the sqlite store is written by
+    analyze). A failing video is recorded with its error; the others still run."""
     from stageflow.flows.inference import video_inference
 
     from stageflow.errors import StageflowError
     from stageflow.video import analyze
+    from stageflow.video.settings import VideoConfig
 
     out = params.out or str(settings.home() / "video")
-    check_video_backends_task(params.video)
+    config = VideoConfig.model_validate(params.video)
+    check_video_backends_task(params.video, params.notifier, params.notifier_options)
     refs = resolve_inputs_task(params.inputs)
     progress = Progress(f"analysing {len(refs)} videos", total=len(refs))
     videos: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
     for ref in refs:
         vref = analyze.VideoRef(**ref)
         if vref.error is not None:
@@ -241,22 +302,54 @@ def video_analysis(params: AnalysisParams) -> dict[str, Any]:
         try:
             decoded = decode_task(ref, params.video, out, params.force)
             if "cached" in decoded:
-                videos.append(decoded["cached"])
+                record = decoded["cached"]
             else:
                 inference = video_inference(decoded["job"], params.video)
-                videos.append(record_task(ref, decoded, inference))
+                record = record_task(ref, decoded, inference)
+            analysed = analyze_task(record, decoded.get("job"), decoded["path"], params.video)
+            videos.append(analysed["record"])
+            outcomes.append(analysed["outcome"])
         except Exception as exc:  # one bad video never stops the others
             record = analyze.empty_record(vref)
             record["error"] = str(exc) if isinstance(exc, StageflowError) else f"{type(exc).__name__}: {exc}"
             videos.append(record)
         progress.advance()
+    ok_ids = [v["id"] for v in videos if not v["error"] or v["candidates"]]
+    output_errors: list[str] = []
+    for choice in config.sinks:
+        try:
+            write_candidates_task(choice.model_dump(), ok_ids)
+        except Exception as exc:  # reported in the result; the videos are analysed and stored
+            output_errors.append(f"{choice.backend}: {exc}")
+    try:
+        notify_task(params.notifier, params.notifier_options, analyze.run_summary(videos, outcomes))
+    except Exception as exc:
+        output_errors.append(f"notifier {params.notifier}: {exc}")
     publish_table(
         "video-analysis",
         [
             {k: v.get(k) for k in ("id", "title", "duration_s", "frames_decoded", "frames_kept", "error")}
-            | {"segments": len(v["transcript"]), "detections": len(v["detections"]), "ocr": len(v["ocr"])}
+            | {
+                "segments": len(v["transcript"]),
+                "detections": len(v["detections"]),
+                "ocr": len(v["ocr"]),
+                "candidates": len(v["candidates"]),
+            }
             for v in videos
         ],
         description=f"{len(videos)} videos, {sum(1 for v in videos if v['error'])} failed",
     )
-    return {"videos": videos}
+    publish_table(
+        "video-analysis-candidates",
+        [
+            {"video": v["id"], **{k: c.get(k) for k in ("id", "product_name", "brand", "score", "status")}}
+            | {"start": c["start"], "end": c["end"], "commerce": (c.get("commerce") or {}).get("url")}
+            for v in videos
+            for c in v["candidates"]
+        ],
+        description=f"{sum(len(v['candidates']) for v in videos)} candidates",
+    )
+    doc: dict[str, Any] = {"videos": videos}
+    if output_errors:
+        doc["sink_errors"] = output_errors
+    return doc

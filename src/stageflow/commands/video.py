@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-STAGES = ("fetch", "decode", "transcribe", "look")
+STAGES = ("fetch", "decode", "transcribe", "look", "analyze")
 
 
 class _StageProgress:
@@ -80,7 +80,9 @@ def analyze_cmd(
     ocr: Annotated[
         list[str] | None, typer.Option("--ocr", help="OCR engine; repeat for several (results merged).")
     ] = None,
-    analyzer: Annotated[str | None, typer.Option("--analyzer", help="Analyzer backend (part 2).")] = None,
+    analyzer: Annotated[
+        str | None, typer.Option("--analyzer", help="Product-candidate analyzer (rules, gemini).")
+    ] = None,
     settings: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a [video] key: KEY=VALUE, e.g. faster-whisper.language=ko."),
@@ -90,7 +92,9 @@ def analyze_cmd(
         bool, typer.Option("--prefect", help="Run as the video_analysis Prefect flow.")
     ] = False,
 ) -> None:
-    """Transcribe, detect objects and read on-screen text in videos; one bad video never stops the rest."""
+    """Transcribe, detect objects and read on-screen text in videos, then find product candidates (with
+    reel clips, scores, commerce links) into the store and the configured sinks; one summary
+    notification per run. One bad video never stops the rest."""
     from stageflow import settings as sf_settings
     from stageflow.config import load_config
     from stageflow.errors import JobFailed
@@ -112,37 +116,87 @@ def analyze_cmd(
 
         doc = video_analysis(
             AnalysisParams(
-                inputs=list(inputs), out=str(out_dir), video=video_config.model_dump(), force=force
+                inputs=list(inputs),
+                out=str(out_dir),
+                video=video_config.model_dump(),
+                force=force,
+                notifier=project.notify.backend,
+                notifier_options=project.notify.options,
             )
         )
     else:
-        doc = run_analysis(list(inputs), video_config, out_dir, force=force)
+        doc = run_analysis(
+            list(inputs),
+            video_config,
+            out_dir,
+            force=force,
+            notifier=project.notify.backend,
+            notifier_options=project.notify.options,
+        )
+    output_errors = doc.pop("sink_errors", None) or []
     _print(doc, as_json=as_json)
+    for err in output_errors:
+        typer.echo(f"stageflow: {err}", err=True)
     failed = [v for v in doc["videos"] if v["error"]]
     if failed:
         first = failed[0]
         raise JobFailed(
             f"{len(failed)} of {len(doc['videos'])} videos failed; first: {first['id']}: {first['error']}"
         )
+    if output_errors:
+        raise JobFailed(f"{len(output_errors)} output(s) failed; first: {output_errors[0]}")
 
 
-def run_analysis(inputs: list[str], config: Any, out_dir: Path, *, force: bool = False) -> dict[str, Any]:
-    """The engine run without Prefect (what ``stageflow analyze`` does by default)."""
+def run_analysis(
+    inputs: list[str],
+    config: Any,
+    out_dir: Path,
+    *,
+    force: bool = False,
+    notifier: str = "log",
+    notifier_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The engine run without Prefect (what ``stageflow analyze`` does by default): every backend is
+    checked before any video, then per video part 1 + part 2 (candidates into the store), then the
+    extra sinks and one summary notification. A failing sink is reported in ``sink_errors``."""
     from stageflow.plugin_manager import get_plugin_manager
     from stageflow.store import open_store
     from stageflow.video import analyze
 
     plugins = get_plugin_manager()
+    options = dict(notifier_options or {})
+    analyze.check_analysis(plugins, config)
+    plugins.build("notifiers", notifier, options)  # bad notifier config fails before any video
     backends = analyze.build_backends(plugins, config)
     refs = analyze.resolve_inputs(inputs, plugins)
+    analysis = analyze.build_analysis(plugins, config)
     store = open_store()
     progress = _StageProgress()
     try:
-        ctx = analyze.AnalyzeContext(plugins, config, backends, out_dir, store, force, progress)
-        return analyze.analyze(refs, ctx)
+        ctx = analyze.AnalyzeContext(
+            plugins, config, backends, out_dir, store, force, progress, analysis=analysis
+        )
+        doc = analyze.analyze(refs, ctx)
     finally:
         progress.close()
+        analysis.close()
+    try:
+        rows = analyze.sink_rows(store, [v["id"] for v in doc["videos"] if not v["error"]])
+    finally:
         store.close()
+    sink_errors = []
+    for choice in config.sinks:
+        try:
+            analyze.write_sink(plugins, choice, rows)
+        except Exception as exc:  # noqa: BLE001 - reported after the JSON, exit 1
+            sink_errors.append(f"{choice.backend}: {exc}")
+    try:
+        analyze.notify(plugins, notifier, options, analyze.run_summary(doc["videos"], ctx.outcomes))
+    except Exception as exc:  # noqa: BLE001 - reported after the JSON, exit 1
+        sink_errors.append(f"notifier {notifier}: {exc}")
+    if sink_errors:
+        doc["sink_errors"] = sink_errors
+    return doc
 
 
 def _print(doc: dict[str, Any], *, as_json: bool) -> None:
@@ -159,7 +213,8 @@ def _print(doc: dict[str, Any], *, as_json: bool) -> None:
         typer.echo(
             f"{v['id']}: {v['title']!r} {v['duration_s']} s, "
             f"frames {v['frames_kept']}/{v['frames_decoded']} kept, "
-            f"{len(v['transcript'])} segments, {len(v['detections'])} detections, {len(v['ocr'])} texts"
+            f"{len(v['transcript'])} segments, {len(v['detections'])} detections, {len(v['ocr'])} texts, "
+            f"{len(v['candidates'])} candidates"
         )
 
 

@@ -1,6 +1,8 @@
 """The analysis engine behind ``stageflow analyze`` and the video-analysis flow: resolve inputs to
 videos, fetch, dedup by (id, content sha256, config), decode, run inference, and build one JSON
-record per video.
+record per video; then part 2 (:mod:`stageflow.video.analysis.engine`) turns each record into
+product candidates with reel clips (``analyze_candidates``), and the run ends with the extra sinks
+(``write_sink``) and one summary message (``run_summary``).
 
 One bad video never stops the others: every per-video failure becomes that record's ``error``
 (its reason in one line). Only problems that would fail every video (unknown backend, missing model)
@@ -13,7 +15,7 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -23,7 +25,7 @@ from stageflow.plugin_manager import StageflowPluginManager
 from stageflow.stages import MediaItem
 from stageflow.video.decode import VIDEO_SUFFIXES, SamplingConfig, check_file
 from stageflow.video.job import Backends, DecodedJob, InferenceResult, decode_job, look, transcribe
-from stageflow.video.settings import VideoConfig
+from stageflow.video.settings import ANALYSIS_KEYS, VideoConfig
 
 RESULTS_TABLE = "video_analyses"
 FEED_SUFFIXES = (".xml", ".rss", ".atom")
@@ -137,8 +139,12 @@ def build_backends(plugins: StageflowPluginManager, config: VideoConfig) -> Back
 
 
 def config_key(config: VideoConfig) -> str:
-    """What a stored result depends on: the backends, their options, sampling and language."""
-    doc = config.model_dump(exclude={"clips", "analyzer"})
+    """What a stored result depends on: the backends, their options, sampling and language (never the
+    part-2 analysis settings: they run again on every analysis)."""
+    doc = config.model_dump(exclude={"clips", *ANALYSIS_KEYS})
+    for name in (config.analyzer, config.commerce):
+        if name and name not in (config.transcriber, config.detector, *config.ocr):
+            doc.pop(name, None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -226,13 +232,19 @@ def result_record(ref: VideoRef, job: DecodedJob, result: InferenceResult) -> di
     return record
 
 
-def _stored(store: Any, key: str) -> dict[str, Any] | None:
+def stored_result(store: Any, key: str) -> dict[str, Any] | None:
+    """The stored part-1 result ``{"record", "sha256", "job", "inference"}`` for ``key``, if any."""
     if store is None:
         return None
     row = store.conn.execute(
         "SELECT data FROM records WHERE tbl = ? AND record_key = ?", [RESULTS_TABLE, key]
     ).fetchone()
-    return json.loads(row[0])["record"] if row else None
+    return json.loads(row[0]) if row else None
+
+
+def _stored(store: Any, key: str) -> dict[str, Any] | None:
+    full = stored_result(store, key)
+    return None if full is None else full["record"]
 
 
 def _safe_name(text: str) -> str:
@@ -248,6 +260,8 @@ class AnalyzeContext:
     store: Any = None  # stageflow.store.Store; None: no dedup
     force: bool = False
     on_stage: StageHook | None = None
+    analysis: Analysis | None = None  # part 2; None: candidates stay empty
+    outcomes: list[dict[str, Any]] = field(default_factory=list)  # one per analysed video
 
 
 def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: int = 1) -> dict[str, Any]:
@@ -265,10 +279,17 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
         path = acquire(ref, ctx.plugins, ctx.out_dir / "downloads")
         sha = sha256_file(path)
         key = f"{ref.id}|{sha}|{config_key(ctx.config)}"
-        cached = None if ctx.force else _stored(ctx.store, key)
-        if cached is not None:
+        stored = None if ctx.force else stored_result(ctx.store, key)
+        if stored is not None:
             stage("cached")
-            return cached
+            record = stored["record"]
+            if ctx.analysis is not None:
+                stage("analyze")
+                job = DecodedJob.from_dict(stored["job"]) if stored.get("job") else None
+                ctx.outcomes.append(
+                    analyze_candidates(record, job, path, ctx.config, ctx.analysis, store=ctx.store)
+                )
+            return record
         stage("decode")
         workdir = ctx.out_dir / "jobs" / _safe_name(f"{ref.id}-{sha[:12]}")
         job = decode_job(
@@ -284,7 +305,12 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
         (workdir / "result.json").write_text(json.dumps(full, indent=1, ensure_ascii=False), encoding="utf-8")
         if ctx.store is not None:
             ctx.store.upsert_records(RESULTS_TABLE, [{"key": key, **full}], key="key")
-        stage("done")
+        if ctx.analysis is not None:
+            stage("analyze")
+            ctx.outcomes.append(
+                analyze_candidates(record, job, path, ctx.config, ctx.analysis, store=ctx.store)
+            )
+        stage("failed" if record["error"] else "done")
         return record
     except StageflowError as exc:
         record = empty_record(ref)
@@ -300,3 +326,207 @@ def analyze(refs: Iterable[VideoRef], ctx: AnalyzeContext) -> dict[str, Any]:
     """``{"videos": [record, ...]}`` in input order; failed videos carry ``error``."""
     listed = list(refs)
     return {"videos": [analyze_video(r, ctx, n, len(listed)) for n, r in enumerate(listed, start=1)]}
+
+
+# --------------------------------------------------------------------------- part 2: candidates
+
+#: One ``candidates`` entry of ``--json`` (issue 6 item 9), in this order.
+CANDIDATE_FIELDS = (
+    "id", "product_name", "brand", "category_path", "start", "end", "evidence", "score", "score_band",
+    "ppl_probability", "status", "commerce", "clip", "thumbnail",
+)  # fmt: skip
+
+
+@dataclass
+class Analysis:
+    """Part 2's backends for one thread: the analyzer, the commerce client (it opens the store, so it is
+    built in the thread that uses it) and the PPL patterns."""
+
+    analyzer: Any
+    commerce: Any
+    patterns: Any
+
+    def close(self) -> None:
+        if self.commerce is not None and hasattr(self.commerce, "close"):
+            self.commerce.close()
+        store = getattr(self.commerce, "store", None)  # the client opened it (build_analysis gives none)
+        if store is not None and hasattr(store, "close"):
+            store.close()
+
+
+def _in_video_section(where: str, exc: StageflowError) -> StageflowError:
+    return type(exc)(f"[video] {where}: {exc}")
+
+
+def check_analysis(plugins: StageflowPluginManager, config: VideoConfig) -> None:
+    """Fail before any video (exit 2, one line naming the known backends) on an unknown analyzer,
+    commerce backend or sink, or on options their config models reject."""
+    from stageflow.video.analysis.evidence import InfluencerStats
+
+    try:
+        plugins.build("analyzers", config.analyzer, config.options(config.analyzer))
+    except BadInput as exc:
+        raise _in_video_section("analyzer", exc) from None
+    if config.commerce:
+        try:
+            options = config.options(config.commerce)
+            model = plugins.registry("commerce").validate_config(config.commerce, options)
+            # built once without the store (missing keys fail here); the run builds its own per thread
+            if "use_store" in type(model).model_fields:
+                options = {**options, "use_store": False}
+            client = plugins.build("commerce", config.commerce, options)
+            if hasattr(client, "close"):
+                client.close()
+        except BadInput as exc:
+            raise _in_video_section("commerce", exc) from None
+    for n, choice in enumerate(config.sinks):
+        try:
+            plugins.registry("sinks").validate_config(choice.backend, choice.options)
+        except BadInput as exc:
+            raise _in_video_section(f"sinks[{n}]", exc) from None
+    try:
+        InfluencerStats.model_validate(config.channel)
+    except ValueError as exc:
+        raise BadInput(f"[video] channel: {str(exc).splitlines()[0]}") from None
+    load_patterns(config)
+
+
+def load_patterns(config: VideoConfig) -> Any:
+    from stageflow.video.analysis.ppl import PplPatterns
+
+    return PplPatterns.load(config.ppl_patterns)
+
+
+def build_analysis(plugins: StageflowPluginManager, config: VideoConfig) -> Analysis:
+    """Build part 2's backends in the calling thread (the commerce client opens the store here)."""
+    analyzer = plugins.build("analyzers", config.analyzer, config.options(config.analyzer))
+    commerce = (
+        plugins.build("commerce", config.commerce, config.options(config.commerce))
+        if config.commerce
+        else None
+    )
+    return Analysis(analyzer, commerce, load_patterns(config))
+
+
+def make_clipper(
+    job: DecodedJob, video: Path, config: VideoConfig
+) -> Callable[[float, float], tuple[str, str]]:
+    """Part 1's clip stage for part 2: ``(start, end) -> (clip.mp4, thumbnail.jpg)`` in the job's
+    ``clips/`` dir, named by the range; an existing clip is reused (written under a temporary name,
+    then renamed, so a crash never leaves a half clip behind)."""
+    import os
+
+    from stageflow.video.clips import cut_clip, thumbnail
+
+    dest = Path(job.workdir) / "clips"
+    opts = config.clips
+
+    def clip(start: float, end: float) -> tuple[str, str]:
+        name = f"{round(start * 1000):08d}-{round(end * 1000):08d}"
+        mp4, jpg = dest / f"{name}.mp4", dest / f"{name}.jpg"
+        if not mp4.is_file():
+            part = dest / f".{name}.part.mp4"
+            cut_clip(
+                video, start, end, part, padding_s=opts.padding_s, vertical=opts.vertical, height=opts.height
+            )
+            os.replace(part, mp4)
+        if not jpg.is_file():
+            thumbnail(job, start, end, jpg)
+        return str(mp4), str(jpg)
+
+    return clip
+
+
+def candidate_output(candidate: dict[str, Any]) -> dict[str, Any]:
+    """Exactly the item-9 fields of a candidate (the engine's full output also has features, hooks…)."""
+    return {k: candidate.get(k) for k in CANDIDATE_FIELDS}
+
+
+def analyze_candidates(
+    record: dict[str, Any],
+    job: DecodedJob | None,
+    video: Path | None,
+    config: VideoConfig,
+    analysis: Analysis,
+    *,
+    store: Any = None,
+    actor: str = "engine",
+) -> dict[str, Any]:
+    """Run part 2's engine on one part-1 record and fill its ``candidates`` (in place). A failure sets
+    the record's ``error``; failed ranges set it too (the other ranges' candidates are kept). Returns
+    the outcome ``{"video_id", "failed": [[start, end, error]], "errors": [...]}`` for the summary."""
+    from stageflow.video.analysis.engine import analyze_video as run_engine
+    from stageflow.video.analysis.evidence import VideoEvidence
+
+    outcome: dict[str, Any] = {"video_id": record["id"], "failed": [], "errors": []}
+    if record.get("error"):
+        return outcome
+    clipper = make_clipper(job, video, config) if job is not None and video is not None else None
+    try:
+        result = run_engine(
+            VideoEvidence.from_part1(record, channel=config.channel),
+            analyzer=analysis.analyzer,
+            commerce=analysis.commerce,
+            store=store,
+            ppl_patterns=analysis.patterns,
+            clipper=clipper,
+            actor=actor,
+            commerce_limit=config.commerce_limit,
+        )
+    except StageflowError as exc:
+        record["error"] = f"analysis: {exc}"
+        return outcome
+    except Exception as exc:  # an unexpected failure in one video's analysis: reported, never fatal
+        record["error"] = f"analysis: {type(exc).__name__}: {exc}"
+        return outcome
+    record["candidates"] = [candidate_output(c) for c in result.to_output()]
+    outcome["failed"] = [[f.start, f.end, f.error] for f in result.failed]
+    outcome["errors"] = list(result.errors)
+    if result.failed:
+        f = result.failed[0]
+        record["error"] = (
+            f"analysis: {len(result.failed)} range(s) failed; first {f.start:.1f}-{f.end:.1f}s: {f.error}"
+        )
+    return outcome
+
+
+def sink_rows(store: Any, video_ids: Iterable[str]) -> list[dict[str, Any]]:
+    """The stored candidates of these videos (full engine output, current status) for the sinks."""
+    return [row for vid in dict.fromkeys(video_ids) for row in store.candidates(video_id=vid)]
+
+
+def write_sink(plugins: StageflowPluginManager, choice: Any, rows: Sequence[dict[str, Any]]) -> int:
+    """Write the candidate rows to one extra sink (table ``candidates``; sinks upsert by id)."""
+    return int(plugins.build("sinks", choice.backend, choice.options).write("candidates", list(rows)) or 0)
+
+
+def run_summary(videos: Sequence[dict[str, Any]], outcomes: Sequence[dict[str, Any]]) -> Any:
+    """The run's notifier message. Its run key is derived from the content (videos, candidates and
+    their statuses, errors), so a retried task or the same videos analysed again post nothing new."""
+    from stageflow.video.analysis.engine import AnalysisResult, FailedRange, summary_message
+    from stageflow.video.analysis.evidence import Candidate
+
+    by_id = {o["video_id"]: o for o in outcomes}
+    results = []
+    for v in videos:
+        out = by_id.get(v["id"], {})
+        cands = [Candidate.model_validate({**c, "video_id": v["id"]}) for c in v.get("candidates") or ()]
+        failed = [FailedRange(*f) for f in out.get("failed") or ()]
+        errors = list(out.get("errors") or ())
+        if v.get("error") and not failed:
+            errors.append(str(v["error"]))
+        results.append(AnalysisResult(v["id"], candidates=cands, failed=failed, errors=errors))
+    digest = json.dumps(
+        [
+            [v["id"], v.get("error"), [[c["id"], c.get("status"), c.get("score")] for c in v["candidates"]]]
+            for v in videos
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    run_key = "analysis-" + hashlib.sha256(digest.encode()).hexdigest()[:12]
+    return summary_message(run_key, results)
+
+
+def notify(plugins: StageflowPluginManager, backend: str, options: dict[str, Any], message: Any) -> None:
+    plugins.build("notifiers", backend, options).notify(message)

@@ -33,15 +33,36 @@ class ClipOptions(BaseModel):
     height: int = 1280  # output height of a vertical clip (width = height * 9 / 16)
 
 
+class SinkChoice(BaseModel):
+    """An extra sink for the candidates (the sqlite store is always written): ``{backend, options}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+#: Keys of [video] that only part 2 (analysis, commerce, sinks) reads: they never invalidate a stored
+#: part-1 result.
+ANALYSIS_KEYS = ("analyzer", "commerce", "sinks", "ppl_patterns", "channel", "commerce_limit")
+
+
 class VideoConfig(BaseModel):
     """``transcriber``/``detector``: a backend name, or "" to skip that stage; ``ocr``: zero or more
-    engines whose results are merged. Any other key must be a table of backend options."""
+    engines whose results are merged; ``analyzer``: the part-2 analyzer (options in
+    ``[video.<analyzer>]``); ``commerce``: a commerce backend or "" for none (options in
+    ``[video.<commerce>]``); ``sinks``: extra sinks for the candidates. Any other key must be a table
+    of backend options."""
 
     model_config = ConfigDict(extra="allow")
     transcriber: str = "faster-whisper"
     detector: str = "ultralytics"
     ocr: list[str] = Field(default_factory=lambda: ["rapidocr"])
     analyzer: str = "rules"
+    commerce: str = ""  # e.g. "coupang"; "" -> no commerce (candidates route to filtered_no_coupang)
+    commerce_limit: int = Field(10, ge=1)  # search results considered per keyword variant
+    sinks: list[SinkChoice] = Field(default_factory=list)
+    ppl_patterns: str | None = None  # a PPL pattern TOML file (default: the packaged one)
+    channel: dict[str, float | int] = Field(default_factory=dict)  # influencer stats for scoring
     language: str | None = None
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
     clips: ClipOptions = Field(default_factory=ClipOptions)
@@ -56,10 +77,18 @@ class VideoConfig(BaseModel):
         for key, value in (self.model_extra or {}).items():
             if not isinstance(value, dict):
                 raise ValueError(
-                    f"unknown key '{key}' (known: transcriber, detector, ocr, analyzer, language, sampling, "
-                    "clips, or a [video.<backend>] table)"
+                    f"unknown key '{key}' (known: transcriber, detector, ocr, analyzer, commerce, "
+                    "commerce_limit, sinks, ppl_patterns, channel, language, sampling, clips, or a "
+                    "[video.<backend>] table)"
                 )
         return self
+
+    @field_validator("analyzer")
+    @classmethod
+    def _analyzer_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("analyzer must name a backend (e.g. rules)")
+        return value
 
     def options(self, backend: str) -> dict[str, Any]:
         """The ``[video.<backend>]`` table (empty when absent)."""

@@ -71,3 +71,22 @@ def attach_commerce(store: Any, candidate_id: str, match: CommerceMatch, *, acto
     return store.set_candidate_status(
         candidate_id, Status.NEEDS_REVIEW, actor=actor, reason="link added by hand"
     )
+
+
+def sheet_sink_options(video_config: Any) -> dict[str, Any]:
+    """The options of the ``gsheets`` sink in ``[video] sinks`` (what ``review-sync`` reads back)."""
+    for choice in getattr(video_config, "sinks", None) or ():
+        if choice.backend == "gsheets":
+            return dict(choice.options)
+    raise BadInput(
+        '[video] sinks has no gsheets sink: add {backend = "gsheets", options = {spreadsheet_key = "..."}} '
+        "to review in a sheet"
+    )
+
+
+def sync_from_sheet(
+    plugins: Any, options: dict[str, Any], store: Any, *, actor: str = "sheet"
+) -> dict[str, Any]:
+    """Build the gsheets sink and apply the statuses reviewers set in the sheet (``sink.review_sync``):
+    ``{"changed": [{"id", "from", "to"}], "errors": [...], "at"}``."""
+    return plugins.build("sinks", "gsheets", options).review_sync(store, actor=actor)

@@ -1,0 +1,144 @@
+"""The wired video-analysis flow under the Prefect test harness: decode -> inference child -> record ->
+analyze (candidates, clip, thumbnail, store) -> gsheets sink -> one Slack summary, against the loopback
+servers of tests/analysis; the same video again adds no row, sheet line or message. And the
+``review-sync`` flow applying the review sheet's statuses through the status machine."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SHEETS_TOKEN = "ya29.flow-test-token"
+SLACK_TOKEN = "xoxb-flow-test-token"
+
+
+def _servers():
+    path = Path(__file__).resolve().parents[1] / "analysis" / "servers.py"
+    spec = importlib.util.spec_from_file_location("analysis_servers_flows", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from stageflow.video import synthetic as s
+
+    root = tmp_path_factory.mktemp("wiring")
+    good = s.make_video(
+        root / "review.mp4",
+        [s.Scene(1.5, "HELLO"), s.Scene(1.5, "LOGITECH MX MASTER", (255, 255, 200))],
+        size=(640, 360),
+    )
+    bad = root / "bad.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    return {"good": good, "bad": bad}
+
+
+def test_video_analysis_flow_end_to_end(material, tmp_path):
+    from stageflow.flows.video import AnalysisParams, video_analysis
+
+    from stageflow.store import open_store
+
+    servers = _servers()
+    with (
+        servers.SheetsServer(SHEETS_TOKEN, {"sheet-1": {"Review": []}}) as sheets,
+        servers.SlackServer(SLACK_TOKEN) as slack,
+    ):
+        sheet = {"spreadsheet_key": "sheet-1", "access_token": SHEETS_TOKEN, "base_url": sheets.url}
+        params = AnalysisParams(
+            inputs=[str(material["bad"]), str(material["good"])],
+            out=str(tmp_path / "out"),
+            video={
+                "transcriber": "",
+                "detector": "",
+                "ocr": ["rapidocr"],
+                "sinks": [{"backend": "gsheets", "options": sheet}],
+            },
+            notifier="slack",
+            notifier_options={"token": SLACK_TOKEN, "channel": "C123", "base_url": slack.url + "/api/"},
+        )
+        doc = video_analysis(params)
+        bad, good = doc["videos"]
+        assert "corrupt or truncated" in bad["error"] and bad["candidates"] == []
+        assert good["error"] is None and "sink_errors" not in doc
+        [cand] = good["candidates"]
+        assert (cand["product_name"], cand["status"]) == ("LOGITECHMXMASTER", "filtered_no_coupang")
+        assert Path(cand["clip"]).is_file() and Path(cand["thumbnail"]).is_file()
+        assert 0 <= cand["start"] <= cand["end"] <= good["duration_s"]
+        rows = sheets.sheets["sheet-1"]["Review"]
+        assert [r[0] for r in rows] == ["id", cand["id"]] and rows[1][2] == "filtered_no_coupang"
+        [posted] = slack.posted
+        assert posted["text"].startswith("video analysis: 1 candidates from 2 videos")
+        assert "LOGITECHMXMASTER" in posted["text"] and "corrupt or truncated" in posted["text"]
+
+        again = video_analysis(params)  # the same videos again: nothing duplicated anywhere
+        assert again["videos"][1]["candidates"] == [cand]
+        assert len(sheets.sheets["sheet-1"]["Review"]) == 2 and len(slack.posted) == 1
+    store = open_store()
+    try:
+        assert [r["id"] for r in store.candidates()] == [cand["id"]]
+        assert len(store.status_history(cand["id"])) == 4
+    finally:
+        store.close()
+
+
+def test_review_sync_flow_applies_sheet_statuses(tmp_path):
+    from stageflow.flows.review import review_sync
+
+    from stageflow.plugin_manager import get_plugin_manager
+    from stageflow.store import open_store
+    from stageflow.video.analysis.engine import analyze_video
+    from stageflow.video.analysis.rules import RulesAnalyzer
+
+    servers = _servers()
+    video = {
+        "id": "vid-1",
+        "title": "desk setup",
+        "duration_s": 30.0,
+        "transcript": [
+            {
+                "start": 0.0,
+                "end": 5.0,
+                "text": "this Logitech MX Master is my favorite mouse, I use it daily",
+            },
+        ],
+        "ocr": [
+            {"t": 2.0, "text": "Logitech MX Master", "confidence": 0.9},
+            {"t": 20.0, "text": "Dyson Airwrap", "confidence": 0.9},
+        ],
+    }
+    with servers.SheetsServer(SHEETS_TOKEN, {"sheet-1": {"Review": []}}) as sheets:
+        options = {"spreadsheet_key": "sheet-1", "access_token": SHEETS_TOKEN, "base_url": sheets.url}
+        store = open_store()
+        try:
+            recs = analyze_video(video, analyzer=RulesAnalyzer(), store=store).to_output()
+        finally:
+            store.close()
+        assert [r["status"] for r in recs] == ["filtered_no_coupang", "filtered_no_coupang"]
+        get_plugin_manager().build("sinks", "gsheets", options).write("candidates", recs)
+        rows = sheets.sheets["sheet-1"]["Review"]
+        rows[1][2] = "needs_review"  # a link was added by hand: allowed
+        rows[2][2] = "published"  # not allowed from filtered_no_coupang: reported, not applied
+        config = tmp_path / "stageflow.toml"
+        config.write_text(
+            '[video]\nsinks = [{backend = "gsheets", options = {spreadsheet_key = "sheet-1", '
+            f'access_token = "{SHEETS_TOKEN}", base_url = "{sheets.url}"}}}}]\n',
+            encoding="utf-8",
+        )
+        report = review_sync(config_path=str(config))
+        assert report["changed"] == [{"id": rows[1][0], "from": "filtered_no_coupang", "to": "needs_review"}]
+        assert len(report["errors"]) == 1 and "published" in report["errors"][0]
+        rows[1][2] = "approved"
+        assert [c["to"] for c in review_sync(options)["changed"]] == ["approved"]
+    store = open_store()
+    try:
+        assert store.candidate_status(rows[1][0]) == "approved"
+        assert store.candidate_status(rows[2][0]) == "filtered_no_coupang"
+        assert [h["actor"] for h in store.status_history(rows[1][0])][-2:] == ["sheet", "sheet"]
+    finally:
+        store.close()
