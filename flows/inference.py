@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import flow, task
 
+from stageflow.orchestration import notify_failure
 from stageflow.plugin_manager import get_plugin_manager
 from stageflow.video import analyze
 from stageflow.video.job import DecodedJob, InferenceResult, look, transcribe
@@ -41,7 +42,7 @@ def look_task(job: dict[str, Any], video: dict[str, Any]) -> dict[str, Any]:
     return InferenceResult(None, detections, ocr, batches, max_batch).to_dict()
 
 
-@flow(name="video-inference", log_prints=True)
+@flow(name="video-inference", log_prints=True, on_crashed=[notify_failure])  # failures surface in the parent
 def video_inference(job: dict[str, Any], video: dict[str, Any]) -> dict[str, Any]:
     """``job``: a DecodedJob record (its workdir visible to this worker); ``video``: the [video] config.
     Returns an InferenceResult record."""

@@ -275,7 +275,7 @@ def write_candidates_task(choice: dict[str, Any], video_ids: list[str]) -> int:
     return analyze.write_sink(get_plugin_manager(), SinkChoice.model_validate(choice), rows)
 
 
-@flow(name="video-analysis", log_prints=True)
+@flow(name="video-analysis", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def video_analysis(params: AnalysisParams) -> dict[str, Any]:
     """Resolve inputs, then per video: decode (CPU) -> ``video_inference`` child (GPU) -> record ->
     analyze; then the extra sinks and one summary notification (the sqlite store is written by

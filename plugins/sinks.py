@@ -38,27 +38,61 @@ class SqliteSink:
 class JsonlSinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     directory: str
+    key: str = "id"
 
 
 class JsonlSink:
-    """Appends records to ``<directory>/<table>.jsonl``; each call writes whole lines in one flush."""
+    """``<directory>/<table>.jsonl``, one record per line, upserted by ``key``: a re-run replaces a
+    record's line instead of adding one (records without the key are appended). The file is rewritten
+    through a temp file and an atomic rename, so a crash never leaves half a file."""
 
     def __init__(self, config: JsonlSinkConfig):
         self.directory = Path(config.directory).expanduser()
+        self.key = config.key
 
     def write(self, table: str, records: Sequence[Mapping[str, Any]]) -> int:
         if not records:
             return 0
         self.directory.mkdir(parents=True, exist_ok=True)
-        payload = "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in records)
-        with open(self.directory / f"{table}.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(payload)
+        path = self.directory / f"{table}.jsonl"
+        lines: dict[Any, str] = {}
+        loose: list[str] = []
+        if path.exists():
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    if not line.strip():
+                        continue
+                    try:
+                        ident = json.loads(line).get(self.key)
+                    except (ValueError, AttributeError):
+                        ident = None
+                    if ident is None:
+                        loose.append(line)
+                    else:
+                        lines[ident] = line
+        for record in records:
+            line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
+            ident = record.get(self.key)
+            if ident is None:
+                loose.append(line)
+            else:
+                lines[ident] = line
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(lines.values())
+            fh.writelines(loose)
             fh.flush()
             os.fsync(fh.fileno())
+        os.replace(tmp, path)
         return len(records)
 
 
 @hookimpl
 def register_sinks(register):
     register("sqlite", SqliteSink, config=SqliteSinkConfig, description="Upsert into the stageflow store")
-    register("jsonl", JsonlSink, config=JsonlSinkConfig, description="Append JSON lines, one file per table")
+    register(
+        "jsonl",
+        JsonlSink,
+        config=JsonlSinkConfig,
+        description="JSON lines, one file per table, upserted by key",
+    )

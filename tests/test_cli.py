@@ -56,7 +56,7 @@ def test_plugins_json_lists_builtins(capsys):
         "available": True,
         "missing": [],
         "extra": None,
-        "description": "Append JSON lines, one file per table",
+        "description": "JSON lines, one file per table, upserted by key",
     }
     assert doc["errors"] == []
 

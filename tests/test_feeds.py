@@ -64,3 +64,14 @@ def test_folder_source_dedups_by_content(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     items = load_plugins().build("sources", "folder", {"path": str(tmp_path)}).discover()
     assert len(items) == 2 and items[0].item_id == items[1].item_id
+
+
+def test_jsonl_sink_upserts_by_key(tmp_path):
+    sink = load_plugins().build("sinks", "jsonl", {"directory": str(tmp_path)})
+    sink.write("videos", [{"id": "a", "v": 1}, {"id": "b", "v": 1}, {"note": "no key"}])
+    sink.write("videos", [{"id": "a", "v": 2}, {"id": "c", "v": 1}])
+    import json
+
+    rows = [json.loads(line) for line in (tmp_path / "videos.jsonl").read_text().splitlines()]
+    assert rows == [{"id": "a", "v": 2}, {"id": "b", "v": 1}, {"id": "c", "v": 1}, {"note": "no key"}]
+    assert not list(tmp_path.glob("*.tmp"))
