@@ -48,4 +48,59 @@ def video_inference(job: dict[str, Any], video: dict[str, Any]) -> dict[str, Any
     Returns an InferenceResult record."""
     transcript = transcribe_task(job, video)
     looked = look_task(job, video)
-    return {**looked, "transcript": transcript}
+    result = {**looked, "transcript": transcript}
+    write_result(job, result)
+    return result
+
+
+RESULT_FILE = "inference.json"
+
+
+def write_result(job: dict[str, Any], result: dict[str, Any]) -> None:
+    """Leave the result in the job's workdir (a volume both pools see): a parent that started this
+    flow with run_deployment on another worker reads it from there. Atomic: temp file + rename."""
+    import json
+    import os
+    from pathlib import Path
+
+    workdir = Path(job["workdir"])
+    tmp = workdir / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps(result, default=str), encoding="utf-8")
+    os.replace(tmp, workdir / RESULT_FILE)
+
+
+def read_result(job: dict[str, Any]) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    from stageflow.errors import JobFailed
+
+    path = Path(job["workdir"]) / RESULT_FILE
+    if not path.is_file():
+        raise JobFailed(
+            f"inference finished but {path} is missing: the GPU worker must see the same job directory "
+            "(mount the --out directory into the gpu pool's containers at the same path)"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run_inference(job: dict[str, Any], video: dict[str, Any]) -> dict[str, Any]:
+    """In-process child flow by default; with ``[video] inference_deployment`` (e.g.
+    "video-inference/video-inference"), a run of that deployment on its (GPU) work pool."""
+    deployment = video.get("inference_deployment") or ""
+    if not deployment:
+        return video_inference(job, video)
+    from prefect.deployments import run_deployment
+
+    from stageflow.errors import JobFailed
+
+    run = run_deployment(
+        deployment,
+        parameters={"job": job, "video": video},
+        timeout=float(video.get("inference_timeout_s") or 3600),
+        tags=["gpu"],
+    )
+    if run.state is None or not run.state.is_completed():
+        state = run.state.name if run.state else "unknown"
+        raise JobFailed(f"inference deployment {deployment}: flow run {run.name} ended {state}")
+    return read_result(job)

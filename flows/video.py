@@ -280,7 +280,7 @@ def video_analysis(params: AnalysisParams) -> dict[str, Any]:
     """Resolve inputs, then per video: decode (CPU) -> ``video_inference`` child (GPU) -> record ->
     analyze; then the extra sinks and one summary notification (the sqlite store is written by
     analyze). A failing video is recorded with its error; the others still run."""
-    from stageflow.flows.inference import video_inference
+    from stageflow.flows.inference import run_inference
 
     from stageflow.errors import StageflowError
     from stageflow.video import analyze
@@ -304,7 +304,7 @@ def video_analysis(params: AnalysisParams) -> dict[str, Any]:
             if "cached" in decoded:
                 record = decoded["cached"]
             else:
-                inference = video_inference(decoded["job"], params.video)
+                inference = run_inference(decoded["job"], params.video)
                 record = record_task(ref, decoded, inference)
             analysed = analyze_task(record, decoded.get("job"), decoded["path"], params.video)
             videos.append(analysed["record"])

@@ -63,6 +63,10 @@ class VideoConfig(BaseModel):
     sinks: list[SinkChoice] = Field(default_factory=list)
     ppl_patterns: str | None = None  # a PPL pattern TOML file (default: the packaged one)
     channel: dict[str, float | int] = Field(default_factory=dict)  # influencer stats for scoring
+    # "" runs the inference child in-process; "video-inference/video-inference" runs that deployment
+    # (the GPU pool) with run_deployment and reads its result from the shared job directory.
+    inference_deployment: str = ""
+    inference_timeout_s: float = Field(3600.0, gt=0)
     language: str | None = None
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
     clips: ClipOptions = Field(default_factory=ClipOptions)
