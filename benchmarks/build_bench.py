@@ -3,12 +3,15 @@ Turborepo on generated TypeScript monorepos, measured in the same run.
 
     .venv/bin/python benchmarks/build_bench.py [--sizes 8 50] [--reps 3] [--cold-reps 1] [--keep DIR]
 
-Each fixture is an npm-workspaces repo (``packages/*`` libraries on two shared core packages
-``types`` and ``utils``, ``apps/*`` on top) whose builds are real ``tsc -p`` runs. ``npm install``
+Each fixture is an npm-workspaces repo shaped like the issue's O4O monorepo (``packages/*`` libraries
+on two shared packages ``types`` and ``utils``, a "core library" with a handful of dependents,
+``apps/*`` on top; see :func:`shape`) whose builds are real ``tsc -p`` runs. ``npm install``
 fetches typescript and turbo from the npm registry into the fixture (turbo telemetry off). Scenarios:
 cold full build, no-change rebuild, one core library changed, one app changed. Prints medians,
 ratios and the rebuilt sets, plus a per-layer direct ``tsc`` floor (each topological level's tsc
-runs in parallel with no tool around them) for the cold build.
+runs in parallel with no tool around them) for the cold build, whether each rebuilt set equals
+turbo's and the changed package plus its dependents, and a breakdown of the no-change time
+(interpreter, console-script imports, the stdlib-only fast path alone, end to end).
 """
 
 from __future__ import annotations
@@ -39,25 +42,49 @@ ENV = dict(
 )
 
 
+CORE_DIR = "packages/p02-core"
+APP_DIR = "apps/app00"
+
+
 def shape(n: int) -> dict[str, tuple[str, list[str]]]:
-    """dir -> (name, deps). Libraries are numbered so alphabetical order is topological (npm runs
-    ``--workspaces`` in listing order, not dependency order)."""
-    libs = max(2, n // 2)
+    """dir -> (name, deps), shaped like the issue's O4O monorepo (``apps/*`` on ``packages/*``): every
+    workspace sits on the shared ``types``/``utils`` packages, and the "core library" (``core``, the
+    one the core-library scenario edits, like O4O's ``auth`` or ``ui``) has a handful of dependents
+    (one library and every eighth app), not all of them. Libraries are numbered so alphabetical order
+    is topological (npm runs ``--workspaces`` in listing order, not dependency order)."""
+    libs = max(4, n // 2)
     out: dict[str, tuple[str, list[str]]] = {
         "packages/p00-types": ("@bench/types", []),
         "packages/p01-utils": ("@bench/utils", ["@bench/types"]),
+        CORE_DIR: ("@bench/core", ["@bench/types", "@bench/utils"]),
+        "packages/p03-lib": ("@bench/lib03", ["@bench/core", "@bench/types"]),
     }
-    lib_names = ["@bench/types", "@bench/utils"]
-    for i in range(2, libs):
-        deps = ["@bench/types", "@bench/utils"] + ([lib_names[2 + (i * 7) % (i - 2)]] if i > 3 else [])
+    mids: list[str] = []
+    for i in range(4, libs):
+        deps = {"@bench/types", "@bench/utils"} | ({mids[(i * 7) % len(mids)]} if mids else set())
         name = f"@bench/lib{i:02d}"
-        out[f"packages/p{i:02d}-lib"] = (name, sorted(set(deps)))
-        lib_names.append(name)
-    mids = lib_names[2:] or ["@bench/utils"]
+        out[f"packages/p{i:02d}-lib"] = (name, sorted(deps))
+        mids.append(name)
+    mids = mids or ["@bench/utils"]
     for j in range(n - libs):
         deps = {"@bench/utils", mids[j % len(mids)], mids[(j * 3 + 1) % len(mids)]}
+        if j % 8 == 0:
+            deps.add("@bench/core")
         out[f"apps/app{j:02d}"] = (f"@bench/app{j:02d}", sorted(deps))
     return out
+
+
+def dependents_of(layout: dict[str, tuple[str, list[str]]], name: str) -> list[str]:
+    """``name`` plus its transitive dependents: the set a change to it must rebuild."""
+    found = {name}
+    grew = True
+    while grew:
+        grew = False
+        for pkg, deps in layout.values():
+            if pkg not in found and found & set(deps):
+                found.add(pkg)
+                grew = True
+    return sorted(found)
 
 
 def ts_source(name: str, deps: list[str], lines: int = 150) -> str:
@@ -205,12 +232,16 @@ def run_tool(tool: str, root: Path) -> tuple[float, list[str]]:
     return t, ["(all)"]
 
 
-def floor(root: Path, layout: dict[str, tuple[str, list[str]]]) -> float:
-    """Direct tsc per topological level, each level in parallel (CORES at once): the no-tool floor."""
+def floor(root: Path, layout: dict[str, tuple[str, list[str]]], only: list[str] | None = None) -> float:
+    """Direct tsc per topological level, each level in parallel (CORES at once): the no-tool floor
+    (of the whole repo, or of the workspaces ``only``, whose other dependencies are already built)."""
     import graphlib
 
     by_name = {name: d for d, (name, _) in layout.items()}
-    sorter = graphlib.TopologicalSorter({name: set(deps) for _, (name, deps) in layout.items()})
+    keep = set(only) if only is not None else set(by_name)
+    sorter = graphlib.TopologicalSorter(
+        {name: set(deps) & keep for _, (name, deps) in layout.items() if name in keep}
+    )
     levels = []
     sorter.prepare()
     while sorter.is_active():
@@ -230,6 +261,44 @@ def floor(root: Path, layout: dict[str, tuple[str, list[str]]]) -> float:
     return time.perf_counter() - start
 
 
+def no_change_breakdown(root: Path, runs: int) -> dict[str, float]:
+    """Where a no-change ``stageflow build`` spends its time: the interpreter, the console script's
+    imports before ``main()`` runs, the stdlib-only fast path alone, and the whole command."""
+    py = sys.executable
+    fast = (
+        "import sys; from stageflow.build import fastpath; "
+        f"sys.exit(0 if fastpath.run([{str(root)!r}, '--json', '--logs', 'none']) else 3)"
+    )
+    cases = {
+        "python -c pass (interpreter + site)": [py, "-c", "pass"],
+        "python -c 'import stageflow.cli' (before main() runs)": [py, "-c", "import stageflow.cli"],
+        "fast path alone (stdlib imports + decision)": [py, "-c", fast],
+        "stageflow build --json (end to end)": [
+            str(STAGEFLOW),
+            "build",
+            str(root),
+            "--json",
+            "--logs",
+            "none",
+            "-j",
+            str(CORES),
+        ],
+    }
+    out = {}
+    for label, cmd in cases.items():
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, cwd=root, capture_output=True, env=ENV)
+            times.append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                raise SystemExit(
+                    f"{label}: exit {proc.returncode} (fast path not taken?)\n{proc.stderr[-2000:]!r}"
+                )
+        out[label] = statistics.median(times)
+    return out
+
+
 def bump(path: Path, counter: list[int]) -> None:
     counter[0] += 1
     with path.open("a") as fh:
@@ -242,8 +311,8 @@ def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) 
     shutil.rmtree(root, ignore_errors=True)
     layout = generate(root, n, deps_dir)
     counter = [0]
-    core = root / "packages/p00-types/src/index.ts"
-    app = root / "apps/app00/src/index.ts"
+    core = root / CORE_DIR / "src/index.ts"
+    app = root / APP_DIR / "src/index.ts"
     results: dict[str, dict[str, list[float]]] = {}
     sets: dict[tuple[str, str], list[str]] = {}
 
@@ -259,6 +328,8 @@ def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) 
             continue  # npm has no incremental mode: every scenario is its cold build
         for _ in range(reps):
             record(tool, "no-change", *run_tool(tool, root))
+        if tool == "stageflow":
+            breakdown = no_change_breakdown(root, max(reps, 7))
         for _ in range(reps):
             bump(core, counter)
             record(tool, "core-lib-changed", *run_tool(tool, root))
@@ -268,6 +339,15 @@ def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) 
         subprocess.run(["git", "checkout", "-q", "--", "."], cwd=root, check=True)
     for scenario in ("no-change", "core-lib-changed", "app-changed"):
         results[scenario]["npm"] = results["cold"]["npm"]
+    expected = {
+        "core-lib-changed": dependents_of(layout, layout[CORE_DIR][0]),
+        "app-changed": [layout[APP_DIR][0]],
+    }
+    core_floors = []
+    for _ in range(reps):  # the rebuilt set alone, direct tsc per level: the incremental floor
+        bump(core, counter)
+        core_floors.append(floor(root, layout, expected["core-lib-changed"]))
+    subprocess.run(["git", "checkout", "-q", "--", "."], cwd=root, check=True)
     floors = []
     for _ in range(cold_reps):  # measured last, on the same warm file-system cache the tools had
         clean(root, caches=True)
@@ -275,13 +355,19 @@ def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) 
 
     med = {s: {t: statistics.median(v) for t, v in tools.items()} for s, tools in results.items()}
     print(f"\n## {n} workspaces ({CORES} cores; medians of {reps} runs, cold of {cold_reps})")
-    print(f"direct tsc per-layer floor (cold): {statistics.median(floors):.2f}s")
+    print(
+        f"direct tsc per-layer floor: cold {statistics.median(floors):.2f}s, "
+        f"core-lib-changed (its rebuilt set) {statistics.median(core_floors):.2f}s"
+    )
     print(
         f"{'scenario':<18}{'stageflow':>11}{'turbo':>10}{'npm':>10}{'sf/turbo':>10}{'sf/npm':>9}{'sf/floor':>10}"
     )
     for scenario in ("cold", "no-change", "core-lib-changed", "app-changed"):
         m = med[scenario]
-        ratio_floor = f"{m['stageflow'] / statistics.median(floors):.2f}" if scenario == "cold" else "-"
+        ratio_floor = {
+            "cold": f"{m['stageflow'] / statistics.median(floors):.2f}",
+            "core-lib-changed": f"{m['stageflow'] / statistics.median(core_floors):.2f}",
+        }.get(scenario, "-")
         print(
             f"{scenario:<18}{m['stageflow']:>10.3f}s{m['turbo']:>9.3f}s{m['npm']:>9.3f}s"
             f"{m['stageflow'] / m['turbo']:>10.2f}{m['stageflow'] / m['npm']:>9.2f}{ratio_floor:>10}"
@@ -289,7 +375,14 @@ def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) 
     for scenario in ("core-lib-changed", "app-changed"):
         sf, tb = sets[("stageflow", scenario)], sets[("turbo", scenario)]
         same = "same as turbo" if sf == tb else f"DIFFERS from turbo {tb}"
-        print(f"rebuilt ({scenario}): {len(sf)} workspaces, {same}: {', '.join(sf)}")
+        exact = "= the changed package and its dependents" if sf == expected[scenario] else "UNEXPECTED"
+        print(f"rebuilt ({scenario}): {len(sf)} workspaces, {same}, {exact}: {', '.join(sf)}")
+    turbo_nc = med["no-change"]["turbo"]
+    print(
+        f"no-change breakdown (medians of {max(reps, 7)}; turbo through node_modules/.bin {turbo_nc:.3f}s):"
+    )
+    for label, seconds in breakdown.items():
+        print(f"  {label:<58}{seconds:>8.3f}s {seconds / turbo_nc:>6.2f}x turbo")
     if keep is None:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -254,6 +254,15 @@ def demo_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         + ", ".join(f"{k} {len(v)}" for k, v in changes.items())
     )
     typer.echo(f"  live release: {s['current']}")
+    v = result["video"]
+    if v is None:
+        typer.echo("video-analysis   skipped: install the video extra (README) to analyse the sample clip")
+    else:
+        names = ", ".join(f"{c['product_name']} ({c['status']})" for c in v["candidates"]) or "none"
+        typer.echo(f"video-analysis   (generated clip {v['input']}): on-screen text {v['ocr']}")
+        typer.echo(f"  candidates: {names}")
+        for cand in v["candidates"]:
+            typer.echo(f"  reel clip: {cand['clip']}")
     typer.echo(
         f"Prefect runs: {result['prefect_home']} (see them with `prefect server start`, "
         "then http://127.0.0.1:4200/runs)"
@@ -276,6 +285,11 @@ _register_families()
 # ----------------------------------------------------------------------------------------- entry
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["build"]:  # no-change fast path: stdlib only, falls through when unsure
+        from stageflow.build import fastpath
+
+        if fastpath.run(args[1:]):
+            return
     debug = "--debug" in args
     try:
         app(args=args, prog_name="stageflow")

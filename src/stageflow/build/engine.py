@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import threading
 import time
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stageflow.build import changes, hashing, outputs, scheduler, scripts, selection, workspaces
+from stageflow.build import changes, hashing, outputs, probe, scheduler, scripts, selection, workspaces
 from stageflow.build.config import BuildConfig
 from stageflow.build.model import BuildTask, CacheEntryCorrupt, ProcessTracker, TaskResult
 from stageflow.errors import BadInput
@@ -158,7 +157,7 @@ def _ensure_state_dir(state: Path) -> None:
 
 # ----------------------------------------------------------------------------------------- state
 def _state_file(plan: BuildPlan, name: str) -> Path:
-    return plan.state_dir / "state" / (re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".json")
+    return plan.state_dir / "state" / probe.state_file_name(name)
 
 
 def up_to_date(plan: BuildPlan, name: str) -> str | None:
@@ -222,12 +221,14 @@ def build_backends(plan: BuildPlan, plugins: Any = None) -> tuple[Any, Any]:
         raw = cache_opts.get("dir") or f"{STATE_DIR}/cache"
         cache_opts["dir"] = str((plan.graph.root / Path(raw).expanduser()).resolve())
 
-    def manager() -> Any:
-        if plugins is not None:
-            return plugins
-        from stageflow.plugin_manager import get_plugin_manager
+    loaded: list[Any] = [plugins] if plugins is not None else []
+    lock = threading.Lock()
 
-        return get_plugin_manager()
+    def manager() -> Any:
+        with lock:
+            if not loaded:
+                loaded.append(_build_plugin_manager())
+            return loaded[0]
 
     def runner() -> Any:
         return manager().build("build_runners", cfg.runner or plan.graph.manager, cfg.runner_options)
@@ -243,6 +244,35 @@ def build_backends(plan: BuildPlan, plugins: Any = None) -> tuple[Any, Any]:
     if idle:
         return _Deferred(runner), _Deferred(cache)
     return runner(), cache()
+
+
+#: The built-in distribution's entry points a build needs; its other ones (video, sync, ...) only
+#: cost import time here (about a quarter of a second of every build that runs anything).
+BUILD_ENTRY_POINTS = frozenset({"build_runners", "build_caches"})
+
+
+def _build_plugin_manager() -> Any:
+    """The process-wide plugin manager when one is already loaded; otherwise a manager of every
+    third-party plugin plus only the build modules of the built-in distribution (the other built-in
+    modules register other stage kinds, so the build registries come out the same)."""
+    from importlib import metadata
+
+    from stageflow.plugin_manager import (
+        BUILTIN_DISTRIBUTION,
+        ENTRY_POINT_GROUP,
+        get_plugin_manager,
+        load_plugins,
+    )
+
+    if get_plugin_manager.cache_info().currsize:
+        return get_plugin_manager()
+
+    def needed(ep: metadata.EntryPoint) -> bool:
+        dist = getattr(ep, "dist", None)
+        builtin = dist is not None and dist.metadata["Name"] == BUILTIN_DISTRIBUTION
+        return not builtin or ep.name in BUILD_ENTRY_POINTS
+
+    return load_plugins([ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if needed(ep)])
 
 
 def cache_status(plan: BuildPlan, cache: Any, name: str) -> str:

@@ -18,39 +18,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stageflow.build.model import CacheEntryCorrupt
+from stageflow.build.probe import expand, fingerprint
 
 LOG_MEMBER = ".stageflow-log"
 META_MEMBER = ".stageflow-meta.json"
 
-
-def expand(ws_path: Path, patterns: Sequence[str]) -> list[Path]:
-    """Existing files and directories matching the output patterns (``dist/``, ``*.tsbuildinfo``)."""
-    found: list[Path] = []
-    for pattern in patterns:
-        clean = pattern.strip().strip("/")
-        if not clean or ".." in Path(clean).parts:
-            continue
-        if any(ch in clean for ch in "*?["):
-            found.extend(sorted(ws_path.glob(clean)))
-        elif (ws_path / clean).exists():
-            found.append(ws_path / clean)
-    return found
+__all__ = ["expand", "fingerprint", "missing", "pack", "unpack"]
 
 
 def missing(ws_path: Path, patterns: Sequence[str]) -> list[str]:
     """Declared outputs that do not exist after a build."""
     return [p for p in patterns if not expand(ws_path, [p])]
-
-
-def fingerprint(ws_path: Path, patterns: Sequence[str]) -> list[tuple[str, int, int]]:
-    """(path, size, mtime_ns) of every output file: cheap evidence that outputs were not touched."""
-    out: list[tuple[str, int, int]] = []
-    for item in expand(ws_path, patterns):
-        paths = [item] if item.is_file() else [Path(d) / f for d, _, fs in os.walk(item) for f in fs]
-        for p in paths:
-            st = p.lstat()
-            out.append((p.relative_to(ws_path).as_posix(), st.st_size, st.st_mtime_ns))
-    return sorted(out)
 
 
 def pack(ws_path: Path, patterns: Sequence[str], log: str, meta: dict[str, object], dest: Path) -> None:

@@ -7,28 +7,15 @@ Knows nothing about caches, runners or git: it calls ``work(name)`` and reads th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from stageflow.build.model import ProcessTracker, TaskResult
+from stageflow.build.probe import default_concurrency, memory_limited
 
 OK_STATUSES = frozenset({"built", "cached", "skipped", "planned"})
 
-
-def memory_limited(concurrency: int, memory_mb: int) -> int:
-    """``concurrency`` lowered so that concurrency x memory cap fits in available memory."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            info = {k: v for k, _, v in (line.partition(":") for line in fh)}
-        available_mb = int(info["MemAvailable"].split()[0]) // 1024
-    except (OSError, KeyError, ValueError, IndexError):
-        return concurrency
-    return max(1, min(concurrency, available_mb // max(memory_mb, 1)))
-
-
-def default_concurrency() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+__all__ = ["OK_STATUSES", "default_concurrency", "memory_limited", "schedule"]
 
 
 def schedule(

@@ -158,6 +158,7 @@ def build_cmd(
         params = SelectiveBuildParams.from_options(options, config)
         doc = selective_build(params.model_copy(update={"raise_on_failure": False}))
     else:
+        stamp = _StampGuard(options, config, build_config)
         plan = engine.plan(options, build_config)
         runner, cache = engine.build_backends(plan)
         progress = _Progress(0 if dry_run else len(plan.selection.run), logs=logs, quiet=dry_run)
@@ -166,9 +167,83 @@ def build_cmd(
         finally:
             progress.close()
         doc = engine.report(rep)
+        stamp.finish(plan, doc)
     _print(doc, as_json=as_json)
     if doc["failed"] or doc["blocked"]:
         raise JobFailed(doc.get("failure") or _failure_line(doc))
+
+
+class _StampGuard:
+    """Keeps the fast path's stamp (:mod:`stageflow.build.fastpath`) honest: a build that may change
+    state discards it first; a successful run without selection flags records a new one, but only when
+    the inputs digest taken before the plan equals the one taken after the run."""
+
+    def __init__(self, options: Any, config: Path | None, build_config: Any):
+        from stageflow.build import fastpath, probe
+
+        self.root = options.repo.resolve()
+        self.build_config = build_config
+        self.before: str | None = None
+        self.globs: list[str] = []
+        self.config: Path | None = None
+        if options.dry_run:
+            self.eligible = False
+            return
+        fastpath.discard(self.root)
+        self.eligible = (
+            not options.force
+            and options.base is None
+            and options.head == "HEAD"
+            and not options.committed_only
+            and not options.filters
+            and options.role is None
+            and options.task is None
+        )
+        source = probe.resolve_config(options.repo, config)
+        if not self.eligible or source is False:
+            self.eligible = False
+            return
+        from stageflow.build import workspaces
+        from stageflow.errors import BadInput
+
+        try:
+            self.globs = workspaces.workspace_globs(self.root)[0]
+        except BadInput:
+            self.eligible = False  # the plan reports it
+            return
+        self.config = source if isinstance(source, Path) else None
+        self.before = probe.inputs_digest(self.root, self.config, build_config.env, self.globs)
+
+    def finish(self, plan: Any, doc: dict[str, Any]) -> None:
+        from stageflow.build import fastpath, probe
+
+        if not self.eligible or self.before is None or doc["failed"] or doc["blocked"]:
+            return
+        cfg = self.build_config
+        if probe.inputs_digest(self.root, self.config, cfg.env, self.globs) != self.before:
+            return  # something changed while building: the next run decides on the normal path
+        tasks = [
+            {
+                "name": n,
+                "hash": plan.hashes[n],
+                "dir": plan.graph.workspaces[n].rel,
+                "outputs": list(plan.outputs[n]),
+                "skip": "" if plan.chains[n] else f"no '{plan.task}' script",
+            }
+            for level in plan.order
+            for n in level
+        ]
+        fastpath.record(
+            self.root,
+            config=self.config,
+            env_vars=cfg.env,
+            globs=self.globs,
+            inputs=self.before,
+            concurrency=cfg.concurrency,
+            memory_mb=cfg.memory_mb,
+            doc=doc,
+            tasks=tasks,
+        )
 
 
 def _failure_line(doc: dict[str, Any]) -> str:
