@@ -24,6 +24,12 @@ def test_demo_runs_discovery_build_and_deploy(stageflow_home, tmp_path, monkeypa
     lines = (stageflow_home / "demo" / "results" / "videos.jsonl").read_text().splitlines()
     assert [json.loads(line)["item_id"] for line in lines] == ["AbCdEfGhIj0", "OldVideo0001"]
 
+    video = first["video"]
+    if video is not None:  # the video extra is installed (always in CI)
+        assert video["error"] is None and "HELLO" in video["ocr"]
+        [cand] = video["candidates"]
+        assert cand["status"] == "filtered_no_coupang" and cand["clip"].endswith(".mp4")
+
     second = run_demo()
     assert second["discovery"]["new"] == 0
     assert second["build"]["built"] == [] and len(second["build"]["cached"]) == 6
