@@ -257,6 +257,49 @@ class GSheetsSink:
         return with_retries(attempt, self.policy, self.sleep, give_up)
 
 
+class SheetChannelsConfig(GSheetsConfig):
+    """The gsheets connection plus the feed filters applied to every channel row."""
+
+    max_age_days: float | None = 7.0
+    skip_shorts: bool = True
+
+
+class SheetChannelsSource:
+    """Source ``sheet-channels``: the channels worksheet (name, url or channel_id, keywords) read as
+    RSS feeds, as the original system kept its channel list; a row's comma-separated ``keywords``
+    become that channel's required keywords."""
+
+    def __init__(self, config: SheetChannelsConfig, *, sleep: Callable[[float], None] = time.sleep):
+        self.config = config
+        fields = {k: getattr(config, k) for k in GSheetsConfig.model_fields}
+        self.sheet = GSheetsSink(GSheetsConfig(**fields), sleep=sleep)
+
+    def discover(self) -> list[Any]:
+        from stageflow.video.feeds import FeedFilter, filter_items, parse_feed, read_feed_bytes
+
+        items: list[Any] = []
+        for channel in self.sheet.read_channels():
+            url = channel.get("url")
+            if not url:
+                continue
+            keywords = tuple(k.strip() for k in channel.get("keywords", "").split(",") if k.strip())
+            rule = FeedFilter(self.config.max_age_days, self.config.skip_shorts, keywords)
+            items.extend(filter_items(parse_feed(read_feed_bytes(url), "rss"), rule))
+        return items
+
+
+@hookimpl
+def register_sources(register):
+    register(
+        "sheet-channels",
+        SheetChannelsSource,
+        config=SheetChannelsConfig,
+        requires=("gspread",),
+        extra="sheets",
+        description="Feeds listed in a Google Sheets channels worksheet (per-channel keywords)",
+    )
+
+
 @hookimpl
 def register_sinks(register):
     register(

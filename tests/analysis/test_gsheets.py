@@ -128,3 +128,20 @@ def test_service_account_missing_is_clear(monkeypatch):
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     with pytest.raises(BadInput, match="service_account_file"):
         GSheetsSink(GSheetsConfig(spreadsheet_key="k"))
+
+
+def test_channels_worksheet_as_a_source(sheets_server):
+    from stageflow.plugins.gsheets import SheetChannelsConfig, SheetChannelsSource
+    from stageflow.samples import SAMPLES_DIR
+
+    feed = str(SAMPLES_DIR / "youtube_channel_feed.xml")
+    sheets_server.sheets["sheet-1"]["Channels"] = [
+        ["name", "url", "keywords"],
+        ["예시 채널", feed, "립스틱, lipstick"],
+        ["no feed yet", "", ""],
+    ]
+    config = SheetChannelsConfig(
+        spreadsheet_key="sheet-1", access_token=SHEETS_TOKEN, base_url=sheets_server.url, max_age_days=None
+    )
+    items = SheetChannelsSource(config, sleep=lambda s: None).discover()
+    assert [i.item_id for i in items] == ["AbCdEfGhIj0"]  # keyword filter from the row; Shorts skipped
