@@ -1,13 +1,15 @@
-"""deploy-sync benchmark (not a test): change 10 files in a generated monorepo-like tree, then time,
-alternating in the same run, `stageflow sync` end to end (a subprocess), the engine alone (in
-process) and the baseline `rsync -a --delete --exclude-from` over the whole tree; then the same with
-no change. Prints medians and ratios, bytes sent against changed bytes, and whether each target tree
-is identical to rsync's.
+"""deploy-sync benchmark (not a test): change 10 files in a generated monorepo-like tree (a real git
+repository; node_modules/, .cache/ and dist/ git-ignored and excluded), then time, alternating in the
+same run, `stageflow sync` end to end (a subprocess), the engine alone (in process) with the git
+accelerator and with the whole-tree walk (``use_git=False``), and the baseline `rsync -a --delete
+--exclude-from` over the whole tree; then the same with no change. Prints medians and ratios, the
+load average, bytes sent against changed bytes, and whether each target tree is identical to rsync's.
 
-    .venv/bin/python benchmarks/sync_bench.py --files 20000 --files 100000 [--repeats 7] [--ssh HOST]
+    .venv/bin/python benchmarks/sync_bench.py --files 20000 --files 100000 [--repeats 7] [--sshd]
 
-``--ssh HOST`` also runs the ssh variant against HOST:/tmp/... (e.g. ``localhost`` with a key in
-~/.ssh and sshd running; ``--ssh-command`` picks the ssh command line).
+``--sshd`` starts a private sshd on 127.0.0.1 (a free port, a throwaway key, as tests/sync/test_ssh.py
+does; needs /usr/sbin/sshd) and also runs the ssh variant; ``--ssh HOST`` uses an existing one
+(``--ssh-command`` picks the ssh command line).
 """
 
 from __future__ import annotations
@@ -24,14 +26,23 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGEFLOW = str(Path(sys.executable).with_name("stageflow"))
-EXCLUDES = ["node_modules/", "dist/", ".git/", ".stageflow/"]
+EXCLUDES = ["node_modules/", "dist/", ".cache/", ".git/", ".stageflow/"]
+GITIGNORE = "node_modules/\ndist/\n.cache/\n"
+
+
+def git(root: Path, *args: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b"}
+    env["GIT_COMMITTER_EMAIL"] = "b@x"
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, env=env)
 
 
 def generate(root: Path, files: int, seed: int = 7) -> list[Path]:
-    """About half the files under excluded dirs (node_modules, .git, dist), the rest shipped."""
+    """About half the files under excluded, git-ignored dirs (node_modules, .cache, dist), the rest
+    shipped and committed (so .git holds about as many objects again)."""
     rng = random.Random(seed)
     shipped: list[Path] = []
     per_dir = 50
@@ -41,7 +52,7 @@ def generate(root: Path, files: int, seed: int = 7) -> list[Path]:
         if kind == 0:
             path = root / "node_modules" / pkg / f"m{i}.js"
         elif kind == 1:
-            path = root / ".git" / "objects" / f"{i % 256:02x}" / f"o{i}"
+            path = root / ".cache" / f"{i % 256:02x}" / f"o{i}"
         elif kind == 2:
             path = root / "packages" / pkg / "dist" / f"d{i}.js"
         else:
@@ -50,6 +61,10 @@ def generate(root: Path, files: int, seed: int = 7) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(rng.randbytes(rng.randint(200, 2000)))
     (root / "stageflow.toml").write_text("")
+    (root / ".gitignore").write_text(GITIGNORE)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "generated")
     return shipped
 
 
@@ -83,6 +98,50 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
+def start_sshd(work: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A private sshd on 127.0.0.1 with key auth (as the test fixture); returns (process, ssh command)."""
+    import getpass
+    import socket
+
+    d = work / "sshd"
+    d.mkdir()
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    (d / "authorized_keys").write_text((d / "client.pub").read_text())
+    os.chmod(d / "authorized_keys", 0o600)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\n"
+        f"KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        f"PermitRootLogin prohibit-password\nPidFile {d / 'sshd.pid'}\n"
+    )
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    ssh = (
+        f"ssh -p {port} -i {d / 'client'} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+        "-o LogLevel=ERROR"
+    )
+    return proc, f"{getpass.getuser()}@127.0.0.1", ssh
+
+
+def median_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
 def run(files: int, repeats: int, ssh_host: str | None, ssh_command: str) -> None:
     from stageflow.plugin_manager import get_plugin_manager
     from stageflow.sync.engine import SyncRequest, init_target, sync
@@ -93,8 +152,8 @@ def run(files: int, repeats: int, ssh_host: str | None, ssh_command: str) -> Non
     t0 = time.perf_counter()
     shipped = generate(src, files)
     print(
-        f"\n== {files} files ({len(shipped)} shipped, rest excluded); generated in "
-        f"{time.perf_counter() - t0:.1f} s; {work}"
+        f"\n== {files} files ({len(shipped)} shipped, rest excluded); generated (and committed) in "
+        f"{time.perf_counter() - t0:.1f} s; {work}; load average {os.getloadavg()}"
     )
     variants = {"local": ""}
     if ssh_host:
@@ -103,8 +162,13 @@ def run(files: int, repeats: int, ssh_host: str | None, ssh_command: str) -> Non
     excl.write_text("\n".join(EXCLUDES) + "\n")
     plugins = get_plugin_manager()
     rng = random.Random(1)
-    for variant, prefix in variants.items():
-        targets = {"engine": f"{prefix}{work}/{variant}-engine", "cli": f"{prefix}{work}/{variant}-cli"}
+
+    def bench_variant(variant: str, prefix: str) -> None:
+        targets = {
+            "engine": f"{prefix}{work}/{variant}-engine",
+            "walk": f"{prefix}{work}/{variant}-walk",
+            "cli": f"{prefix}{work}/{variant}-cli",
+        }
         rsync_dest = f"{prefix}{work}/{variant}-rsync/"
         write_config(src, targets, ssh_command)
         for spec in targets.values():
@@ -114,20 +178,30 @@ def run(files: int, repeats: int, ssh_host: str | None, ssh_command: str) -> Non
         rsync_argv = ["rsync", "-a", "--delete", f"--exclude-from={excl}", f"{src}/", rsync_dest]
         if prefix:
             rsync_argv[1:1] = ["-e", ssh_command]
-        t_full_engine = timed(lambda: sync(SyncRequest(src, "engine"), plugins=plugins))
-        subprocess.run(
-            [STAGEFLOW, "sync", str(src), "--env", "cli", "--json"], check=True, capture_output=True
-        )
-        t_full_rsync = timed(partial(subprocess.run, rsync_argv, check=True))
-        print(
-            f"[{variant}] first full sync: engine {t_full_engine * 1000:.0f} ms, "
-            f"rsync {t_full_rsync * 1000:.0f} ms"
-        )
+        cli_argv = [STAGEFLOW, "sync", str(src), "--env", "cli"]
 
-        samples: dict[str, list[float]] = {
-            k: [] for k in ("cli", "engine", "rsync", "noop-cli", "noop-engine", "noop-rsync")
+        def engine(use_git: bool = True, env: str = "engine") -> Any:
+            return sync(SyncRequest(src, env, use_git=use_git), plugins=plugins)
+
+        walk = partial(engine, False, "walk")
+        first = {
+            "engine": timed(engine),
+            "walk": timed(walk),
+            "cli": timed(partial(subprocess.run, cli_argv, check=True, capture_output=True)),
+            "rsync": timed(partial(subprocess.run, rsync_argv, check=True)),
         }
+        print(
+            f"[{variant}] first full sync: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in first.items())
+        )
+        # A second, no-change round lets every local manifest settle (the first sync has no git baseline).
+        engine(), walk(), subprocess.run(cli_argv, check=True, capture_output=True)
+
+        kinds = ("engine", "walk", "cli", "rsync")
+        samples: dict[str, list[float]] = {k: [] for k in kinds}
+        samples.update({f"noop-{k}": [] for k in kinds})
         sent: list[tuple[int, int]] = []
+        modes: dict[str, set[str]] = {"engine": set(), "walk": set()}
+        loads = [os.getloadavg()[0]]
 
         def change10() -> int:
             changed = 0
@@ -137,53 +211,51 @@ def run(files: int, repeats: int, ssh_host: str | None, ssh_command: str) -> Non
                 changed += len(data)
             return changed
 
+        def one(what: str, noop: bool, changed: int) -> None:
+            key = f"noop-{what}" if noop else what
+            t = time.perf_counter()
+            if what == "engine":
+                result = engine()
+                modes["engine"].add(result.accelerator)
+                if not noop:
+                    sent.append((result.bytes_sent, changed))
+            elif what == "walk":
+                modes["walk"].add(walk().accelerator)
+            elif what == "cli":
+                subprocess.run(cli_argv, check=True, capture_output=True)
+            else:
+                subprocess.run(rsync_argv, check=True)
+            samples[key].append(time.perf_counter() - t)
+
         for i in range(repeats):
             changed = change10()
-            order = ["engine", "cli", "rsync"] if i % 2 == 0 else ["rsync", "cli", "engine"]
+            order = list(kinds) if i % 2 == 0 else list(reversed(kinds))
             for what in order:
-                if what == "engine":
-                    t = time.perf_counter()
-                    result = sync(SyncRequest(src, "engine"), plugins=plugins)
-                    samples["engine"].append(time.perf_counter() - t)
-                    sent.append((result.bytes_sent, changed))
-                elif what == "cli":
-                    samples["cli"].append(
-                        timed(
-                            lambda: subprocess.run(
-                                [STAGEFLOW, "sync", str(src), "--env", "cli"], check=True, capture_output=True
-                            )
-                        )
-                    )
-                else:
-                    samples["rsync"].append(timed(partial(subprocess.run, rsync_argv, check=True)))
+                one(what, False, changed)
             for what in order:
-                if what == "engine":
-                    samples["noop-engine"].append(
-                        timed(lambda: sync(SyncRequest(src, "engine"), plugins=plugins))
-                    )
-                elif what == "cli":
-                    samples["noop-cli"].append(
-                        timed(
-                            lambda: subprocess.run(
-                                [STAGEFLOW, "sync", str(src), "--env", "cli"], check=True, capture_output=True
-                            )
-                        )
-                    )
-                else:
-                    samples["noop-rsync"].append(timed(partial(subprocess.run, rsync_argv, check=True)))
-        med = {k: statistics.median(v) * 1000 for k, v in samples.items()}
-        print(f"[{variant}] medians over {repeats} runs (10 files changed):")
-        for k in ("cli", "engine", "rsync"):
+                one(what, True, 0)
+            loads.append(os.getloadavg()[0])
+        med = {k: median_ms(v) for k, v in samples.items()}
+        print(
+            f"[{variant}] medians over {repeats} runs, 10 files changed (engine: accelerator "
+            f"{'/'.join(sorted(modes['engine']))}; walk: {'/'.join(sorted(modes['walk']))}); "
+            f"1-min load average during the run {min(loads):.1f}..{max(loads):.1f}:"
+        )
+        for k in kinds:
             print(f"    {k:<7} {med[k]:8.1f} ms   rsync/{k} = {med['rsync'] / med[k]:.2f}x")
         print(f"[{variant}] medians, no change:")
-        for k in ("noop-cli", "noop-engine", "noop-rsync"):
-            print(f"    {k:<12} {med[k]:8.1f} ms   noop-rsync/{k} = {med['noop-rsync'] / med[k]:.2f}x")
+        for k in kinds:
+            n = f"noop-{k}"
+            print(f"    {n:<12} {med[n]:8.1f} ms   noop-rsync/{n} = {med['noop-rsync'] / med[n]:.2f}x")
         ratio = statistics.median(s / c for s, c in sent)
         print(f"[{variant}] bytes sent / changed bytes (engine, median): {ratio:.3f}")
         ref = tree_digest(rsync_dest.rstrip("/"), ssh_command)
         for name, spec in targets.items():
             same = tree_digest(spec, ssh_command) == ref
             print(f"[{variant}] {name} target tree identical to rsync's: {same}")
+
+    for variant, prefix in variants.items():
+        bench_variant(variant, prefix)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -195,9 +267,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--ssh", metavar="HOST", help="also benchmark HOST:/path over ssh")
     parser.add_argument("--ssh-command", default="ssh", help="ssh command line (default: ssh)")
+    parser.add_argument("--sshd", action="store_true", help="start a private sshd and bench over ssh")
     args = parser.parse_args()
-    for files in args.files or [20000]:
-        run(files, args.repeats, args.ssh, args.ssh_command)
+    sshd = None
+    if args.sshd:
+        sshd, args.ssh, args.ssh_command = start_sshd(Path(tempfile.mkdtemp(prefix="sync-bench-sshd-")))
+    try:
+        for files in args.files or [20000]:
+            run(files, args.repeats, args.ssh, args.ssh_command)
+    finally:
+        if sshd is not None:
+            sshd.terminate()
+            sshd.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ class DeploySyncParams(BaseModel):
     target: str | None = Field(default=None, description="Override the profile's target")
     config: str | None = Field(default=None, description="Project file (default: SOURCE/stageflow.toml)")
     dry_run: bool = False
+    use_git: bool = Field(default=True, description="Ask git what changed (False: walk the whole tree)")
     notifier: str = "log"
     notifier_options: dict[str, Any] = Field(default_factory=dict)
 
@@ -40,6 +41,7 @@ def prepare_task(params: DeploySyncParams) -> engine.Prepared:
         target=params.target,
         config_path=Path(params.config) if params.config else None,
         dry_run=params.dry_run,
+        use_git=params.use_git,
     )
     return engine.prepare(request, log=get_run_logger().info)
 

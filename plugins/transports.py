@@ -112,6 +112,8 @@ class RsyncTransportConfig(BaseModel):
     ssh: str | None = None
     extra_args: list[str] = Field(default_factory=list)
     timeout: float | None = None
+    #: Compress on the wire (rsync -z). Default: on for host:/path targets, off for local ones.
+    compress: bool | None = None
 
 
 _SENT = re.compile(r"Total bytes sent:\s*([\d,.]+)")
@@ -122,6 +124,13 @@ class RsyncTransport:
 
     def __init__(self, config: RsyncTransportConfig):
         self.config = config
+
+    def _compress(self, dest: str) -> bool:
+        if self.config.compress is not None:
+            return self.config.compress
+        from stageflow.sync.target import is_remote
+
+        return is_remote(dest)
 
     def send(self, source: Path, dest: str, changes: Any) -> TransferStats:
         if shutil.which(self.config.rsync) is None:
@@ -142,6 +151,7 @@ class RsyncTransport:
             "--stats",
             "--out-format=%n",
             *(["-e", self.config.ssh] if self.config.ssh else []),
+            *(["--compress"] if self._compress(dest) else []),
             *self.config.extra_args,
             str(source).rstrip("/") + "/",
             dest.rstrip("/") + "/",

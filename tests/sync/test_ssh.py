@@ -135,3 +135,35 @@ def test_releases_and_rollback_over_real_ssh(cli, project, sshd) -> None:
     assert code == 0, err
     assert os.readlink(project.target / "current") == first
     assert (project.target / "current/packages/lib/lib.js").read_text() == "lib\n"
+
+
+def test_git_accelerator_over_real_ssh_journal_and_no_change(cli, project, sshd, snapshot) -> None:
+    """The accelerator over ssh: a 1-file change appends one journal line (the base manifest is not
+    re-sent) and a no-change sync writes nothing on the target."""
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    remote = f"{sshd.user}@127.0.0.1:{project.target}"
+    project.env(ssh_command=f'"{sshd.ssh_command}"', target=remote, exclude='["node_modules/", "*.log"]')
+    project.write(".gitignore", "node_modules/\n*.log\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@x"
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "first"]):
+        subprocess.run(["git", "-C", str(project.source), *args], check=True, env=env, capture_output=True)
+    assert cli("target", "init", remote, "--role", "apiserver", "--ssh-command", sshd.ssh_command)[0] == 0
+    code, out, err = cli("sync", project.source, "--env", "api", "--json")
+    assert code == 0 and json.loads(out)["accelerator"] == "walk", err
+    base = (project.target / ".stageflow/manifest.json").read_bytes()
+    project.write("packages/lib/lib.js", "v2\n")
+    code, out, err = cli("sync", project.source, "--env", "api", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["accelerator"] == "git", err
+    assert doc["changes"]["modified"] == ["packages/lib/lib.js"]
+    assert (project.target / ".stageflow/manifest.json").read_bytes() == base
+    assert len((project.target / ".stageflow/manifest.journal").read_text().splitlines()) == 1
+    before = snapshot(project.target, skip_state=False)
+    accepted = sshd.accepted()
+    code, out, err = cli("sync", project.source, "--env", "api", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["accelerator"] == "git" and doc["changes"]["modified"] == []
+    assert sshd.accepted() - accepted == 1  # the safety net still ran over ssh
+    assert snapshot(project.target, skip_state=False) == before

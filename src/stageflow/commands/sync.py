@@ -88,11 +88,21 @@ def sync_cmd(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     prefect: Annotated[bool, typer.Option("--prefect", help="Run as the deploy_sync Prefect flow.")] = False,
+    no_git: Annotated[
+        bool, typer.Option("--no-git", help="Walk the whole tree instead of asking git what changed.")
+    ] = False,
 ) -> None:
     """Ship what changed in SOURCE to the environment's target, behind the role safety net."""
     from stageflow.sync.engine import DeployFailed, SyncRequest, sync
 
-    request = SyncRequest(source=source, environment=env, target=target, config_path=config, dry_run=dry_run)
+    request = SyncRequest(
+        source=source,
+        environment=env,
+        target=target,
+        config_path=config,
+        dry_run=dry_run,
+        use_git=not no_git,
+    )
     if prefect:
         from stageflow.flows.deploy_sync import DeploySyncParams, deploy_sync
 
@@ -103,6 +113,7 @@ def sync_cmd(
                 target=target,
                 config=str(config) if config else None,
                 dry_run=dry_run,
+                use_git=not no_git,
             )
         )
         if as_json:

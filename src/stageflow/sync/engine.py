@@ -16,6 +16,7 @@ import logging
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -25,25 +26,31 @@ from typing import Any
 
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import BadInput, ConfigError, JobFailed, PluginError
-from stageflow.sync import releases
+from stageflow.sync import gitscan, releases
 from stageflow.sync.hooks import DeployContext, HookOutcome, PlannedHook, run_hooks
+from stageflow.sync.localstate import LocalState
 from stageflow.sync.manifest import (
     ChangeSet,
     Manifest,
     ScanResult,
+    apply_delta,
+    delta_line,
     diff,
     manifest_from_json,
     manifest_id_of_json,
     manifest_to_json,
+    replay,
     scan,
+    scan_paths,
 )
 from stageflow.sync.profile import EnvironmentProfile, SyncConfig
 from stageflow.sync.rules import SelectionRules
-from stageflow.sync.safety import RoleFound, check_pm2_configs, check_role
-from stageflow.sync.target import LocalTarget, SshTarget, open_target
+from stageflow.sync.safety import ENV_VARS, ROLE_FILES, RoleFound, check_pm2_configs, check_role
+from stageflow.sync.target import Held, LocalTarget, Snapshot, SshTarget, open_target
 
 logger = logging.getLogger("stageflow.sync")
-STORE_TABLE = "sync_manifests"
+#: The in-place manifest journal is compacted once it exceeds max(this, a quarter of the base manifest).
+JOURNAL_MIN_COMPACT = 1 << 20
 
 
 class DeployFailed(JobFailed):
@@ -61,6 +68,7 @@ class SyncRequest:
     target: str | None = None
     config_path: Path | None = None
     dry_run: bool = False
+    use_git: bool = True  # False (--no-git): always walk the whole tree
 
 
 @dataclass
@@ -81,6 +89,8 @@ class SyncResult:
     skipped_links: list[str] = field(default_factory=list)
     rolled_back_to: str | None = None
     error: str | None = None
+    accelerator: str = "walk"  # "git": only paths git (or the last sync) names were examined
+    accelerator_reason: str | None = None  # why the whole tree was walked
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +110,8 @@ class SyncResult:
             "skipped_links": self.skipped_links,
             "rolled_back_to": self.rolled_back_to,
             "error": self.error,
+            "accelerator": self.accelerator,
+            "accelerator_reason": self.accelerator_reason,
         }
 
 
@@ -119,6 +131,10 @@ class Prepared:
     hooks: list[PlannedHook]
     started: float
     log: Callable[[str], None]
+    #: Read-only answers taken with the safety net (one ssh round trip): pending/state, ``current``.
+    snapshot: Snapshot | None = None
+    #: ``git status``, started before the safety net so the two overlap (None: --no-git).
+    git: gitscan.StatusRun | None = None
 
 
 # ------------------------------------------------------------------------------------------ prepare
@@ -136,6 +152,22 @@ def load_profile(request: SyncRequest) -> tuple[Path, SyncConfig, EnvironmentPro
     return source, cfg.sync, profile, Path(path)
 
 
+def _sync_plugins() -> Any:
+    """A plugin manager with the backends a sync can use: stageflow's own ``transports`` and
+    ``deploy_hooks`` plugins and every third-party plugin (which may add either). Skipping the other
+    built-in families (video, build, ...) saves importing them on every ``stageflow sync``."""
+    import importlib.metadata as md
+
+    from stageflow.plugin_manager import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, load_plugins
+
+    def wanted(ep: md.EntryPoint) -> bool:
+        dist = getattr(ep, "dist", None)
+        builtin = dist is not None and dist.metadata["Name"] == BUILTIN_DISTRIBUTION
+        return not builtin or ep.name in ("transports", "deploy_hooks")
+
+    return load_plugins(entry_points=[ep for ep in md.entry_points(group=ENTRY_POINT_GROUP) if wanted(ep)])
+
+
 def _build_hooks(plugins: Any, profile: EnvironmentProfile, env: str, where: Path) -> list[PlannedHook]:
     planned = []
     for i, spec in enumerate(profile.hooks):
@@ -150,11 +182,9 @@ def _build_hooks(plugins: Any, profile: EnvironmentProfile, env: str, where: Pat
 def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None] | None = None) -> Prepared:
     """Validate everything and run the safety net. Reads the target; writes nothing."""
     started = time.perf_counter()
-    if plugins is None:
-        from stageflow.plugin_manager import get_plugin_manager
-
-        plugins = get_plugin_manager()
     source, config, profile, where = load_profile(request)
+    if plugins is None:
+        plugins = _sync_plugins()
     spec = request.target or profile.target
     if not spec:
         raise BadInput(
@@ -172,9 +202,15 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
         transport = plugins.build("transports", transport_name, options)
     except PluginError as exc:
         raise ConfigError(f"{where}: sync.environments.{request.environment}.transport: {exc}") from None
+    git = gitscan.StatusRun(source) if request.use_git else None
     try:
-        role = check_role(target, profile.role)
+        links = [releases.CURRENT] if profile.mode == "releases" else []
+        files = [*ROLE_FILES, releases.PENDING_FILE, releases.STATE_FILE]
+        snapshot = target.snapshot(files, list(ENV_VARS), links)
+        role = check_role(target, profile.role, snapshot)
     except BaseException:
+        if git is not None:
+            git.cancel()
         target.close()
         raise
     return Prepared(
@@ -190,6 +226,8 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
         hooks,
         started,
         log or logger.info,
+        snapshot,
+        git,
     )
 
 
@@ -198,54 +236,34 @@ def _store_key(target: LocalTarget | SshTarget) -> str:
     return target.transport_dest("")
 
 
-def _cached_manifest(key: str, wanted: str) -> Manifest | None:
-    from stageflow.store import open_store
-
-    store = open_store()
-    try:
-        for rec in store.records(STORE_TABLE):
-            if rec.get("target") == key and rec.get("manifest_id") == wanted:
-                return manifest_from_json(rec["manifest"])[0]
-    finally:
-        store.close()
-    return None
-
-
-def _remember_manifest(key: str, text: str, mid: str, **meta: Any) -> None:
-    from stageflow.store import open_store
-
-    store = open_store()
-    try:
-        store.upsert_records(
-            STORE_TABLE,
-            [{"target": key, "manifest_id": mid, "manifest": text, **meta}],
-            key="target",
-        )
-    finally:
-        store.close()
-
-
-def _baseline(prep: Prepared, release: str | None, state: dict[str, Any]) -> tuple[Manifest, str | None]:
-    """The manifest of what the target holds now: local store copy if its id matches the target's
-    state, else the target's own copy; empty (send everything) when unknown."""
+def _baseline(
+    prep: Prepared, release: str | None, state: dict[str, Any], local: LocalState | None
+) -> tuple[str | None, bool, Manifest | None]:
+    """What the target holds now: (its manifest id, whether the local copy is that manifest, the
+    manifest read from the target when it is not). (None, False, {}) when unknown: send everything."""
     wanted = state.get("manifest_id")
-    if not isinstance(wanted, str):
-        return {}, None
-    if prep.profile.mode == "releases" and state.get("release") != release:
-        wanted = None  # current was moved (rollback by hand): trust the release's own manifest
-    key = _store_key(prep.target)
-    if wanted:
-        cached = _cached_manifest(key, wanted)
-        if cached is not None:
-            return cached, wanted
-    text = prep.target.read_text(releases.manifest_path(release))
-    if not text:
-        return {}, None
-    try:
-        manifest = manifest_from_json(text)[0]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return {}, None
-    return manifest, manifest_id_of_json(text)
+    if not isinstance(wanted, str) or not wanted:
+        return None, False, {}
+    releases_mode = prep.profile.mode == "releases"
+    if releases_mode and state.get("release") != release:
+        wanted = None  # current was moved by hand: trust the release's own manifest
+    elif local is not None and local.meta.get("manifest_id") == wanted:
+        if not releases_mode or local.meta.get("release") == release:
+            return wanted, True, None
+    if releases_mode:
+        text = prep.target.read_text(releases.manifest_path(release))
+        if not text:
+            return None, False, {}
+        try:
+            manifest = manifest_from_json(text)[0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None, False, {}
+        mid = manifest_id_of_json(text)
+        return mid, local is not None and local.meta.get("manifest_id") == mid, manifest
+    assert wanted is not None
+    texts = prep.target.read_many([releases.MANIFEST_FILE, releases.JOURNAL_FILE])
+    found = replay(texts[releases.MANIFEST_FILE], texts[releases.JOURNAL_FILE], wanted)
+    return (wanted, False, found) if found is not None else (None, False, {})
 
 
 def _git_short_sha(source: Path) -> str:
@@ -294,11 +312,33 @@ def _prune_empty_dirs(target: LocalTarget | SshTarget, base: str, deleted: list[
         target.run(f"rmdir -p --ignore-fail-on-non-empty -- {quoted} 2>/dev/null; true", cwd_rel=base)
 
 
-# ------------------------------------------------------------------------------------------ execute
-def _new_result(prep: Prepared, scanned: ScanResult, changes: ChangeSet, release: str | None) -> SyncResult:
-    warnings = [
-        f"include pattern '{p}' selects nothing" for p in prep.rules.unmatched_includes(list(scanned.files))
-    ]
+# ------------------------------------------------------------------------------------------ plan
+@dataclass
+class Plan:
+    """A planned sync: the result so far, and the manifest delta from what the target holds."""
+
+    result: SyncResult
+    pending: dict[str, Any]
+    state: dict[str, Any]
+    sets: Manifest  # entries new or different from the target's manifest
+    deleted: list[str]  # entries the target's manifest has and the new one has not
+    base_id: str | None  # id of the target's manifest (None: unknown, everything is sent)
+    full: Manifest | None  # the whole new manifest, when a walk built it
+    local: LocalState | None
+    local_ok: bool  # the local copy is the target's manifest
+    meta: dict[str, Any]  # accelerator bookkeeping saved with the local copy
+
+    def new_manifest(self) -> Manifest:
+        if self.full is not None:
+            return self.full
+        assert self.local is not None
+        return apply_delta(self.local.all(), self.sets, self.deleted)
+
+
+def _new_result(
+    prep: Prepared, scanned: ScanResult, changes: ChangeSet, release: str | None, unmatched: list[str]
+) -> SyncResult:
+    warnings = [f"include pattern '{p}' selects nothing" for p in unmatched]
     warnings += [f"symlink {p} points outside the source: skipped" for p in scanned.skipped_links]
     return SyncResult(
         environment=prep.request.environment,
@@ -315,36 +355,182 @@ def _new_result(prep: Prepared, scanned: ScanResult, changes: ChangeSet, release
     )
 
 
-def plan(prep: Prepared) -> tuple[SyncResult, Manifest, dict[str, Any]]:
-    """Scan and diff against the target's baseline (no writes). Returns result, new manifest, pending."""
-    texts = prep.target.read_many([releases.PENDING_FILE, releases.STATE_FILE])
+def _git_view(prep: Prepared) -> tuple[gitscan.GitView | None, str | None]:
+    if not prep.request.use_git:
+        return None, "--no-git"
+    if prep.git is None:
+        prep.git = gitscan.StatusRun(prep.source)
+    try:
+        return prep.git.result(), None
+    except gitscan.GitUnavailable as exc:
+        return None, str(exc)
+
+
+def _why_not_git(
+    prep: Prepared, view: gitscan.GitView | None, local: LocalState | None, local_ok: bool
+) -> str | None:
+    """None when the accelerator may be used, else the reason to walk."""
+    if view is None:
+        return "git unavailable"
+    if local is None or not local_ok:
+        return "no local manifest matching the target's (first sync from here, or the target changed)"
+    meta = local.meta
+    if not meta.get("commit"):
+        return "the last sync recorded no git commit"
+    if meta.get("source") != str(prep.source):
+        return "the last sync came from another source directory"
+    if meta.get("rules") != prep.rules.digest:
+        return "the include/exclude/protect rules changed since the last sync"
+    return None
+
+
+def _outermost(dirs: set[str]) -> set[str]:
+    ordered = sorted(dirs, key=len)
+    kept: list[str] = []
+    for d in ordered:
+        if not any(d.startswith(k + "/") for k in kept):
+            kept.append(d)
+    return set(kept)
+
+
+def _under(path: str, roots: set[str]) -> bool:
+    return any(path.startswith(r + "/") for r in roots)
+
+
+def _merge(into: ScanResult, other: ScanResult) -> None:
+    into.files.update(other.files)
+    into.files_scanned += other.files_scanned
+    into.excluded += other.excluded
+    into.hashed += other.hashed
+    into.skipped_links = sorted(set(into.skipped_links) | set(other.skipped_links))
+
+
+def _git_scan(
+    prep: Prepared, view: gitscan.GitView, local: LocalState, pending_paths: set[str]
+) -> tuple[ScanResult, Manifest, set[str], set[str]]:
+    """The accelerator: stat/hash only the paths git (or the last sync) names, and walk only the
+    directories git reports whole. Returns (scan of those, their old entries, roots, candidates)."""
+    rules, meta = prep.rules, local.meta
+    between = gitscan.changed_between(prep.source, str(meta["commit"]), view.head)
+    roots = _outermost({d for d in view.dirs if not rules.skip_tree(d)} | set(meta.get("walk_roots", [])))
+    candidates = view.changed | view.ignored | between | set(meta.get("dirty", [])) | pending_paths
+    candidates = {c for c in candidates if not _under(c, roots) and c not in roots}
+    previous = local.get(candidates)
+    for root in roots:
+        previous.update(local.under(root))
+    scanned = scan_paths(prep.source, rules, candidates, previous)
+    for root in sorted(roots):
+        _merge(scanned, scan(prep.source, rules, previous, under=root))
+    return scanned, previous, roots, candidates
+
+
+def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: str | None = None) -> Plan:
+    """Scan and diff against the target's baseline (no writes to the target). ``texts`` (pending and
+    state) and ``release`` (releases mode) as read under the lock; default: the prepare snapshot."""
+    if texts is None:
+        snap = prep.snapshot
+        if snap is None:
+            texts = prep.target.read_many([releases.PENDING_FILE, releases.STATE_FILE])
+        else:
+            texts = snap.read_many([releases.PENDING_FILE, releases.STATE_FILE])
+        if prep.profile.mode == "releases":
+            link = (
+                snap.readlink(releases.CURRENT)
+                if snap is not None
+                else prep.target.readlink(releases.CURRENT)
+            )
+            release = link.rstrip("/").rsplit("/", 1)[-1] if link else None
     pending_text = texts[releases.PENDING_FILE]
     pending: dict[str, Any] = {}
     with contextlib.suppress(json.JSONDecodeError, TypeError):
         pending = json.loads(pending_text) if pending_text else {}
-    release = releases.current_release(prep.target) if prep.profile.mode == "releases" else None
-    previous, _ = _baseline(prep, release, releases.parse_state(texts[releases.STATE_FILE]))
+    state = releases.parse_state(texts[releases.STATE_FILE])
+    local = LocalState.open(_store_key(prep.target), read_only=prep.request.dry_run)
+    base_id, local_ok, from_target = _baseline(prep, release, state, local)
     dirty = set(pending.get("paths", [])) if pending.get("mode") == "in-place" else set()
-    scanned = scan(prep.source, prep.rules, previous)
-    changes = diff(previous, scanned.files, dirty)
+    view, reason = _git_view(prep)  # before any stat: a file changed after this is seen next time
+    reason = reason or _why_not_git(prep, view, local, local_ok)
+    meta: dict[str, Any] = {"source": str(prep.source), "rules": prep.rules.digest}
+    rules = prep.rules
+    full: Manifest | None = None
+    if reason is None and view is not None and local is not None:
+        try:
+            scanned, previous, roots, candidates = _git_scan(prep, view, local, dirty)
+        except gitscan.GitUnavailable as exc:
+            reason = str(exc)
+    if reason is None and view is not None and local is not None:
+        old = local.meta
+        kept_links = [p for p in old.get("skipped_links", []) if p not in candidates and not _under(p, roots)]
+        scanned.skipped_links = sorted(set(kept_links) | set(scanned.skipped_links))
+        changes = diff(previous, scanned.files, dirty)
+        sets = {p: e for p, e in scanned.files.items() if previous.get(p) != e}
+        deleted = [p for p in previous if p not in scanned.files]
+        unmatched = old.get("unmatched")
+        if rules.include_patterns and (deleted or not isinstance(unmatched, list)):
+            unmatched = rules.unmatched_includes(list(apply_delta(local.all(), sets, deleted)))
+        elif rules.include_patterns:
+            still = set(rules.unmatched_includes(list(sets)))
+            unmatched = [u for u in unmatched if u in still]
+        else:
+            unmatched = []
+    else:
+        previous = local.all() if local_ok and local is not None else (from_target or {})
+        scanned = scan(prep.source, rules, previous)
+        full = scanned.files
+        changes = diff(previous, full, dirty)
+        sets = {p: e for p, e in full.items() if previous.get(p) != e}
+        deleted = [p for p in previous if p not in full]
+        unmatched = rules.unmatched_includes(list(full))
+        roots = set()
+    if view is not None:
+        meta.update(
+            commit=view.head,
+            dirty=sorted(p for p in view.changed | view.ignored if not rules.skip_path(p)),
+            walk_roots=sorted(d for d in view.dirs if not rules.skip_tree(d)),
+        )
+    meta.update(skipped_links=scanned.skipped_links, unmatched=unmatched)
     # Paths now excluded or protected are left alone on the target (as rsync leaves excluded files).
-    changes.deleted = [p for p in changes.deleted if not prep.rules.skip_file(p)]
-    result = _new_result(prep, scanned, changes, release)
+    changes.deleted = [p for p in changes.deleted if not rules.skip_file(p)]
+    result = _new_result(prep, scanned, changes, release, unmatched)
+    result.accelerator = "walk" if reason else "git"
+    result.accelerator_reason = reason
     if prep.request.dry_run or not changes:
-        reason = "dry run" if prep.request.dry_run else "no changes"
+        why = "dry run" if prep.request.dry_run else "no changes"
         result.hooks = [
-            HookOutcome(h.name, "planned" if prep.request.dry_run else "skipped", reason) for h in prep.hooks
+            HookOutcome(h.name, "planned" if prep.request.dry_run else "skipped", why) for h in prep.hooks
         ]
-    return result, scanned.files, pending
+    return Plan(result, pending, state, sets, deleted, base_id, full, local, local_ok, meta)
 
 
+# ------------------------------------------------------------------------------------------ execute
 def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = None) -> SyncResult:
-    """Run a prepared sync. A dry run plans and returns without taking the lock or writing."""
+    """Run a prepared sync. A dry run plans and returns without taking the lock or writing.
+
+    In-place mode plans first from the prepare snapshot, without the lock: when nothing changed and
+    no sync was interrupted, it stops there (nothing to write, so no lock and no further round trip).
+    Otherwise it takes the lock, which re-reads the state; an unchanged state keeps the plan, a
+    changed one (another sync finished meanwhile) plans again. Releases mode plans under the lock."""
+    planned: Plan | None = None
+    state_files = (releases.PENDING_FILE, releases.STATE_FILE)
     try:
         if prep.request.dry_run:
-            result, _, _ = plan(prep)
+            planned = plan(prep)
+            result = planned.result
+        elif prep.profile.mode == "in-place":
+            planned = plan(prep)
+            if not planned.result.changes and not planned.pending:
+                result = _apply(prep, planned, on_changes)
+            else:
+                with prep.target.lock(prep.profile.lock_timeout, read=state_files) as held:
+                    assert prep.snapshot is not None
+                    if held.texts != prep.snapshot.read_many(list(state_files)):
+                        _close_local(planned)
+                        planned = plan(prep, held.texts)
+                    result = _apply(prep, planned, on_changes, held)
         else:
-            result = _locked_apply(prep, on_changes)
+            with prep.target.lock(prep.profile.lock_timeout, read=state_files) as held:
+                planned = plan(prep, held.texts, releases.current_release(prep.target))
+                result = _apply(prep, planned, on_changes, held)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise JobFailed(
@@ -353,30 +539,74 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
         ) from None
     finally:
         prep.target.close()
+        if prep.git is not None:
+            prep.git.cancel()
+        _close_local(planned)
     result.duration_s = time.perf_counter() - prep.started
     return result
 
 
-def _locked_apply(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None) -> SyncResult:
-    with prep.target.lock(prep.profile.lock_timeout):
-        result, manifest, pending = plan(prep)
-        if result.changes or pending:
-            if on_changes is not None:
-                on_changes(result.changes)
-            if prep.profile.mode == "releases":
-                _apply_release(prep, result, manifest, pending)
-            else:
-                _apply_in_place(prep, result, manifest, pending)
+def _close_local(planned: Plan | None) -> None:
+    if planned is not None and planned.local is not None:
+        planned.local.close()
+
+
+def _apply(
+    prep: Prepared,
+    planned: Plan,
+    on_changes: Callable[[ChangeSet], None] | None,
+    held: Held | None = None,
+) -> SyncResult:
+    result = planned.result
+    if result.changes or planned.pending:
+        assert held is not None, "writes need the target's lock"
+        if on_changes is not None:
+            on_changes(result.changes)
+        if prep.profile.mode == "releases":
+            _apply_release(prep, planned)
+        else:
+            _apply_in_place(prep, planned, held)
+    else:
+        _settle_no_change(planned, result.release)
     return result
 
 
-def _apply_in_place(prep: Prepared, result: SyncResult, manifest: Manifest, pending: dict[str, Any]) -> None:
-    target, changes = prep.target, result.changes
+def _save_local(planned: Plan, manifest_id: str, release: str | None, full: Manifest | None = None) -> None:
+    """Record the new manifest locally (after the target committed it). A failure only costs the
+    accelerator next time: the ids then differ and the next sync reads the target's manifest."""
+    if planned.local is None:
+        return
+    meta = {**planned.meta, "manifest_id": manifest_id, "release": release}
+    try:
+        if planned.local_ok and full is None:
+            planned.local.apply(planned.sets, planned.deleted, meta)
+        else:
+            planned.local.replace(full if full is not None else planned.new_manifest(), meta)
+    except sqlite3.Error as exc:
+        logger.warning("local manifest cache not updated (%s): the next sync walks the tree", exc)
+
+
+def _settle_no_change(planned: Plan, release: str | None) -> None:
+    """Nothing to send: keep the local copy's bookkeeping current (no target write)."""
+    if planned.base_id is None or planned.local is None:
+        return
+    meta = {**planned.meta, "manifest_id": planned.base_id, "release": release}
+    try:
+        if planned.local_ok:
+            if meta != planned.local.meta:
+                planned.local.set_meta(meta, expect_id=planned.base_id)
+        elif planned.full is not None:
+            planned.local.replace(planned.full, meta)
+    except sqlite3.Error as exc:
+        logger.warning("local manifest cache not updated (%s)", exc)
+
+
+def _apply_in_place(prep: Prepared, planned: Plan, held: Held) -> None:
+    target, result, pending = prep.target, planned.result, planned.pending
+    changes = result.changes
     paths = sorted(set(changes.to_send) | set(changes.deleted) | set(pending.get("paths", [])))
     stale_paths = pending.get("paths", []) if pending.get("mode") == "in-place" else []
-    target.write_text(
-        releases.PENDING_FILE, json.dumps({"mode": "in-place", "paths": paths}, ensure_ascii=False)
-    )
+    held.apply({releases.PENDING_FILE: json.dumps({"mode": "in-place", "paths": paths}, ensure_ascii=False)})
     if stale_paths:
         _cleanup_temps(target, "", stale_paths)
     stats = prep.transport.send(prep.source, target.transport_dest(""), changes)
@@ -386,12 +616,55 @@ def _apply_in_place(prep: Prepared, result: SyncResult, manifest: Manifest, pend
         target, "", prep.source, prep.request.environment, prep.profile.role, None, changes, prep.log
     )
     result.hooks = run_hooks(prep.hooks, context) if changes else []
-    _commit(prep, manifest, None)
+    _commit_in_place(prep, planned, held)
     _fail_if_hook_failed(result, rolled_back=None)
 
 
-def _apply_release(prep: Prepared, result: SyncResult, manifest: Manifest, pending: dict[str, Any]) -> None:
-    target, changes = prep.target, result.changes
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _commit_in_place(prep: Prepared, planned: Plan, held: Held) -> None:
+    """Append the delta to the target's manifest journal (a few hundred bytes for a few changes), or
+    write a compacted full manifest when there is no usable base or the journal grew past a quarter
+    of it; then the state (the new id) and the end of the pending journal, in one round trip."""
+    env = prep.request.environment
+    journal_bytes = _int(planned.state.get("journal_bytes"))
+    base_bytes = _int(planned.state.get("base_bytes"))
+    if planned.base_id is not None:
+        line, new_id = delta_line(planned.base_id, planned.sets, planned.deleted)
+        size = len(line.encode("utf-8", "surrogateescape"))
+        if journal_bytes + size <= max(JOURNAL_MIN_COMPACT, base_bytes // 4):
+            state = releases.state_text(
+                manifest_id=new_id,
+                release=None,
+                environment=env,
+                journal_bytes=journal_bytes + size,
+                base_bytes=base_bytes,
+            )
+            held.apply(
+                {releases.STATE_FILE: state},
+                remove=(releases.PENDING_FILE,),
+                append={releases.JOURNAL_FILE: line},
+            )
+            _save_local(planned, new_id, None)
+            return
+    full = planned.new_manifest()
+    text = manifest_to_json(full)
+    mid = manifest_id_of_json(text)
+    state = releases.state_text(
+        manifest_id=mid, release=None, environment=env, journal_bytes=0, base_bytes=len(text)
+    )
+    prep.target.write_many(
+        {releases.MANIFEST_FILE: text, releases.STATE_FILE: state},
+        remove=(releases.PENDING_FILE, releases.JOURNAL_FILE),
+    )
+    _save_local(planned, mid, None, full)
+
+
+def _apply_release(prep: Prepared, planned: Plan) -> None:
+    target, result, pending = prep.target, planned.result, planned.pending
+    changes = result.changes
     previous = result.release
     stale = pending.get("release")
     if isinstance(stale, str) and stale and stale != previous:
@@ -406,7 +679,8 @@ def _apply_release(prep: Prepared, result: SyncResult, manifest: Manifest, pendi
     stats = prep.transport.send(prep.source, target.transport_dest(f"{releases.RELEASES}/{new}"), changes)
     _prune_empty_dirs(target, f"{releases.RELEASES}/{new}", changes.deleted)
     result.bytes_sent = stats.bytes
-    text = manifest_to_json(manifest)
+    full = planned.new_manifest()
+    text = manifest_to_json(full)
     mid = manifest_id_of_json(text)
     target.write_text(releases.manifest_path(new), text)
     releases.switch(target, new)
@@ -436,20 +710,8 @@ def _apply_release(prep: Prepared, result: SyncResult, manifest: Manifest, pendi
         result.rolled_back_to = previous or "(none: first release removed)"
         prep.log(f"rolled back {prep.target.spec} to release {result.rolled_back_to}")
         _fail_if_hook_failed(result, rolled_back=result.rolled_back_to)
-    _remember_manifest(_store_key(target), text, mid, release=new, environment=prep.request.environment)
+    _save_local(planned, mid, new, full)
     releases.prune(target, prep.profile.keep_releases)
-
-
-def _commit(prep: Prepared, manifest: Manifest, release: str | None) -> None:
-    text = manifest_to_json(manifest)
-    mid = manifest_id_of_json(text)
-    state = releases.state_text(manifest_id=mid, release=release, environment=prep.request.environment)
-    prep.target.write_many(
-        {releases.manifest_path(release): text, releases.STATE_FILE: state}, remove=(releases.PENDING_FILE,)
-    )
-    _remember_manifest(
-        _store_key(prep.target), text, mid, release=release, environment=prep.request.environment
-    )
 
 
 def _fail_if_hook_failed(result: SyncResult, rolled_back: str | None) -> None:

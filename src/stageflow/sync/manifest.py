@@ -2,7 +2,9 @@
 
 A manifest describes what a sync shipped; the next sync diffs a fresh scan of the source against it.
 Hashes are reused when size, mtime_ns and mode are unchanged, so a no-change scan reads no file
-contents. This module reads the source tree only; it never writes to a target.
+contents. On a target, an in-place manifest is a base file plus an append-only journal of deltas,
+each line chained to the previous manifest id (so a sync that changes 10 files writes 10 entries,
+not the whole manifest). This module reads the source tree only; it never writes to a target.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -88,12 +91,85 @@ def _link_escapes(root: str, link_path: str, target: str) -> bool:
     return real != real_root and not real.startswith(real_root + os.sep)
 
 
-def scan(source: Path, rules: SelectionRules, previous: Manifest | None = None) -> ScanResult:
-    """Walk ``source`` (pruning excluded directories), returning the manifest of what would ship."""
+def _add(
+    root: str, rel: str, path: str, st: os.stat_result, prev: Mapping[str, Entry], result: ScanResult
+) -> None:
+    """Record one regular file or symlink (already known not to be excluded)."""
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(path)
+        if _link_escapes(root, path, target):
+            result.skipped_links.append(rel)
+            return
+        digest = "link:" + hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()
+        result.files[rel] = Entry(0, st.st_mtime_ns, st.st_mode, digest, target)
+        return
+    old = prev.get(rel)
+    if (
+        old is not None
+        and old.link is None
+        and old.size == st.st_size
+        and old.mtime_ns == st.st_mtime_ns
+        and old.mode == st.st_mode
+    ):
+        result.files[rel] = old
+        return
+    result.hashed += 1
+    result.files[rel] = Entry(st.st_size, st.st_mtime_ns, st.st_mode, _hash_file(path))
+
+
+def scan_paths(
+    source: Path, rules: SelectionRules, paths: Iterable[str], previous: Mapping[str, Entry]
+) -> ScanResult:
+    """Look at just ``paths`` (the git accelerator's candidates): each one that exists as a regular file
+    or symlink and that a full walk would ship is in ``files``, exactly as :func:`scan` would have it."""
+    root = os.path.abspath(source)
+    result = ScanResult(files={})
+    for rel in sorted(set(paths)):
+        if rules.skip_path(rel):
+            result.excluded += 1
+            continue
+        path = os.path.join(root, rel)
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            continue
+        if not _parents_are_dirs(root, rel):
+            continue
+        result.files_scanned += 1
+        _add(root, rel, path, st, previous, result)
+    result.skipped_links.sort()
+    return result
+
+
+def _parents_are_dirs(root: str, rel: str) -> bool:
+    """A full walk never goes through a symlinked directory: a path below one does not ship."""
+    parent = rel.rpartition("/")[0]
+    while parent:
+        if os.path.islink(os.path.join(root, parent)):
+            return False
+        parent = parent.rpartition("/")[0]
+    return True
+
+
+def scan(
+    source: Path, rules: SelectionRules, previous: Mapping[str, Entry] | None = None, under: str = ""
+) -> ScanResult:
+    """Walk ``source`` (pruning excluded directories), returning the manifest of what would ship.
+    ``under`` limits the walk to one directory (relative, no trailing slash), as a full walk sees it."""
     root = os.path.abspath(source)
     prev = previous or {}
     result = ScanResult(files={})
-    stack: list[tuple[str, str]] = [(root, "")]
+    if under:
+        start = os.path.join(root, under)
+        if rules.skip_tree(under) or os.path.islink(start) or not os.path.isdir(start):
+            return result
+        if not _parents_are_dirs(root, under):
+            return result
+        stack: list[tuple[str, str]] = [(start, under + "/")]
+    else:
+        stack = [(root, "")]
     while stack:
         directory, prefix = stack.pop()
         with os.scandir(directory) as it:
@@ -113,27 +189,7 @@ def scan(source: Path, rules: SelectionRules, previous: Manifest | None = None) 
             if rules.skip_file(rel):
                 result.excluded += 1
                 continue
-            st = de.stat(follow_symlinks=False)
-            if is_link:
-                target = os.readlink(de.path)
-                if _link_escapes(root, de.path, target):
-                    result.skipped_links.append(rel)
-                    continue
-                digest = "link:" + hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()
-                result.files[rel] = Entry(0, st.st_mtime_ns, st.st_mode, digest, target)
-                continue
-            old = prev.get(rel)
-            if (
-                old is not None
-                and old.link is None
-                and old.size == st.st_size
-                and old.mtime_ns == st.st_mtime_ns
-                and old.mode == st.st_mode
-            ):
-                result.files[rel] = old
-                continue
-            result.hashed += 1
-            result.files[rel] = Entry(st.st_size, st.st_mtime_ns, st.st_mode, _hash_file(de.path))
+            _add(root, rel, de.path, de.stat(follow_symlinks=False), prev, result)
     result.skipped_links.sort()
     return result
 
@@ -179,3 +235,61 @@ def diff(previous: Manifest, current: Manifest, dirty: set[str] | frozenset[str]
     changes.modified.sort()
     changes.deleted = sorted(set(changes.deleted))
     return changes
+
+
+# ------------------------------------------------------------------------------------------ journal
+def _delta_payload(sets: Mapping[str, Entry], deleted: Iterable[str]) -> str:
+    paths = sorted(sets)
+    return json.dumps(
+        {"set": [[p, *sets[p]] for p in paths], "del": sorted(set(deleted))},
+        separators=(",", ":"),
+    )
+
+
+def delta_line(prev_id: str, sets: Mapping[str, Entry], deleted: Iterable[str]) -> tuple[str, str]:
+    """One journal line taking the manifest ``prev_id`` to a new one; returns (line, new id). The id
+    chains: it hashes the previous id and the delta, so equal ids mean equal manifests."""
+    payload = _delta_payload(sets, deleted)
+    new_id = hashlib.sha256(f"{prev_id}\n{payload}".encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return f'{{"prev":"{prev_id}","id":"{new_id}","delta":{payload}}}\n', new_id
+
+
+def apply_delta(manifest: Manifest, sets: Mapping[str, Entry], deleted: Iterable[str]) -> Manifest:
+    for p in deleted:
+        manifest.pop(p, None)
+    manifest.update(sets)
+    return manifest
+
+
+def replay(base_text: str | None, journal_text: str | None, want_id: str) -> Manifest | None:
+    """The manifest with id ``want_id``: the base file, then the journal lines that chain from it to
+    ``want_id`` (followed backwards by id, so orphan lines of a killed sync are ignored). None when no
+    chain reaches ``want_id``: the caller then resends everything."""
+    if not base_text:
+        return None
+    try:
+        manifest = manifest_from_json(base_text)[0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    base_id = manifest_id_of_json(base_text)
+    by_id: dict[str, tuple[str, Any]] = {}
+    for line in (journal_text or "").splitlines():
+        try:
+            doc = json.loads(line)
+            by_id[str(doc["id"])] = (str(doc["prev"]), doc["delta"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn line (a sync killed while appending) or garbage: skip it
+    chain: list[Any] = []
+    current = want_id
+    while current != base_id:
+        if current not in by_id or len(chain) > len(by_id):
+            return None
+        current, delta = by_id[current]
+        chain.append(delta)
+    try:
+        for delta in reversed(chain):
+            sets = {row[0]: Entry._make(row[1:]) for row in delta["set"]}
+            apply_delta(manifest, sets, delta["del"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return manifest

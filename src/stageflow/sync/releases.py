@@ -19,6 +19,8 @@ CURRENT = "current"
 STATE_FILE = f"{STATE_DIR}/state.json"
 PENDING_FILE = f"{STATE_DIR}/pending.json"
 MANIFEST_FILE = f"{STATE_DIR}/manifest.json"
+#: In-place mode: deltas appended after MANIFEST_FILE (see stageflow.sync.manifest.replay).
+JOURNAL_FILE = f"{STATE_DIR}/manifest.journal"
 
 
 def manifest_path(release: str | None) -> str:
@@ -71,7 +73,8 @@ def prune(target: LocalTarget | SshTarget, keep: int) -> list[str]:
 
 
 def state_text(**state: object) -> str:
-    return json.dumps(state, ensure_ascii=False, indent=1)
+    """One line of JSON (so it can travel through the held lock session)."""
+    return json.dumps(state, ensure_ascii=False)
 
 
 def write_state(target: LocalTarget | SshTarget, **state: object) -> None:

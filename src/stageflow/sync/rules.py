@@ -7,6 +7,8 @@ exclude_from files it is given) and never writes anything.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +57,9 @@ class SelectionRules:
     exclude: _Matcher | None = None
     protect: _Matcher | None = None
     include: _Matcher | None = None
+    #: Digest of every rule line (exclude_from contents included): a change means "walk the tree".
+    digest: str = ""
+    _dir_cache: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_profile(cls, profile: EnvironmentProfile, source: Path) -> SelectionRules:
@@ -69,7 +74,10 @@ class SelectionRules:
                 ) from None
             except (OSError, UnicodeDecodeError) as exc:
                 raise BadInput(f"exclude_from file '{path}' cannot be read: {exc}") from None
+        lines = {"exclude": exclude_lines, "protect": list(profile.protect), "include": list(profile.include)}
+        digest = hashlib.sha256(json.dumps(lines, ensure_ascii=False).encode("utf-8", "surrogateescape"))
         return cls(
+            digest=digest.hexdigest()[:32],
             include_patterns=[p for p in profile.include if p.strip()],
             exclude=_spec(exclude_lines),
             protect=_spec(list(profile.protect)),
@@ -91,6 +99,27 @@ class SelectionRules:
         if self.protect is not None and self.protect.match_file(rel):
             return True
         return self.include is not None and not self.include.match_file(rel)
+
+    def _pruned(self, directory: str) -> bool:
+        """True when a full walk never enters ``directory``: it or one of its parents is skipped."""
+        prefix = ""
+        for part in directory.split("/"):
+            prefix = f"{prefix}/{part}" if prefix else part
+            hit = self._dir_cache.get(prefix)
+            if hit is None:
+                hit = self._dir_cache[prefix] = self.skip_dir(prefix)
+            if hit:
+                return True
+        return False
+
+    def skip_path(self, rel: str) -> bool:
+        """True when a file would not ship from a full walk (a pruned parent, or the file's rules)."""
+        parent = rel.rpartition("/")[0]
+        return (bool(parent) and self._pruned(parent)) or self.skip_file(rel)
+
+    def skip_tree(self, rel: str) -> bool:
+        """True when a full walk never enters directory ``rel``."""
+        return self._pruned(rel)
 
     def is_protected(self, rel: str) -> bool:
         return self.protect is not None and (

@@ -13,10 +13,13 @@ from pathlib import Path
 
 from stageflow.errors import BadInput, Refused
 from stageflow.sync.profile import EnvironmentProfile, SyncConfig
-from stageflow.sync.target import STATE_DIR, LocalTarget, SshTarget
+from stageflow.sync.target import STATE_DIR, LocalTarget, Snapshot, SshTarget
 
 ROLE_MARKER = f"{STATE_DIR}/role"
 ENV_VARS = ("STAGEFLOW_ROLE", "SERVER_TYPE")
+ENV_FILES = (".env", "current/.env")
+#: What read_role may read, for a one-round-trip :meth:`snapshot` of the target.
+ROLE_FILES = (ROLE_MARKER, *ENV_FILES)
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?SERVER_TYPE\s*=\s*['\"]?([^'\"\s#]+)", re.MULTILINE)
 _APP_NAME = re.compile(r"""\bname\s*:\s*['"]([^'"]+)['"]""")
 
@@ -27,7 +30,7 @@ class RoleFound:
     source: str  # where it was read: marker, env STAGEFLOW_ROLE, .env, hostname, or "nothing"
 
 
-def read_role(target: LocalTarget | SshTarget, expected: str) -> RoleFound:
+def read_role(target: LocalTarget | SshTarget | Snapshot, expected: str) -> RoleFound:
     """The role a target declares: its marker, else the original system's fallbacks."""
     marker = target.read_text(ROLE_MARKER)
     if marker is not None and marker.strip():
@@ -36,7 +39,7 @@ def read_role(target: LocalTarget | SshTarget, expected: str) -> RoleFound:
         value = target.env(name)
         if value:
             return RoleFound(value.strip(), f"environment variable {name}")
-    for env_file in (".env", "current/.env"):
+    for env_file in ENV_FILES:
         text = target.read_text(env_file)
         m = _ENV_LINE.search(text or "")
         if m:
@@ -47,14 +50,15 @@ def read_role(target: LocalTarget | SshTarget, expected: str) -> RoleFound:
     return RoleFound(None, "nothing")
 
 
-def check_role(target: LocalTarget | SshTarget, expected: str) -> RoleFound:
-    """Refuse unless the target declares ``expected``."""
+def check_role(target: LocalTarget | SshTarget, expected: str, snapshot: Snapshot | None = None) -> RoleFound:
+    """Refuse unless the target declares ``expected``. ``snapshot`` (taken with ROLE_FILES and
+    ENV_VARS) answers the reads without further round trips; it is never a cached verdict."""
     if not target.remote and not target.exists():
         raise Refused(
             f"target {target.root} does not exist, so it declares no role (expected '{expected}'): "
             f"create it with `stageflow target init {target.spec} --role {expected}`"
         )
-    found = read_role(target, expected)
+    found = read_role(snapshot if snapshot is not None else target, expected)
     if found.role is None:
         raise Refused(
             f"target {target.spec} declares no role (expected '{expected}'; no {ROLE_MARKER}, "

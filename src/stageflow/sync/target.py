@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import re
 import shlex
 import shutil
 import socket
 import subprocess
+import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from stageflow.errors import JobFailed
 
@@ -57,15 +60,94 @@ class Target:
         """Several small files at once (one round trip on a remote target)."""
         return {rel: self.read_text(rel) for rel in rels}
 
-    def write_many(self, files: dict[str, str], remove: tuple[str, ...] = ()) -> None:
-        """Write files atomically (each by rename), in order, then remove ``remove``."""
+    def write_many(
+        self, files: dict[str, str], remove: tuple[str, ...] = (), append: dict[str, str] | None = None
+    ) -> None:
+        """Append ``append`` texts (each to the end of its file), then write ``files`` atomically
+        (each by rename), in order, then remove ``remove``. One round trip on a remote target."""
+        for rel, text in (append or {}).items():
+            self.append_text(rel, text)
         for rel, text in files.items():
             self.write_text(rel, text)
         for rel in remove:
             self.remove(rel)
 
+    def append_text(self, rel: str, text: str) -> None:
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release connections."""
+
+
+class Snapshot:
+    """Read-only answers about a target gathered at one moment (one round trip over ssh): files,
+    environment variables, symlinks, hostname. Used by the safety net and the no-change path."""
+
+    def __init__(
+        self,
+        spec: str,
+        files: dict[str, str | None],
+        env: dict[str, str | None],
+        links: dict[str, str | None],
+        host: str | Callable[[], str],
+    ):
+        self.spec = spec
+        self.files, self._env, self.links, self._host = files, env, links, host
+
+    def read_text(self, rel: str) -> str | None:
+        return self.files[rel]
+
+    def read_many(self, rels: list[str]) -> dict[str, str | None]:
+        return {rel: self.files[rel] for rel in rels}
+
+    def env(self, name: str) -> str | None:
+        return self._env[name]
+
+    def hostname(self) -> str:
+        """Asked only when no marker, variable or .env line names a role (then one more trip)."""
+        if callable(self._host):
+            self._host = self._host()
+        return self._host
+
+    def readlink(self, rel: str) -> str | None:
+        return self.links[rel]
+
+
+#: Texts up to this size (one line each) go through the held lock session; larger ones use write_many.
+HELD_LINE_LIMIT = 64 * 1024
+
+
+class Held:
+    """The target's lock, held. ``texts`` are the files read once it was taken; :meth:`apply` writes
+    small one-line state files (pending journal, state, manifest journal line) through the same
+    session over ssh instead of opening another one."""
+
+    def __init__(
+        self,
+        target: LocalTarget | SshTarget,
+        texts: dict[str, str | None],
+        send: Callable[[list[tuple[str, str, str]]], None] | None = None,
+    ):
+        self.target, self.texts, self._send = target, texts, send
+
+    def apply(
+        self, files: dict[str, str], remove: tuple[str, ...] = (), append: dict[str, str] | None = None
+    ) -> None:
+        """As :meth:`Target.write_many`: appends, then atomic writes, then removals, in order."""
+        ops = [("A", rel, text) for rel, text in (append or {}).items()]
+        ops += [("W", rel, text) for rel, text in files.items()]
+        small = all(
+            len(text) <= HELD_LINE_LIMIT
+            and "\n" not in text.rstrip("\n")
+            and (op == "A") == text.endswith("\n")
+            for op, _, text in ops
+        )
+        if self._send is None or not small:
+            self.target.write_many(files, remove=remove, append=append)
+            return
+        self._send(
+            [(op, rel, text.rstrip("\n")) for op, rel, text in ops] + [("R", rel, "") for rel in remove]
+        )
 
 
 class LocalTarget(Target):
@@ -106,11 +188,26 @@ class LocalTarget(Target):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.join(rel))
 
+    def append_text(self, rel: str, text: str) -> None:
+        path = self.join(rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+
     def env(self, name: str) -> str | None:
         return os.environ.get(name)
 
     def hostname(self) -> str:
         return socket.gethostname()
+
+    def snapshot(self, files: list[str], env: list[str], links: list[str]) -> Snapshot:
+        return Snapshot(
+            self.spec,
+            {rel: self.read_text(rel) for rel in files},
+            {name: self.env(name) for name in env},
+            {rel: self.readlink(rel) for rel in links},
+            self.hostname,
+        )
 
     def run(
         self, command: str, cwd_rel: str = "", env: dict[str, str] | None = None, timeout: float | None = None
@@ -163,7 +260,8 @@ class LocalTarget(Target):
         shutil.rmtree(self.join(rel), ignore_errors=True)
 
     @contextlib.contextmanager
-    def lock(self, timeout: float) -> Iterator[None]:
+    def lock(self, timeout: float, read: tuple[str, ...] = ()) -> Iterator[Held]:
+        """Hold the target's lock; the Held it yields has the files in ``read``, read under it."""
         os.makedirs(self.join(STATE_DIR), exist_ok=True)
         fd = os.open(self.join(f"{STATE_DIR}/lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -179,7 +277,7 @@ class LocalTarget(Target):
                             "retry when it finishes, or raise lock_timeout"
                         ) from None
                     time.sleep(0.05)
-            yield
+            yield Held(self, self.read_many(list(read)))
         finally:
             os.close(fd)
 
@@ -246,45 +344,102 @@ class SshTarget(Target):
     def exists(self) -> bool:
         return self.sh(f"[ -d {self._q('')} ] || exit 44").returncode == 0
 
-    def read_many(self, rels: list[str]) -> dict[str, str | None]:
-        # Each file as "<byte count>\n<bytes>", or "-\n" when missing; parsed exactly on this side.
-        parts = [
+    def _emit_files(self, rels: list[str]) -> list[str]:
+        # Each file as "<byte count>\n<bytes>", or "-\n" when missing; parsed exactly by _parse.
+        return [
             f"if [ -f {self._q(r)} ]; then wc -c < {self._q(r)}; cat {self._q(r)}; else echo -; fi"
             for r in rels
         ]
-        argv = [*self.ssh_argv, self.host, "sh -c " + shlex.quote("; ".join(parts))]
-        proc = subprocess.run(argv, capture_output=True, timeout=300)
+
+    @staticmethod
+    def _emit_output(command: str) -> str:
+        # A command's output (trailing newlines stripped) in the same framing; "-" when it fails.
+        return (
+            f'if out=$({command} 2>/dev/null); then printf %s "$out" | wc -c; printf %s "$out"; '
+            "else echo -; fi"
+        )
+
+    def _read_script(self, script: str, count: int) -> list[str | None]:
+        argv = [*self.ssh_argv, self.host, "sh -c " + shlex.quote(script)]
+        return _parse_framed(self._run_read(argv), count)
+
+    def _run_read(self, argv: list[str]) -> bytes:
+        try:
+            proc = subprocess.run(argv, capture_output=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            raise JobFailed(f"target {self.spec} unreachable: ssh timed out after 300 s") from None
+        except FileNotFoundError:
+            raise JobFailed(f"ssh command '{self.ssh_argv[0]}' not found: install openssh-client") from None
         if proc.returncode == 255:
-            raise JobFailed(f"target {self.spec} unreachable: check the host, ssh_options and keys")
+            detail = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["ssh exited 255"])[-1]
+            raise JobFailed(f"target {self.spec} unreachable: {detail}: check the host, ssh_options and keys")
         if proc.returncode != 0:
             detail = proc.stderr.decode("utf-8", "replace").strip().splitlines() or [""]
             raise JobFailed(f"reading state on {self.spec} failed (exit {proc.returncode}): {detail[-1]}")
-        out, pos, result = proc.stdout, 0, {}
-        for rel in rels:
-            end = out.index(b"\n", pos)
-            head = out[pos:end].strip()
-            if head == b"-":
-                result[rel], pos = None, end + 1
-                continue
-            size = int(head)
-            result[rel] = out[end + 1 : end + 1 + size].decode("utf-8")
-            pos = end + 1 + size
-        return result
+        return proc.stdout
 
-    def write_many(self, files: dict[str, str], remove: tuple[str, ...] = ()) -> None:
-        # The largest file travels on stdin; the others (small: state, journal) inside the script.
-        items = list(files.items())
-        big = max(items, key=lambda kv: len(kv[1]))[0] if items else None
+    def read_many(self, rels: list[str]) -> dict[str, str | None]:
+        return dict(zip(rels, self._read_script("; ".join(self._emit_files(rels)), len(rels)), strict=True))
+
+    def snapshot(self, files: list[str], env: list[str], links: list[str]) -> Snapshot:
+        """Everything the safety net and a no-change sync read, in one ssh round trip and few remote
+        processes: environment variables through shell builtins, links through ``readlink``, then
+        every existing file in one ``tar -h`` stream (each file read once, whole, by one process)."""
+        parts = ["LC_ALL=C", "export LC_ALL"]
+        for name in env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(name)
+            parts.append(
+                f'if [ "${{{name}+x}}" = x ]; then v=${name}; printf "%s\\n" "${{#v}}"; printf %s "$v"; '
+                "else echo -; fi"
+            )
+        parts += [self._emit_output(f"readlink {self._q(rel)}") for rel in links]
+        quoted = " ".join(shlex.quote(rel) for rel in files)
+        parts.append(
+            f'cd {self._q("")} 2>/dev/null && {{ set --; for f in {quoted}; do [ -f "$f" ] && '
+            'set -- "$@" "$f"; done; [ $# -eq 0 ] || tar -chf - -- "$@" 2>/dev/null; }; true'
+        )
+        argv = [*self.ssh_argv, self.host, "sh -c " + shlex.quote("; ".join(parts))]
+        out = self._run_read(argv)
+        head, pos = _parse_framed_prefix(out, len(env) + len(links))
+        contents: dict[str, str | None] = dict.fromkeys(files)
+        if pos < len(out):
+            with tarfile.open(fileobj=io.BytesIO(out[pos:]), mode="r:") as archive:
+                for member in archive:
+                    data = archive.extractfile(member) if member.isfile() else None
+                    if data is not None and member.name in contents:
+                        contents[member.name] = data.read().decode("utf-8")
+        return Snapshot(
+            self.spec,
+            contents,
+            dict(zip(env, head[: len(env)], strict=True)),
+            dict(zip(links, head[len(env) :], strict=True)),
+            self.hostname,
+        )
+
+    def write_many(
+        self, files: dict[str, str], remove: tuple[str, ...] = (), append: dict[str, str] | None = None
+    ) -> None:
+        # The largest text travels on stdin; the others (small: state, journal) inside the script.
+        items = [(rel, text, True) for rel, text in (append or {}).items()]
+        items += [(rel, text, False) for rel, text in files.items()]
+        big = max(range(len(items)), key=lambda i: len(items[i][1])) if items else None
         steps = []
-        for rel, text in items:
+        for i, (rel, text, appending) in enumerate(items):
+            source = "cat" if i == big else f"printf %s {shlex.quote(text)}"
+            if appending:
+                steps.append(f'mkdir -p "$(dirname {self._q(rel)})" && {source} >> {self._q(rel)}')
+                continue
             tmp = shlex.quote(self.join(rel) + f".stageflow-tmp-{os.getpid()}")
-            source = "cat" if rel == big else f"printf %s {shlex.quote(text)}"
             steps.append(
                 f'mkdir -p "$(dirname {self._q(rel)})" && {source} > {tmp} && mv -f {tmp} {self._q(rel)}'
             )
         steps += [f"rm -f {self._q(rel)}" for rel in remove]
         if steps:
-            self.sh(" && ".join(steps), stdin=files[big] if big else "")
+            self.sh(" && ".join(steps), stdin=items[big][1] if big is not None else "")
+
+    def append_text(self, rel: str, text: str) -> None:
+        self.write_many({}, append={rel: text})
 
     def read_text(self, rel: str) -> str | None:
         proc = self.sh(f"if [ -f {self._q(rel)} ]; then cat {self._q(rel)}; else exit 44; fi")
@@ -341,25 +496,39 @@ class SshTarget(Target):
         if rel:
             self.sh(f"rm -rf {self._q(rel)}")
 
+    #: Runs under the remote flock after the reads: applies (op, path, line) triples sent on stdin,
+    #: answering "ok" or "err" to each, until stdin closes (which releases the lock).
+    _HELD_LOOP = (
+        'cd "$1" || exit 1; while IFS= read -r op && IFS= read -r rel && IFS= read -r text; do case "$op" in '
+        'W) printf "%s\\n" "$text" > "$rel.stageflow-tmp-held" && mv -f "$rel.stageflow-tmp-held" "$rel" '
+        "&& echo ok || echo err ;; "
+        'A) printf "%s\\n" "$text" >> "$rel" && echo ok || echo err ;; '
+        'R) rm -f "$rel" && echo ok || echo err ;; *) echo err ;; esac; done'
+    )
+
     @contextlib.contextmanager
-    def lock(self, timeout: float) -> Iterator[None]:
+    def lock(self, timeout: float, read: tuple[str, ...] = ()) -> Iterator[Held]:
+        """Hold a remote ``flock`` for as long as the block runs. The same session first sends the
+        files in ``read`` (read under the lock), then applies the small state writes of
+        :meth:`Held.apply`, so the lock, the state reads and the state writes cost one session."""
         state = self._q(STATE_DIR)
         lockfile = self._q(f"{STATE_DIR}/lock")
+        after = "; ".join(["echo locked", *self._emit_files(list(read)), self._HELD_LOOP])
         script = (
-            f"mkdir -p {state} && exec flock -w {timeout:g} {lockfile} "
-            "sh -c 'echo locked; exec cat >/dev/null'"
+            f"mkdir -p {state} && exec flock -w {timeout:g} {lockfile} sh -c {shlex.quote(after)} "
+            f"held {self._q('')}"
         )
         proc = subprocess.Popen(
             [*self.ssh_argv, self.host, "sh -c " + shlex.quote(script)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
         )
         assert proc.stdout is not None and proc.stdin is not None
-        line = proc.stdout.readline()
-        if line.strip() != "locked":
-            proc.stdin.close()
+        stdin, stdout = proc.stdin, proc.stdout
+        line = stdout.readline()
+        if line.strip() != b"locked":
+            stdin.close()
             rc = proc.wait()
             if rc == 255:
                 raise JobFailed(f"target {self.spec} unreachable: check the host, ssh_options and keys")
@@ -367,15 +536,67 @@ class SshTarget(Target):
                 f"target {self.spec} is locked by another sync (waited {timeout:g} s): "
                 "retry when it finishes, or raise lock_timeout"
             )
+
+        def send(ops: list[tuple[str, str, str]]) -> None:
+            payload = "".join(f"{op}\n{rel}\n{text}\n" for op, rel, text in ops)
+            stdin.write(payload.encode("utf-8", "surrogateescape"))
+            stdin.flush()
+            for op, rel, _ in ops:
+                answer = stdout.readline().strip()
+                if answer != b"ok":
+                    raise JobFailed(
+                        f"writing {rel} on {self.spec} failed ({op}): check the target's permissions"
+                    )
+
         try:
-            yield
+            yield Held(self, dict(zip(read, _read_framed(stdout, len(read)), strict=True)), send)
         finally:
-            proc.stdin.close()
+            stdin.close()
             proc.wait(timeout=30)
 
     def close(self) -> None:
         subprocess.run([*self.ssh_argv, "-O", "exit", self.host], capture_output=True)
         shutil.rmtree(self._control_dir, ignore_errors=True)
+
+
+def _parse_framed(out: bytes, count: int) -> list[str | None]:
+    """Parse ``count`` items framed as "<byte count>\n<bytes>" or "-\n"."""
+    return _parse_framed_prefix(out, count)[0]
+
+
+def _parse_framed_prefix(out: bytes, count: int) -> tuple[list[str | None], int]:
+    """As _parse_framed, also returning where the framed items end."""
+    pos, result = 0, []
+    for _ in range(count):
+        end = out.index(b"\n", pos)
+        head = out[pos:end].strip()
+        if head == b"-":
+            result.append(None)
+            pos = end + 1
+            continue
+        size = int(head)
+        result.append(out[end + 1 : end + 1 + size].decode("utf-8"))
+        pos = end + 1 + size
+    return result, pos
+
+
+def _read_framed(stream: IO[bytes], count: int) -> list[str | None]:
+    """The same framing, read from a stream that stays open (the lock session)."""
+    result: list[str | None] = []
+    for _ in range(count):
+        head = stream.readline().strip()
+        if head == b"-":
+            result.append(None)
+            continue
+        size = int(head)
+        data = b""
+        while len(data) < size:
+            chunk = stream.read(size - len(data))
+            if not chunk:
+                raise JobFailed("the target's lock session ended early")
+            data += chunk
+        result.append(data.decode("utf-8"))
+    return result
 
 
 def open_target(
