@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from stageflow.errors import StageflowError
-from stageflow.orchestration import publish_table
+from stageflow.orchestration import notify_failure, publish_table
 from stageflow.plugin_manager import get_plugin_manager
 from stageflow.stages import Message
 from stageflow.sync import engine
@@ -70,7 +70,7 @@ def _publish(result: engine.SyncResult) -> None:
     )
 
 
-@flow(name="deploy-sync", log_prints=True)
+@flow(name="deploy-sync", log_prints=True, on_crashed=[notify_failure])  # failures notify in the flow
 def deploy_sync(params: DeploySyncParams) -> dict[str, Any]:
     """Ship what changed in ``params.source`` to the environment's target; notify on every outcome."""
     title = f"deploy-sync {params.environment}"

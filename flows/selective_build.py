@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from stageflow.build import engine
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import JobFailed
-from stageflow.orchestration import publish_markdown, publish_table
+from stageflow.orchestration import notify_failure, publish_markdown, publish_table
 
 
 class SelectiveBuildParams(BaseModel):
@@ -101,7 +101,7 @@ def publish_task(rep: engine.BuildReport) -> dict[str, Any]:
     return doc
 
 
-@flow(name="selective-build", log_prints=True)
+@flow(name="selective-build", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def selective_build(params: SelectiveBuildParams) -> dict[str, Any]:
     """Build only what a change affects, cached and in parallel."""
     plan = plan_task(params)

@@ -19,3 +19,17 @@ def test_entrypoint_is_a_module_path_to_a_flow(deployment):
     assert entrypoint.startswith("stageflow.flows.") and ".py" not in entrypoint
     flow = load_flow_from_entrypoint(entrypoint)
     assert isinstance(flow, Flow) and flow.name == deployment["name"]
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])
+def test_every_deployed_flow_reports_failures(deployment):
+    """Failed or crashed runs notify (with a link to the run): through the failure hook, or, for
+    deploy-sync, its own failure/rollback messages; the GPU child's failures surface in its parent."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    from stageflow.orchestration import notify_failure
+
+    flow = load_flow_from_entrypoint(deployment["entrypoint"])
+    assert notify_failure in flow.on_crashed_hooks
+    if deployment["name"] not in {"deploy-sync", "video-inference"}:
+        assert notify_failure in flow.on_failure_hooks
