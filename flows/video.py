@@ -75,15 +75,9 @@ def select_new_task(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         store.close()
 
 
-# Sinks upsert by key, so a retry or a re-run with the same content writes nothing twice.
-@task(
-    name="write-sink",
-    task_run_name="write-{choice.backend}",
-    retries=2,
-    retry_delay_seconds=5,
-    cache_policy=INPUTS,
-    cache_expiration=timedelta(days=1),
-)
+# Sinks upsert by key, so a retry or a re-run writes nothing twice. No result cache here on purpose:
+# a cache keyed by the records would skip the write into a different or freshly restored store.
+@task(name="write-sink", task_run_name="write-{choice.backend}", retries=2, retry_delay_seconds=5)
 def write_sink_task(choice: BackendChoice, records: list[dict[str, Any]]) -> dict[str, int]:
     return discovery.write_sinks(get_plugin_manager(), [choice], records)
 

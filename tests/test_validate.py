@@ -62,7 +62,7 @@ def test_unknown_backends_and_bad_options_are_all_listed(tmp_path, capsys):
     assert lines[0].startswith("FAIL [notify] backend: unknown notifiers backend 'pager' (known: log")
     assert lines[1] == (
         "FAIL [discover] sinks[0]: sinks backend 'jsonl': option 'directory': Field required"
-        " (options: directory)"
+        " (options: directory, key)"
     )
     assert lines[2].startswith(
         "FAIL [[monitor.checks]] api: unknown checks backend 'ping' (known: disk, gpu, http"

@@ -36,7 +36,7 @@ def _artifacts(key: str) -> list[dict]:
 
     response = httpx.post(
         f"{PREFECT_API_URL.value()}/artifacts/filter",
-        json={"artifacts": {"key": {"any_": [key]}}, "limit": 10},
+        json={"artifacts": {"key": {"any_": [key]}}, "limit": 10, "sort": "CREATED_DESC"},
     )
     response.raise_for_status()
     return response.json()
@@ -51,7 +51,7 @@ def test_discovery_flow_end_to_end_and_dedup(tmp_path):
     assert store.count_seen("rss") == 2
     lines = (tmp_path / "videos.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["title"].startswith("요즘 매일 쓰는 립스틱")
-    [table] = _artifacts("video-discovery-new")
+    table = _artifacts("video-discovery-new")[0]  # newest first: other flow tests share the API
     assert table["type"] == "table" and "AbCdEfGhIj0" in json.dumps(table["data"])
     assert _artifacts("video-discovery-summary")[0]["data"].count("| sqlite | 2 |") == 1
 
