@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stageflow.errors import StageflowError
-from stageflow.sync.manifest import ChangeSet
-from stageflow.sync.target import LocalTarget, SshTarget
+
+if TYPE_CHECKING:  # annotations only: plugin loading must not pay for manifest/target/pathspec
+    from stageflow.sync.manifest import ChangeSet
+    from stageflow.sync.target import LocalTarget, SshTarget
 
 
 @dataclass
