@@ -11,24 +11,12 @@ from prefect import flow, task
 from stageflow.config import load_config
 from stageflow.monitor import engine
 from stageflow.orchestration import notify_failure, publish_table
-from stageflow.plugin_manager import get_plugin_manager
-from stageflow.store import open_store
 
 
 @task(name="monitor-tick", retries=0)
 def monitor_tick_task(config_path: str | None) -> dict[str, Any]:
     cfg = load_config(Path(config_path) if config_path else None)
-    plugins = get_plugin_manager()
-    notifier = plugins.build(
-        "notifiers",
-        cfg.monitor.notifier or cfg.notify.backend,
-        cfg.monitor.notifier_options if cfg.monitor.notifier else cfg.notify.options,
-    )
-    store = open_store()
-    try:
-        return engine.monitor_once(plugins, cfg.monitor, store, notifier)
-    finally:
-        store.close()
+    return engine.run_tick(cfg)
 
 
 @flow(name="monitor", on_failure=[notify_failure], on_crashed=[notify_failure])

@@ -159,19 +159,6 @@ def _tick(config: Path | None, cfg, prefect: bool) -> dict:
         from stageflow.flows.monitor import monitor
 
         return monitor(str(config) if config else None)
-    from stageflow.monitor.engine import monitor_once
-    from stageflow.plugin_manager import get_plugin_manager
-    from stageflow.store import open_store
+    from stageflow.monitor.engine import run_tick
 
-    plugins = get_plugin_manager()
-    m = cfg.monitor
-    notifier = plugins.build(
-        "notifiers",
-        m.notifier or cfg.notify.backend,
-        m.notifier_options if m.notifier else cfg.notify.options,
-    )
-    store = open_store()
-    try:
-        return monitor_once(plugins, m, store, notifier)
-    finally:
-        store.close()
+    return run_tick(cfg)

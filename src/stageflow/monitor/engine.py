@@ -172,3 +172,23 @@ def monitor_once(
         "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail} for r in results],
         "transitions": [t.__dict__ for t in transitions],
     }
+
+
+def run_tick(project: Any) -> dict[str, Any]:
+    """One tick for a loaded project config: the [monitor] notifier (else [notify]), the store, probes.
+    Shared by the CLI and the monitor flow so both choose the notifier the same way."""
+    from stageflow.plugin_manager import get_plugin_manager
+    from stageflow.store import open_store
+
+    plugins = get_plugin_manager()
+    m = project.monitor
+    notifier = plugins.build(
+        "notifiers",
+        m.notifier or project.notify.backend,
+        m.notifier_options if m.notifier else project.notify.options,
+    )
+    store = open_store()
+    try:
+        return monitor_once(plugins, m, store, notifier)
+    finally:
+        store.close()
