@@ -1,7 +1,9 @@
 """Video flows. ``video_discovery``: source -> new items only -> sinks -> seen -> notify.
 ``video_analysis``: inputs -> per video decode (CPU) -> ``video_inference`` child (GPU, in-process
 locally) -> record -> analyze (part 2: candidates, clips, store) ; then the extra sinks and one
-summary notification. A failing video is recorded with its error and the others still run.
+summary notification; optionally (``[video] review_in_ui``) the run then pauses with a review form
+for the candidates in needs_review. A failing video is recorded with its error and the others still
+run.
 
 Wiring only: the logic lives in stageflow.video (discovery, analyze, job) and
 stageflow.video.analysis.
@@ -14,6 +16,7 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import INPUTS
+from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from stageflow import settings
@@ -23,6 +26,7 @@ from stageflow.plugin_manager import get_plugin_manager
 from stageflow.stages import Message
 from stageflow.store import open_store
 from stageflow.video import discovery
+from stageflow.video.analysis.review import ReviewItem
 
 
 class DiscoveryParams(BaseModel):
@@ -148,6 +152,15 @@ class AnalysisParams(BaseModel):
     force: bool = False
     notifier: str = "log"
     notifier_options: dict[str, Any] = Field(default_factory=dict)
+    review_in_ui: bool | None = None  # None: [video] review_in_ui (default off: never blocks)
+
+
+class CandidateReview(RunInput):
+    """The pause form of the video-analysis run: one ``decisions`` row per candidate in needs_review
+    (prefilled with "keep"), the candidates themselves in the description above the form."""
+
+    reviewer: str = Field("", description="your name (recorded as prefect-ui:<name>)")
+    decisions: list[ReviewItem] = Field(default_factory=list)
 
 
 @task(name="resolve-inputs")
@@ -269,6 +282,72 @@ def write_candidates_task(choice: dict[str, Any], video_ids: list[str]) -> int:
     return analyze.write_sink(get_plugin_manager(), SinkChoice.model_validate(choice), rows)
 
 
+@task(name="review-queue")
+def review_queue_task(video_ids: list[str]) -> list[dict[str, Any]]:
+    from stageflow.video.analysis import review
+
+    store = open_store()
+    try:
+        return review.review_queue(store, video_ids)
+    finally:
+        store.close()
+
+
+@task(name="apply-review")
+def apply_review_task(decisions: list[dict[str, Any]], reviewer: str, offered: list[str]) -> dict[str, Any]:
+    """Each decision through the status machine; one that cannot be applied is reported, the rest are."""
+    from stageflow.video.analysis import review
+
+    store = open_store()
+    try:
+        return review.apply_decisions(store, decisions, actor=review.review_actor(reviewer), offered=offered)
+    finally:
+        store.close()
+
+
+def review_in_ui(video_ids: list[str], timeout_s: int, poll_s: int) -> dict[str, Any]:
+    """Pause this flow run with the review form and apply the answer. Without an answer within
+    ``timeout_s`` the candidates stay needs_review and the run goes on (back to Running: Prefect would
+    otherwise fail a run that was paused and never resumed)."""
+    from prefect.context import FlowRunContext
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    from stageflow.video.analysis import review
+
+    rows = review_queue_task(video_ids)
+    if not rows:
+        return {"status": "nothing to review", "offered": 0}
+    offered = [r["id"] for r in rows]
+    form = CandidateReview.with_initial_data(
+        description=review.review_description(rows, timeout_s=timeout_s),
+        decisions=review.review_items(rows),
+    )
+    print(f"review: {len(rows)} candidate(s) need review; waiting up to {timeout_s} s for the form")
+    try:
+        answer = pause_flow_run(
+            wait_for_input=form, timeout=timeout_s, poll_interval=poll_s, key="candidate-review"
+        )
+    except FlowPauseTimeout:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Running
+
+        message = f"review timed out after {timeout_s} s; {len(rows)} candidate(s) stay needs_review"
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(FlowRunContext.get().flow_run.id, Running(message=message), force=True)
+        print(f"review: {message}")
+        return {"status": "timed out", "offered": len(rows), "message": message}
+    decisions = [d.model_dump() for d in answer.decisions]
+    report = apply_review_task(decisions, answer.reviewer, offered)
+    for err in report["errors"]:
+        print(f"review: not applied: {err}")
+    return {
+        "status": "resumed",
+        "offered": len(rows),
+        "reviewer": review.review_actor(answer.reviewer),
+    } | report
+
+
 @flow(name="video-analysis", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def video_analysis(params: AnalysisParams) -> dict[str, Any]:
     """Resolve inputs, then per video: decode (CPU) -> ``video_inference`` child (GPU) -> record ->
@@ -319,6 +398,18 @@ def video_analysis(params: AnalysisParams) -> dict[str, Any]:
         notify_task(params.notifier, params.notifier_options, analyze.run_summary(videos, outcomes))
     except Exception as exc:
         output_errors.append(f"notifier {params.notifier}: {exc}")
+    review_report = None
+    if config.review_in_ui if params.review_in_ui is None else params.review_in_ui:
+        review_report = review_in_ui(ok_ids, config.review_timeout_s, config.review_poll_s)
+        publish_table(
+            "video-analysis-review",
+            [
+                {"id": c["id"], "from": c["from"], "to": c["to"], "error": ""}
+                for c in review_report.get("changed", [])
+            ]
+            + [{"id": "", "from": "", "to": "", "error": e} for e in review_report.get("errors", [])],
+            description=f"review in the UI: {review_report['status']}",
+        )
     publish_table(
         "video-analysis",
         [
@@ -344,6 +435,8 @@ def video_analysis(params: AnalysisParams) -> dict[str, Any]:
         description=f"{sum(len(v['candidates']) for v in videos)} candidates",
     )
     doc: dict[str, Any] = {"videos": videos}
+    if review_report is not None:
+        doc["review"] = review_report
     if output_errors:
         doc["sink_errors"] = output_errors
     return doc

@@ -43,7 +43,21 @@ class SinkChoice(BaseModel):
 
 #: Keys of [video] that only part 2 (analysis, commerce, sinks) reads: they never invalidate a stored
 #: part-1 result.
-ANALYSIS_KEYS = ("analyzer", "commerce", "sinks", "ppl_patterns", "channel", "commerce_limit")
+ANALYSIS_KEYS = (
+    "analyzer", "commerce", "sinks", "ppl_patterns", "channel", "channels", "commerce_limit",
+    "review_in_ui", "review_timeout_s", "review_poll_s",
+)  # fmt: skip
+
+
+class ChannelOptions(BaseModel):
+    """``[video.channels."<channel id>"]``: what is known about one channel; each key, when set, wins
+    over what the store computed from its feed (``subscribers`` is only known from here or the sheet)."""
+
+    model_config = ConfigDict(extra="forbid")
+    subscribers: int | None = Field(None, ge=0)
+    engagement_rate: float | None = Field(None, ge=0)
+    consistency: float | None = Field(None, ge=0, le=1)
+    authenticity: float | None = Field(None, ge=0, le=1)
 
 
 class VideoConfig(BaseModel):
@@ -62,7 +76,14 @@ class VideoConfig(BaseModel):
     commerce_limit: int = Field(10, ge=1)  # search results considered per keyword variant
     sinks: list[SinkChoice] = Field(default_factory=list)
     ppl_patterns: str | None = None  # a PPL pattern TOML file (default: the packaged one)
-    channel: dict[str, float | int] = Field(default_factory=dict)  # influencer stats for scoring
+    channel: dict[str, float | int] = Field(default_factory=dict)  # default influencer stats for scoring
+    channels: dict[str, ChannelOptions] = Field(default_factory=dict)  # per channel id, over the store's
+    # Review in the Prefect UI: after the candidates are stored, the flow run pauses with a form for the
+    # ones in needs_review (off by default, so a scheduled run never blocks); without an answer within
+    # review_timeout_s the run completes and they stay needs_review.
+    review_in_ui: bool = False
+    review_timeout_s: int = Field(3600, ge=1)
+    review_poll_s: int = Field(10, ge=1)  # how often the paused run checks for the answer
     # "" runs the inference child in-process; "video-inference/video-inference" runs that deployment
     # (the GPU pool) with run_deployment and reads its result from the shared job directory.
     inference_deployment: str = ""
@@ -82,7 +103,8 @@ class VideoConfig(BaseModel):
             if not isinstance(value, dict):
                 raise ValueError(
                     f"unknown key '{key}' (known: transcriber, detector, ocr, analyzer, commerce, "
-                    "commerce_limit, sinks, ppl_patterns, channel, language, sampling, clips, or a "
+                    "commerce_limit, sinks, ppl_patterns, channel, channels, review_in_ui, review_timeout_s, "
+                    "review_poll_s, language, sampling, clips, or a "
                     "[video.<backend>] table)"
                 )
         return self
