@@ -262,12 +262,14 @@ class SheetChannelsConfig(GSheetsConfig):
 
     max_age_days: float | None = 7.0
     skip_shorts: bool = True
+    channel_stats: bool = True  # record feed entries and the worksheet's subscribers for scoring
 
 
 class SheetChannelsSource:
     """Source ``sheet-channels``: the channels worksheet (name, url or channel_id, keywords) read as
     RSS feeds, as the original system kept its channel list; a row's comma-separated ``keywords``
-    become that channel's required keywords."""
+    become that channel's required keywords, and an optional ``subscribers`` column is kept in the
+    store for scoring (with the feed's per-video views and ratings)."""
 
     def __init__(self, config: SheetChannelsConfig, *, sleep: Callable[[float], None] = time.sleep):
         self.config = config
@@ -275,16 +277,24 @@ class SheetChannelsSource:
         self.sheet = GSheetsSink(GSheetsConfig(**fields), sleep=sleep)
 
     def discover(self) -> list[Any]:
+        from stageflow.video.channels import parse_subscribers, record_discovered
         from stageflow.video.feeds import FeedFilter, filter_items, parse_feed, read_feed_bytes
 
         items: list[Any] = []
-        for channel in self.sheet.read_channels():
+        every: list[Any] = []
+        rows = self.sheet.read_channels()
+        subscribers = parse_subscribers(rows)  # a bad cell fails here, before anything is recorded
+        for channel in rows:
             url = channel.get("url")
             if not url:
                 continue
             keywords = tuple(k.strip() for k in channel.get("keywords", "").split(",") if k.strip())
             rule = FeedFilter(self.config.max_age_days, self.config.skip_shorts, keywords)
-            items.extend(filter_items(parse_feed(read_feed_bytes(url), "rss"), rule))
+            parsed = parse_feed(read_feed_bytes(url), "rss")
+            every.extend(parsed)
+            items.extend(filter_items(parsed, rule))
+        if self.config.channel_stats:
+            record_discovered(every, subscribers=subscribers)
         return items
 
 

@@ -24,6 +24,9 @@ class RssSourceConfig(BaseModel):
     timeout_s: float = 20.0
     retries: int = 2
     backoff_s: float = 1.0
+    # every entry of a YouTube feed (filtered out or not) is recorded per channel in the store for
+    # scoring: views, ratings, upload times (stageflow.video.channels)
+    channel_stats: bool = True
 
 
 class RssSource:
@@ -35,9 +38,16 @@ class RssSource:
 
         rule = FeedFilter(self.config.max_age_days, self.config.skip_shorts, tuple(self.config.keywords))
         items: list[MediaItem] = []
+        every: list[MediaItem] = []
         for feed in self.config.feeds:
             data = read_feed_bytes(feed, self.config.timeout_s, self.config.retries, self.config.backoff_s)
-            items.extend(filter_items(parse_feed(data, "rss"), rule))
+            parsed = parse_feed(data, "rss")
+            every.extend(parsed)
+            items.extend(filter_items(parsed, rule))
+        if self.config.channel_stats:
+            from stageflow.video.channels import record_discovered
+
+            record_discovered(every)
         return items
 
 

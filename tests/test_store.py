@@ -117,3 +117,24 @@ def test_home_not_writable(tmp_path, monkeypatch):
     assert str(err.value).startswith(f"STAGEFLOW_HOME={blocker / 'home'} is not writable")
     assert "set STAGEFLOW_HOME to a writable directory" in str(err.value)
     assert err.value.exit_code == 2
+
+
+def test_migration_4_adds_channel_tables_to_a_version_3_store_keeping_its_rows():
+    from stageflow.store import MIGRATIONS
+
+    store = open_store(migrate=False)
+    for version, sql in MIGRATIONS[:3]:  # a store as stageflow with schema 3 left it
+        with store.transaction():
+            for statement in (s.strip() for s in sql.split(";")):
+                if statement:
+                    store.conn.execute(statement)
+            store.conn.execute(f"PRAGMA user_version = {version}")
+    store.upsert_video("v1", title="kept", data={})
+    assert store.migrate() == [4]
+    assert store.videos() == [{"video_id": "v1", "title": "kept", "source": ""}]
+    cols = {r[1] for r in store.conn.execute("PRAGMA table_info(channel_videos)")}
+    assert cols == {"channel_id", "video_id", "published", "views", "ratings", "seen_at"}
+    assert {r[1] for r in store.conn.execute("PRAGMA table_info(channels)")} == {
+        "channel_id", "title", "subscribers", "updated_at",
+    }  # fmt: skip
+    store.close()

@@ -126,6 +126,27 @@ MIGRATIONS: list[tuple[int, str]] = [
         )
         """,
     ),
+    (
+        4,
+        """
+        CREATE TABLE channels (
+            channel_id TEXT PRIMARY KEY,
+            title TEXT NOT NULL DEFAULT '',
+            subscribers INTEGER,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE channel_videos (
+            channel_id TEXT NOT NULL REFERENCES channels (channel_id),
+            video_id TEXT NOT NULL,
+            published TEXT,
+            views INTEGER,
+            ratings INTEGER,
+            seen_at TEXT NOT NULL,
+            PRIMARY KEY (channel_id, video_id)
+        );
+        CREATE INDEX channel_videos_by_video ON channel_videos (video_id)
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -461,10 +461,12 @@ def analyze_candidates(
     outcome: dict[str, Any] = {"video_id": record["id"], "failed": [], "errors": []}
     if record.get("error"):
         return outcome
+    from stageflow.video.channels import influencer_stats
+
     clipper = make_clipper(job, video, config) if job is not None and video is not None else None
     try:
         result = run_engine(
-            VideoEvidence.from_part1(record, channel=config.channel),
+            VideoEvidence.from_part1(record, channel=influencer_stats(store, record["id"], config)),
             analyzer=analysis.analyzer,
             commerce=analysis.commerce,
             store=store,

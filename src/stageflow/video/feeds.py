@@ -95,6 +95,13 @@ def parse_feed(data: bytes, source: str = "rss") -> list[MediaItem]:
         thumbs = entry.get("media_thumbnail") or []
         stats = entry.get("media_statistics") or {}
         extra: dict[str, object] = {"views": stats.get("views")} if stats.get("views") else {}
+        # YouTube: the channel id and the number of ratings (media:starRating count) for channel stats
+        channel_id = entry.get("yt_channelid") or parsed.feed.get("yt_channelid")
+        if channel_id:
+            extra["channel_id"] = str(channel_id)
+        ratings = (entry.get("media_starrating") or {}).get("count")
+        if str(ratings or "").isdigit():
+            extra["ratings"] = int(ratings)
         media = [
             e.get("href") or e.get("url")
             for e in list(entry.get("enclosures") or []) + list(entry.get("media_content") or [])
