@@ -1,9 +1,12 @@
 """Video-analysis benchmark (not a test): on a generated 60 s 720p clip, decode+sample time against
 decoding every frame to RGB (the baseline, measured in the same run), time per stage, seconds of
 compute per minute of video with yolo11n (random weights, same compute) and a random Whisper of the
-real "small" size, frames analysed vs decoded, and peak RSS.
+real "small" size, frames analysed vs decoded, and peak RSS. Then part 2 (benchmarks/analysis_bench.py's
+``measure``): analysis and commerce time per candidate against the loopback API servers of
+tests/analysis, and API calls per video with a cold and a warm cache.
 
     .venv/bin/python benchmarks/video_bench.py [--seconds 60] [--repeats 3] [--device cpu|cuda]
+                                               [--analysis-videos 20] [--analysis-only]
 
 Prints medians and ratios, then one JSON line. Never downloads anything.
 """
@@ -38,7 +41,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--whisper-tokens", type=int, default=128, help="max new tokens per 30 s window")
+    ap.add_argument("--analysis-videos", type=int, default=20, help="videos for the part-2 figures")
+    ap.add_argument("--analysis-only", action="store_true", help="skip decode/inference (part 1)")
     args = ap.parse_args()
+    if args.analysis_only:
+        print(json.dumps({"analysis": analysis_figures(args.analysis_videos)}, ensure_ascii=False))
+        return
 
     import av
     import numpy as np
@@ -154,7 +162,20 @@ def main() -> None:
     )
     print(f"load average (1 min) at the end:       {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"peak RSS:                              {figures['peak_rss_mb']} MB")
-    print(json.dumps(figures))
+    figures["analysis"] = analysis_figures(args.analysis_videos)
+    print(json.dumps(figures, ensure_ascii=False))
+
+
+def analysis_figures(videos: int) -> dict[str, object]:
+    """Part 2 against the loopback servers: analysis_bench's measurement, printed with the load."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from analysis_bench import measure, report
+
+    fig = measure(videos)
+    report(fig)
+    return fig
 
 
 if __name__ == "__main__":
