@@ -8,6 +8,9 @@ Never decides what to build and never touches the cache.
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
 from stageflow.build.model import BuildOutcome, BuildTask
@@ -20,6 +23,10 @@ class RunnerConfig(BaseModel):
     direct: bool = True
     #: Run ``pre<task>``/``post<task>`` scripts (npm and yarn 1 do; pnpm >= 7 does not by default).
     pre_post: bool | None = None
+    #: Compile plain ``tsc`` / ``tsc -p X`` commands in warm, long-lived TypeScript workers that keep
+    #: parsed lib and dependency declarations between workspaces (stageflow.build.warmtsc); outputs,
+    #: diagnostics and exit codes are tsc's. Anything else runs as usual.
+    warm_tsc: bool = True
 
 
 class ScriptRunner:
@@ -31,6 +38,8 @@ class ScriptRunner:
     def __init__(self, config: RunnerConfig):
         self.config = config
         self.pre_post = self.default_pre_post if config.pre_post is None else config.pre_post
+        self._warm: Any = None
+        self._lock = threading.Lock()
 
     def run(self, task: BuildTask) -> BuildOutcome:
         from stageflow.build import scripts
@@ -39,8 +48,26 @@ class ScriptRunner:
         if not chain:
             return BuildOutcome(0, "", 0.0)
         if self.config.direct and scripts.direct_is_safe(chain, task.root):
-            return scripts.run_chain(chain, task.workspace.path, task.env, task.tracker)
+            handler = self._handler(task.concurrency)
+            return scripts.run_chain(chain, task.workspace.path, task.env, task.tracker, handler)
         return scripts.run_via_manager([self.manager, "run", task.task], task)
+
+    def _handler(self, concurrency: int) -> Any:
+        if not self.config.warm_tsc:
+            return None
+        with self._lock:
+            if self._warm is None:
+                from stageflow.build.warmtsc import WarmTsc
+
+                self._warm = WarmTsc(concurrency)
+            return self._warm.run
+
+    def close(self) -> None:
+        """Stop the warm tsc workers (the engine calls this when a build ends)."""
+        with self._lock:
+            warm, self._warm = self._warm, None
+        if warm is not None:
+            warm.close()
 
 
 class NpmRunner(ScriptRunner):

@@ -43,6 +43,7 @@ class BuildOptions:
     fail_fast: bool = False
     dry_run: bool = False
     force: bool = False  # ignore cache hits (still store)
+    warm_tsc: bool | None = None  # False: --no-warm-tsc (sets the runner's warm_tsc option)
 
 
 @dataclass
@@ -230,8 +231,12 @@ def build_backends(plan: BuildPlan, plugins: Any = None) -> tuple[Any, Any]:
                 loaded.append(_build_plugin_manager())
             return loaded[0]
 
+    runner_opts = dict(cfg.runner_options)
+    if plan.options.warm_tsc is not None:
+        runner_opts["warm_tsc"] = plan.options.warm_tsc
+
     def runner() -> Any:
-        return manager().build("build_runners", cfg.runner or plan.graph.manager, cfg.runner_options)
+        return manager().build("build_runners", cfg.runner or plan.graph.manager, runner_opts)
 
     def cache() -> Any:
         return manager().build("build_caches", cfg.cache, cache_opts)
@@ -328,19 +333,22 @@ def execute(
         )
 
     def work(name: str) -> TaskResult:
-        return _build_one(plan, name, runner, cache, tracker)
+        return _build_one(plan, name, runner, cache, tracker, concurrency)
 
     deps = {n: plan.graph.workspaces[n].internal for n in plan.selection.run}
-    results = scheduler.schedule(
-        [n for lvl in plan.order for n in lvl],
-        deps,
-        work,
-        concurrency=concurrency,
-        fail_fast=plan.options.fail_fast,
-        tracker=tracker,
-        on_start=on_start,
-        on_done=on_done,
-    )
+    try:
+        results = scheduler.schedule(
+            [n for lvl in plan.order for n in lvl],
+            deps,
+            work,
+            concurrency=concurrency,
+            fail_fast=plan.options.fail_fast,
+            tracker=tracker,
+            on_start=on_start,
+            on_done=on_done,
+        )
+    finally:
+        _close(runner)
     for r in results.values():
         warnings.extend(f"{r.name}: {w}" for w in r.warnings)
         if r.status == "blocked":
@@ -348,7 +356,19 @@ def execute(
     return BuildReport(plan, results, time.perf_counter() - started, warnings)
 
 
-def _build_one(plan: BuildPlan, name: str, runner: Any, cache: Any, tracker: ProcessTracker) -> TaskResult:
+def _close(backend: Any) -> None:
+    """Let a runner release what it keeps between tasks (warm workers); a deferred backend that was
+    never built has nothing to release."""
+    if isinstance(backend, _Deferred):
+        backend = backend._backend
+    close = getattr(backend, "close", None) if backend is not None else None
+    if callable(close):
+        close()
+
+
+def _build_one(
+    plan: BuildPlan, name: str, runner: Any, cache: Any, tracker: ProcessTracker, concurrency: int = 1
+) -> TaskResult:
     ws = plan.graph.workspaces[name]
     key = plan.hashes[name]
     started = time.perf_counter()
@@ -376,7 +396,7 @@ def _build_one(plan: BuildPlan, name: str, runner: Any, cache: Any, tracker: Pro
     env = scripts.task_env(ws, plan.graph.root, plan.task, memory_mb=plan.memory_mb)
     for var in plan.config.env:
         env.setdefault(var, os.environ.get(var, ""))
-    outcome = runner.run(BuildTask(ws, plan.graph.root, plan.task, env, tracker))
+    outcome = runner.run(BuildTask(ws, plan.graph.root, plan.task, env, tracker, concurrency))
     result.duration_s = time.perf_counter() - started
     result.log = outcome.log
     result.exit_code = outcome.exit_code

@@ -61,7 +61,8 @@ def stamp_path(root: Path) -> Path:
 
 # ----------------------------------------------------------------------------------------- argv
 def parse(argv: Sequence[str]) -> Args | None:
-    """Arguments after ``build``; None for anything but REPO, --json, --logs, -j/--concurrency, --config."""
+    """Arguments after ``build``; None for anything but REPO, --json, --logs, -j/--concurrency, --config
+    and --no-warm-tsc."""
     repo: str | None = None
     out = Args(Path("."))
     values: dict[str, str] = {}
@@ -71,6 +72,8 @@ def parse(argv: Sequence[str]) -> Args | None:
         key, eq, inline = arg.partition("=")
         if arg == "--json":
             out.as_json = True
+        elif arg == "--no-warm-tsc":
+            pass  # chooses how builds run; an all-up-to-date run builds nothing
         elif key in ("--logs", "--concurrency", "--config") or arg in ("-j", "-c"):
             if eq:
                 value = inline

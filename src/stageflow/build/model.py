@@ -74,6 +74,8 @@ class BuildTask:
     task: str
     env: dict[str, str]
     tracker: ProcessTracker = field(default_factory=ProcessTracker)
+    #: How many tasks of this build may run at once (a runner may keep that many workers warm).
+    concurrency: int = 1
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from stageflow.build.model import BuildOutcome, BuildTask, ProcessTracker, Workspace
@@ -75,14 +75,19 @@ def task_env(
     return env
 
 
+#: Runs one command another way (the warm tsc runner): (exit code, output), or None to run it with sh.
+Handler = Callable[[str, Path, Mapping[str, str], ProcessTracker], tuple[int, str] | None]
+
+
 def run_chain(
     chain: Sequence[tuple[str, str]],
     cwd: Path,
     env: Mapping[str, str],
     tracker: ProcessTracker,
+    handler: Handler | None = None,
 ) -> BuildOutcome:
     """Run each command with ``sh -c`` in ``cwd``, stopping at the first failure; stdout and stderr are
-    captured together, in order."""
+    captured together, in order. ``handler`` may run a command itself (None: it runs with sh)."""
     started = time.perf_counter()
     code = 0
     commands: list[str] = []
@@ -93,6 +98,13 @@ def run_chain(
                 break
             commands.append(command)
             run_env = dict(env, npm_lifecycle_event=event, npm_lifecycle_script=command)
+            handled = handler(command, cwd, run_env, tracker) if handler is not None else None
+            if handled is not None:
+                code, output = handled
+                log.write(output.encode("utf-8", errors="surrogateescape"))
+                if code != 0:
+                    break
+                continue
             try:
                 proc = subprocess.Popen(
                     ["sh", "-c", command],

@@ -131,6 +131,14 @@ def build_cmd(
     prefect: Annotated[
         bool, typer.Option("--prefect", help="Run as the selective_build Prefect flow.")
     ] = False,
+    no_warm_tsc: Annotated[
+        bool,
+        typer.Option(
+            "--no-warm-tsc",
+            help="Run every tsc as its own process instead of in warm TypeScript workers "
+            "(same as runner_options = {warm_tsc = false}).",
+        ),
+    ] = False,
 ) -> None:
     """Build only what a change affects, in dependency order, in parallel, with a content-hash cache."""
     from stageflow.build import engine
@@ -151,8 +159,14 @@ def build_cmd(
         fail_fast=fail_fast,
         dry_run=dry_run,
         force=force,
+        warm_tsc=False if no_warm_tsc else None,
     )
     if prefect:
+        if no_warm_tsc:
+            raise BadInput(
+                "--no-warm-tsc does not reach the Prefect flow: set [build] runner_options = "
+                "{warm_tsc = false} in stageflow.toml instead"
+            )
         from stageflow.flows.selective_build import SelectiveBuildParams, selective_build
 
         params = SelectiveBuildParams.from_options(options, config)
