@@ -152,6 +152,27 @@ def test_malformed_toml_names_the_line(cli, project) -> None:
     assert code == 2 and "stageflow.toml:3" in one_line_error(err) and "mode" in err
 
 
+def test_bad_ssh_persist_is_bad_input(cli, project) -> None:
+    project.env(ssh_persist='"forever"')
+    init(cli, project)
+    code, _, err = cli("sync", project.source, "--env", "api")
+    line = one_line_error(err)
+    assert code == 2 and "stageflow.toml:4" in line and "ssh_persist" in line and '"10m"' in line
+    assert set(os.listdir(project.target)) == {".stageflow"}
+    from stageflow.sync.target import parse_persist
+
+    assert [parse_persist(v) for v in ("10m", "90s", "1h", 30, 0, "0", "no", "2.5m")] == [
+        600,
+        90,
+        3600,
+        30,
+        0,
+        0,
+        0,
+        150,
+    ]
+
+
 def test_unknown_hook_and_bad_hook_option_are_bad_input(cli, project) -> None:
     project.env(hooks='[{ use = "pm3" }]')
     init(cli, project)

@@ -194,6 +194,18 @@ def target_init_cmd(
     typer.echo(f"{path}: role {role}")
 
 
+@target_app.command("close")
+def target_close_cmd(
+    ssh_command: Annotated[
+        str, typer.Option("--ssh-command", help="ssh command used to stop the masters.")
+    ] = "ssh",
+) -> None:
+    """Stop the ssh master connections that syncs keep open between runs (ssh_persist)."""
+    from stageflow.sync.target import close_masters
+
+    typer.echo(f"closed {close_masters(ssh_command)} ssh master connection(s)")
+
+
 def register(app: typer.Typer) -> None:
     """Add this family's commands to the root app."""
     app.command("sync")(sync_cmd)

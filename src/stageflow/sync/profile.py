@@ -46,6 +46,9 @@ class EnvironmentProfile(BaseModel):
     transport_options: dict[str, Any] = Field(default_factory=dict)
     ssh_command: str = "ssh"
     ssh_options: list[str] = Field(default_factory=list)
+    #: How long the ssh master connection outlives a sync ("10m", "90s", "1h", seconds; 0: closed at
+    #: the end of every sync). See stageflow.sync.target.parse_persist.
+    ssh_persist: float = 600.0
     lock_timeout: float = Field(default=60.0, ge=0)
 
     @field_validator("role")
@@ -54,6 +57,13 @@ class EnvironmentProfile(BaseModel):
         if not value.strip() or any(c.isspace() for c in value):
             raise ValueError("role must be one non-empty word, e.g. 'apiserver'")
         return value
+
+    @field_validator("ssh_persist", mode="before")
+    @classmethod
+    def _persist_duration(cls, value: Any) -> float:
+        from stageflow.sync.target import parse_persist
+
+        return parse_persist(value)
 
     def exclude_files(self) -> list[str]:
         if self.exclude_from is None:

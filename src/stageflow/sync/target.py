@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import os
 import re
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +27,95 @@ from stageflow.errors import JobFailed
 
 STATE_DIR = ".stageflow"
 _REMOTE = re.compile(r"^(?P<host>(?:[^@/:\s]+@)?[^@/:\s]+):(?P<path>.*)$")
+#: Default lifetime of the ssh master after a sync (``ssh_persist``).
+DEFAULT_PERSIST = 600.0
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+#: A unix socket path holds at most 107 bytes; ssh first binds "<ControlPath>.<16 random chars>".
+_SOCKET_PATH_MAX = 107 - 17
+
+
+def parse_persist(value: object) -> float:
+    """``ssh_persist``: seconds (a number, or "90s", "10m", "1h"); 0, "0", "no" or false: off."""
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("no", "off", "false")):
+        return 0.0
+    if isinstance(value, bool):
+        return DEFAULT_PERSIST
+    if isinstance(value, int | float) and value >= 0:
+        return float(value)
+    m = _DURATION.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(
+            f'ssh_persist must be a duration like "10m", "90s", "1h" or seconds (0: off), not {value!r}'
+        )
+    return float(m.group(1)) * {"s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def control_dir(create: bool = True) -> str | None:
+    """The directory of this user's persistent ssh master sockets: ``$STAGEFLOW_HOME/ssh`` (mode 0700),
+    or ``/tmp/stageflow-ssh-<uid>-<hash of home>`` when that path is too long for a socket name. None
+    when it cannot be made private (then every sync uses its own master, closed at the end)."""
+    import hashlib
+
+    from stageflow import settings
+    from stageflow.errors import SettingsError
+
+    try:
+        home = settings.home() if create else settings.home_path()
+    except SettingsError:
+        return None
+    path = str(home / "ssh")
+    if len(path) + 1 + 9 + 40 > _SOCKET_PATH_MAX:  # "<path>/<8 hex>-<%C: 40 hex>"
+        digest = hashlib.sha256(str(home).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        path = os.path.join(tempfile.gettempdir(), f"stageflow-ssh-{os.getuid()}-{digest}")
+    if not create:
+        return path if os.path.isdir(path) else None
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            return None  # a symlink or someone else's directory: never put our sockets there
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.chmod(path, 0o700)
+    except OSError:
+        return None
+    return path
+
+
+def close_masters(ssh_command: str = "ssh") -> int:
+    """Stop every persistent ssh master stageflow left in :func:`control_dir`; returns how many."""
+    directory = control_dir(create=False)
+    if directory is None:
+        return 0
+    closed = 0
+    for name in sorted(os.listdir(directory)):
+        sock = os.path.join(directory, name)
+        if not stat.S_ISSOCK(os.lstat(sock).st_mode):
+            continue
+        argv = [*shlex.split(ssh_command), "-o", f"ControlPath={sock}", "-O", "exit", "stageflow-master"]
+        proc = subprocess.run(argv, capture_output=True, timeout=30)
+        if proc.returncode == 0:
+            closed += 1
+            deadline = time.monotonic() + 5  # the master removes its socket as it exits: wait for it
+            while os.path.exists(sock) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(sock)  # stale: its master is gone
+    if not directory.startswith(str(settings_home_path())):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)  # the /tmp fallback, when empty
+    return closed
+
+
+def settings_home_path() -> Path:
+    from stageflow import settings
+
+    return settings.home_path()
 
 
 def is_remote(spec: str) -> bool:
@@ -127,8 +215,17 @@ class Held:
         target: LocalTarget | SshTarget,
         texts: dict[str, str | None],
         send: Callable[[list[tuple[str, str, str]]], None] | None = None,
+        quiet: Callable[[str, str], None] | None = None,
     ):
-        self.target, self.texts, self._send = target, texts, send
+        self.target, self.texts, self._send, self._quiet = target, texts, send, quiet
+
+    def run_quiet(self, command: str, cwd_rel: str = "") -> None:
+        """Run a one-line shell command on the target, output discarded and failures ignored (through
+        the held session over ssh)."""
+        if self._quiet is not None and "\n" not in command:
+            self._quiet(command, cwd_rel)
+        else:
+            self.target.run(command, cwd_rel=cwd_rel)
 
     def apply(
         self, files: dict[str, str], remove: tuple[str, ...] = (), append: dict[str, str] | None = None
@@ -287,26 +384,39 @@ class SshTarget(Target):
 
     remote = True
 
-    def __init__(self, spec: str, ssh_command: str = "ssh", ssh_options: list[str] | None = None):
+    def __init__(
+        self,
+        spec: str,
+        ssh_command: str = "ssh",
+        ssh_options: list[str] | None = None,
+        persist: float = DEFAULT_PERSIST,
+    ):
         m = _REMOTE.match(spec)
         if not m:
             raise ValueError(spec)
         self.spec = spec
         self.host = m.group("host")
         self.root = m.group("path").rstrip("/") or "/"
-        self._control_dir = tempfile.mkdtemp(prefix="stageflow-ssh-")
-        self.ssh_argv = [
-            *shlex.split(ssh_command),
-            *(ssh_options or []),
-            "-o",
-            "ControlMaster=auto",
-            "-o",
-            f"ControlPath={self._control_dir}/cm-%C",
-            "-o",
-            "ControlPersist=60",
-            "-o",
-            "BatchMode=yes",
-        ]
+        base = [*shlex.split(ssh_command), *(ssh_options or [])]
+        directory = control_dir() if persist > 0 else None
+        self._temp_dir: str | None = None
+        if directory is not None:
+            # One master per ssh command line and %C (local host, remote host, port, user): another
+            # identity or option set never rides on this connection.
+            import hashlib
+
+            tag = hashlib.sha256("\0".join(base).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            self.control_path = f"{directory}/{tag}-%C"
+            lifetime = [f"ControlPersist={max(1, round(persist))}s", "ServerAliveInterval=15"]
+        else:
+            self._temp_dir = tempfile.mkdtemp(prefix="stageflow-ssh-")
+            self.control_path = f"{self._temp_dir}/cm-%C"
+            lifetime = ["ControlPersist=60"]
+        self.persistent = directory is not None
+        self.ssh_argv = [*base, "-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_path}"]
+        for option in [*lifetime, "BatchMode=yes"]:
+            self.ssh_argv += ["-o", option]
+        self._session: _Session | None = None
 
     def __repr__(self) -> str:
         return f"SshTarget({self.spec!r})"
@@ -382,40 +492,60 @@ class SshTarget(Target):
         return dict(zip(rels, self._read_script("; ".join(self._emit_files(rels)), len(rels)), strict=True))
 
     def snapshot(self, files: list[str], env: list[str], links: list[str]) -> Snapshot:
-        """Everything the safety net and a no-change sync read, in one ssh round trip and few remote
-        processes: environment variables through shell builtins, links through ``readlink``, then
-        every existing file in one ``tar -h`` stream (each file read once, whole, by one process)."""
-        parts = ["LC_ALL=C", "export LC_ALL"]
+        """Everything the safety net and a no-change sync read, in one ssh session and few remote
+        processes: environment variables through shell builtins, links through ``readlink``, each
+        file read once, whole, into a shell variable (so its length and bytes always agree). The
+        session then stays open for :meth:`lock` and the state writes (see :class:`_Session`)."""
         for name in env:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ValueError(name)
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        session, items = self._open_session(files, env, links)
+        self._session = session
+        n_env, n_links = len(env), len(links)
+        return Snapshot(
+            self.spec,
+            dict(zip(files, items[n_env + n_links :], strict=True)),
+            dict(zip(env, items[:n_env], strict=True)),
+            dict(zip(links, items[n_env : n_env + n_links], strict=True)),
+            self.hostname,
+        )
+
+    def _open_session(
+        self, files: list[str], env: list[str], links: list[str]
+    ) -> tuple[_Session, list[str | None]]:
+        parts = ["LC_ALL=C", "export LC_ALL", _EMIT_FN]
+        for name in env:
             parts.append(
                 f'if [ "${{{name}+x}}" = x ]; then v=${name}; printf "%s\\n" "${{#v}}"; printf %s "$v"; '
                 "else echo -; fi"
             )
         parts += [self._emit_output(f"readlink {self._q(rel)}") for rel in links]
-        quoted = " ".join(shlex.quote(rel) for rel in files)
-        parts.append(
-            f'cd {self._q("")} 2>/dev/null && {{ set --; for f in {quoted}; do [ -f "$f" ] && '
-            'set -- "$@" "$f"; done; [ $# -eq 0 ] || tar -chf - -- "$@" 2>/dev/null; }; true'
-        )
-        argv = [*self.ssh_argv, self.host, "sh -c " + shlex.quote("; ".join(parts))]
-        out = self._run_read(argv)
-        head, pos = _parse_framed_prefix(out, len(env) + len(links))
-        contents: dict[str, str | None] = dict.fromkeys(files)
-        if pos < len(out):
-            with tarfile.open(fileobj=io.BytesIO(out[pos:]), mode="r:") as archive:
-                for member in archive:
-                    data = archive.extractfile(member) if member.isfile() else None
-                    if data is not None and member.name in contents:
-                        contents[member.name] = data.read().decode("utf-8")
-        return Snapshot(
-            self.spec,
-            contents,
-            dict(zip(env, head[: len(env)], strict=True)),
-            dict(zip(links, head[len(env) :], strict=True)),
-            self.hostname,
-        )
+        parts.append(f"if cd {self._q('')} 2>/dev/null; then here=1; else here=; fi")
+        if files:
+            quoted = " ".join(shlex.quote(rel) for rel in files)
+            parts.append(f'for f in {quoted}; do if [ -n "$here" ]; then emit "$f"; else echo -; fi; done')
+        parts.append(_SESSION_LOOP)
+        script = "; ".join(parts)
+        count = len(env) + len(links) + len(files)
+        for attempt in (1, 2):
+            session = _Session([*self.ssh_argv, self.host, "sh -c " + shlex.quote(script)], self)
+            try:
+                return session, session.read_framed(count)
+            except _SessionEnded:
+                rc, err = session.failure()
+            if attempt == 1 and self.persistent and rc == 255 and _MUX_TROUBLE.search(err):
+                # A master that died or hung behind its socket: stop it and connect afresh, once.
+                subprocess.run([*self.ssh_argv, "-O", "exit", self.host], capture_output=True, timeout=30)
+                continue
+            break
+        if rc == 255:
+            detail = (err.strip().splitlines() or ["ssh exited 255"])[-1]
+            raise JobFailed(f"target {self.spec} unreachable: {detail}: check the host, ssh_options and keys")
+        detail = (err.strip().splitlines() or [f"exit {rc}"])[-1]
+        raise JobFailed(f"reading state on {self.spec} failed (exit {rc}): {detail}")
 
     def write_many(
         self, files: dict[str, str], remove: tuple[str, ...] = (), append: dict[str, str] | None = None
@@ -496,67 +626,173 @@ class SshTarget(Target):
         if rel:
             self.sh(f"rm -rf {self._q(rel)}")
 
-    #: Runs under the remote flock after the reads: applies (op, path, line) triples sent on stdin,
-    #: answering "ok" or "err" to each, until stdin closes (which releases the lock).
-    _HELD_LOOP = (
-        'cd "$1" || exit 1; while IFS= read -r op && IFS= read -r rel && IFS= read -r text; do case "$op" in '
-        'W) printf "%s\\n" "$text" > "$rel.stageflow-tmp-held" && mv -f "$rel.stageflow-tmp-held" "$rel" '
-        "&& echo ok || echo err ;; "
-        'A) printf "%s\\n" "$text" >> "$rel" && echo ok || echo err ;; '
-        'R) rm -f "$rel" && echo ok || echo err ;; *) echo err ;; esac; done'
-    )
-
     @contextlib.contextmanager
     def lock(self, timeout: float, read: tuple[str, ...] = ()) -> Iterator[Held]:
-        """Hold a remote ``flock`` for as long as the block runs. The same session first sends the
-        files in ``read`` (read under the lock), then applies the small state writes of
-        :meth:`Held.apply`, so the lock, the state reads and the state writes cost one session."""
-        state = self._q(STATE_DIR)
-        lockfile = self._q(f"{STATE_DIR}/lock")
-        after = "; ".join(["echo locked", *self._emit_files(list(read)), self._HELD_LOOP])
-        script = (
-            f"mkdir -p {state} && exec flock -w {timeout:g} {lockfile} sh -c {shlex.quote(after)} "
-            f"held {self._q('')}"
-        )
-        proc = subprocess.Popen(
-            [*self.ssh_argv, self.host, "sh -c " + shlex.quote(script)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdout is not None and proc.stdin is not None
-        stdin, stdout = proc.stdin, proc.stdout
-        line = stdout.readline()
-        if line.strip() != b"locked":
-            stdin.close()
-            rc = proc.wait()
+        """Hold the target's ``flock`` for as long as the block runs, taken through the session the
+        snapshot opened (or a new one): no further ssh session. The same session sends the files in
+        ``read`` (read under the lock) and applies the small state writes of :meth:`Held.apply`."""
+        if self._session is None or not self._session.alive():
+            if self._session is not None:
+                self._session.close()
+            self._session = self._open_session([], [], [])[0]
+        session = self._session
+        try:
+            session.write(f"L\n{timeout:g}\n{len(read)}\n" + "".join(f"{rel}\n" for rel in read))
+            answer = session.readline()
+        except _SessionEnded:
+            rc, err = session.failure()
+            self._session = None
             if rc == 255:
-                raise JobFailed(f"target {self.spec} unreachable: check the host, ssh_options and keys")
+                raise JobFailed(
+                    f"target {self.spec} unreachable: check the host, ssh_options and keys"
+                ) from None
+            raise JobFailed(
+                f"cannot lock {self.spec}: the ssh session ended (exit {rc}): {err.strip()[-200:]}"
+            ) from None
+        if answer == "busy":
             raise JobFailed(
                 f"target {self.spec} is locked by another sync (waited {timeout:g} s): "
                 "retry when it finishes, or raise lock_timeout"
             )
-
-        def send(ops: list[tuple[str, str, str]]) -> None:
-            payload = "".join(f"{op}\n{rel}\n{text}\n" for op, rel, text in ops)
-            stdin.write(payload.encode("utf-8", "surrogateescape"))
-            stdin.flush()
-            for op, rel, _ in ops:
-                answer = stdout.readline().strip()
-                if answer != b"ok":
-                    raise JobFailed(
-                        f"writing {rel} on {self.spec} failed ({op}): check the target's permissions"
-                    )
-
+        if answer != "locked":
+            raise JobFailed(
+                f"cannot lock {self.join(STATE_DIR + '/lock')} on {self.host}: check that the directory is "
+                "writable by the ssh user and that flock (util-linux) is installed"
+            )
+        texts = dict(zip(read, session.read_framed(len(read)), strict=True))
         try:
-            yield Held(self, dict(zip(read, _read_framed(stdout, len(read)), strict=True)), send)
-        finally:
-            stdin.close()
-            proc.wait(timeout=30)
+            yield Held(self, texts, session.ops, session.quiet)
+        except BaseException:
+            session.close()  # mid-protocol: end the session, which releases the lock
+            self._session = None
+            raise
+        session.ops([("U", "", "")])
 
     def close(self) -> None:
-        subprocess.run([*self.ssh_argv, "-O", "exit", self.host], capture_output=True)
-        shutil.rmtree(self._control_dir, ignore_errors=True)
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._temp_dir is not None:
+            subprocess.run([*self.ssh_argv, "-O", "exit", self.host], capture_output=True)
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+
+#: Frames a file as "<byte count>\n<bytes>" ("-\n" when missing), reading it once into a variable.
+_EMIT_FN = (
+    'emit() { if [ -f "$1" ]; then v=$(cat -- "$1" 2>/dev/null; echo x); v=${v%x}; '
+    'printf "%s\\n" "${#v}"; printf %s "$v"; else echo -; fi; }'
+)
+#: After the snapshot, the session reads commands on stdin until it closes: L (take the lock, then
+#: send files read under it), W/A/R (write, append, remove one small state file), X (run a command
+#: line, output discarded), U (release the lock). Each is answered by one line. Nothing here ever
+#: reads the protocol's stdin except ``read``; every command runs with stdin from /dev/null.
+_SESSION_LOOP = (
+    "while IFS= read -r op && IFS= read -r rel && IFS= read -r text; do "
+    'if [ -z "$here" ]; then echo err; continue; fi; case "$op" in '
+    'L) set --; i=0; while [ "$i" -lt "$text" ]; do IFS= read -r f || exit 1; set -- "$@" "$f"; '
+    "i=$((i+1)); done; "
+    "if mkdir -p .stageflow 2>/dev/null && true 2>/dev/null >> .stageflow/lock; then "
+    'exec 9>> .stageflow/lock; flock -w "$rel" 9 </dev/null; rc=$?; '
+    'if [ "$rc" -eq 0 ]; then echo locked; for f in "$@"; do emit "$f"; done; '
+    'elif [ "$rc" -eq 1 ]; then echo busy; else echo err; fi; else echo err; fi ;; '
+    'W) printf "%s\\n" "$text" > "$rel.stageflow-tmp-held" && mv -f "$rel.stageflow-tmp-held" "$rel" '
+    "</dev/null && echo ok || echo err ;; "
+    'A) printf "%s\\n" "$text" >> "$rel" && echo ok || echo err ;; '
+    'R) rm -f "$rel" </dev/null && echo ok || echo err ;; '
+    'X) ( cd "./$rel" && eval "$text" ) </dev/null >/dev/null 2>&1; echo ok ;; '
+    "U) exec 9>&-; echo ok ;; "
+    "*) echo err ;; esac; done"
+)
+_MUX_TROUBLE = re.compile(r"mux_client|[Cc]ontrol ?[Ss]ocket|master", re.MULTILINE)
+
+
+class _SessionEnded(Exception):
+    """The remote side of a session closed early (ssh failed, or the script died)."""
+
+
+class _Session:
+    """One ssh session kept open for a whole sync: the snapshot's reads, then the lock and the state
+    writes (see _SESSION_LOOP). Closing stdin ends it (and releases a lock it holds)."""
+
+    def __init__(self, argv: list[str], target: SshTarget):
+        self.target = target
+        self._err = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err
+            )
+        except FileNotFoundError:
+            self._err.close()
+            raise JobFailed(f"ssh command '{argv[0]}' not found: install openssh-client") from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def write(self, text: str) -> None:
+        try:
+            self.stdin.write(text.encode("utf-8", "surrogateescape"))
+            self.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise _SessionEnded from None
+
+    def readline(self) -> str:
+        line = self.stdout.readline()
+        if not line.endswith(b"\n"):
+            raise _SessionEnded
+        return line.decode("utf-8", "replace").strip()
+
+    def read_framed(self, count: int) -> list[str | None]:
+        try:
+            return _read_framed(self.stdout, count)
+        except (ValueError, JobFailed):
+            raise _SessionEnded from None
+
+    def ops(self, ops: list[tuple[str, str, str]]) -> None:
+        """Send W/A/R/X/U operations (one line each) and check every answer."""
+        self.write("".join(f"{op}\n{rel}\n{text}\n" for op, rel, text in ops))
+        for op, rel, _ in ops:
+            try:
+                answer = self.readline()
+            except _SessionEnded:
+                raise JobFailed(f"the ssh session to {self.target.spec} ended while writing {rel}") from None
+            if answer != "ok":
+                raise JobFailed(
+                    f"writing {rel} on {self.target.spec} failed ({op}): check the target's permissions"
+                )
+
+    def quiet(self, command: str, cwd_rel: str = "") -> None:
+        """Run a one-line shell command in ``cwd_rel`` (output discarded; failures ignored)."""
+        self.ops([("X", cwd_rel, command)])
+
+    def failure(self) -> tuple[int, str]:
+        """Wait for the ended session; (exit status, stderr)."""
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self._err.seek(0)
+        err = self._err.read().decode("utf-8", "replace")
+        self._err.close()
+        return rc, err
+
+    def close(self) -> None:
+        if self._err.closed:
+            return
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.stdout.close()
+        self._err.close()
 
 
 def _parse_framed(out: bytes, count: int) -> list[str | None]:
@@ -600,8 +836,11 @@ def _read_framed(stream: IO[bytes], count: int) -> list[str | None]:
 
 
 def open_target(
-    spec: str, ssh_command: str = "ssh", ssh_options: list[str] | None = None
+    spec: str,
+    ssh_command: str = "ssh",
+    ssh_options: list[str] | None = None,
+    persist: float = DEFAULT_PERSIST,
 ) -> LocalTarget | SshTarget:
     if is_remote(spec):
-        return SshTarget(spec, ssh_command, ssh_options)
+        return SshTarget(spec, ssh_command, ssh_options, persist)
     return LocalTarget(spec)
