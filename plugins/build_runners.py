@@ -21,7 +21,8 @@ class RunnerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: Run script commands directly instead of through the package manager (saves one node process).
     direct: bool = True
-    #: Run ``pre<task>``/``post<task>`` scripts (npm and yarn 1 do; pnpm >= 7 does not by default).
+    #: Run ``pre<task>``/``post<task>`` scripts (default: as the package manager does: npm, yarn 1 and
+    #: pnpm >= 8 do, pnpm 7 did not; pnpm's ``enable-pre-post-scripts`` in the root .npmrc is honoured).
     pre_post: bool | None = None
     #: Compile plain ``tsc`` / ``tsc -p X`` commands in warm, long-lived TypeScript workers that keep
     #: parsed lib and dependency declarations between workspaces (stageflow.build.warmtsc); outputs,
@@ -33,18 +34,20 @@ class ScriptRunner:
     """Runs ``task.task`` of one workspace; ``manager`` names the fallback package manager."""
 
     manager = "npm"
-    default_pre_post = True
 
     def __init__(self, config: RunnerConfig):
         self.config = config
-        self.pre_post = self.default_pre_post if config.pre_post is None else config.pre_post
+        self.pre_post = config.pre_post  # None: what the package manager itself does in that repo
         self._warm: Any = None
         self._lock = threading.Lock()
 
     def run(self, task: BuildTask) -> BuildOutcome:
         from stageflow.build import scripts
 
-        chain = scripts.command_chain(task.workspace, task.task, pre_post=self.pre_post)
+        pre_post = self.pre_post
+        if pre_post is None:
+            pre_post = scripts.manager_runs_pre_post(self.manager, task.root)
+        chain = scripts.command_chain(task.workspace, task.task, pre_post=pre_post)
         if not chain:
             return BuildOutcome(0, "", 0.0)
         if self.config.direct and scripts.direct_is_safe(chain, task.root):
@@ -76,7 +79,6 @@ class NpmRunner(ScriptRunner):
 
 class PnpmRunner(ScriptRunner):
     manager = "pnpm"
-    default_pre_post = False
 
 
 class YarnRunner(ScriptRunner):

@@ -52,12 +52,15 @@ def test_pnpm_repo_builds_directly_without_pre_scripts(tmp_path: Path, monkeypat
         data["scripts"]["prebuild"] = "mkdir -p dist && touch dist/PRE_RAN"
         manifest.write_text(json.dumps(data))
     (repo.root / "pnpm-workspace.yaml").write_text("packages:\n  - 'apps/*'\n  - 'packages/*'\n")
+    root_manifest = json.loads((repo.root / "package.json").read_text())
+    root_manifest["packageManager"] = "pnpm@7.33.0"  # pnpm 7 ran no pre/post scripts; 8 and later do
+    (repo.root / "package.json").write_text(json.dumps(root_manifest))
     (repo.root / "pnpm-lock.yaml").write_text("lockfileVersion: '9.0'\n")
     monkeypatch.setenv("BUILD_TRACE", str(repo.trace))
     code, doc, err = cli_json(str(repo.root))
     assert code == 0, err
     assert repo.built() == ["core", "site"] and "core:" in repo.out("site")
-    assert not (repo.path("core") / "dist" / "PRE_RAN").exists()  # pnpm >= 7 does not run pre/post scripts
+    assert not (repo.path("core") / "dist" / "PRE_RAN").exists()  # pnpm 7 did not run pre/post scripts
     (repo.root / "stageflow.toml").write_text("[build]\nrunner_options = {pre_post = true}\n")
     assert cli_json(str(repo.root), "--force")[0] == 0
     assert (repo.path("core") / "dist" / "PRE_RAN").exists() and repo.built() == ["core", "site"]
@@ -72,3 +75,18 @@ def test_runner_registry_and_unknown_runner(small, cli):
     (small.root / "stageflow.toml").write_text('[build]\nrunner = "bun"\n')
     code, _, err = cli("build", str(small.root))
     assert code == 2 and "unknown build_runners backend 'bun' (known: npm, pnpm, yarn)" in err
+
+
+def test_pre_post_default_follows_the_package_manager(tmp_path: Path):
+    def runs(manifest: dict, npmrc: str | None = None, manager: str = "pnpm") -> bool:
+        (tmp_path / "package.json").write_text(json.dumps(manifest))
+        (tmp_path / ".npmrc").unlink(missing_ok=True)
+        if npmrc is not None:
+            (tmp_path / ".npmrc").write_text(npmrc)
+        return scripts.manager_runs_pre_post(manager, tmp_path)
+
+    assert runs({}, manager="npm") and runs({}, manager="yarn")
+    assert runs({}) and runs({"packageManager": "pnpm@9.15.9"}) and runs({"packageManager": "pnpm@8.0.0"})
+    assert not runs({"packageManager": "pnpm@7.33.0"})
+    assert not runs({"packageManager": "pnpm@9.1.0"}, "registry=x\nenable-pre-post-scripts = false\n")
+    assert runs({"packageManager": "pnpm@7.33.0"}, "enable-pre-post-scripts=true\n")

@@ -112,7 +112,7 @@ def plan(options: BuildOptions, config: BuildConfig) -> BuildPlan:
     runner_opts = config.runner_options
     pre_post = runner_opts.get("pre_post")
     if pre_post is None:
-        pre_post = (config.runner or graph.manager) != "pnpm"
+        pre_post = scripts.manager_runs_pre_post(config.runner or graph.manager, root)
     chains = {n: scripts.command_chain(graph.workspaces[n], task, pre_post=pre_post) for n in sel.run}
     outs = {
         n: list((config.workspaces.get(n) and config.workspaces[n].outputs) or config.outputs)

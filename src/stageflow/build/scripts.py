@@ -29,6 +29,30 @@ def command_chain(ws: Workspace, task: str, *, pre_post: bool = True) -> list[tu
     return [(e, ws.scripts[e]) for e in events if e in ws.scripts]
 
 
+def manager_runs_pre_post(manager: str, root: Path) -> bool:
+    """Whether ``<manager> run <task>`` runs ``pre<task>``/``post<task>`` in the repo at ``root``: npm
+    and yarn 1 do; pnpm 7 did not, pnpm 8 and later do unless ``enable-pre-post-scripts=false`` is in
+    the root ``.npmrc``. The pnpm major comes from the root ``packageManager`` field (absent: current)."""
+    if manager != "pnpm":
+        return True
+    try:
+        for line in (root / ".npmrc").read_text().splitlines():
+            key, eq, value = line.partition("=")
+            if eq and key.strip() == "enable-pre-post-scripts":
+                return value.strip().lower() == "true"
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        import json
+
+        declared = str(json.loads((root / "package.json").read_text()).get("packageManager", ""))
+    except (OSError, ValueError, AttributeError):
+        declared = ""
+    name, _, version = declared.partition("@")
+    major = version.split(".")[0]
+    return not (name == "pnpm" and major.isdigit() and int(major) < 8)
+
+
 def direct_is_safe(chain: Sequence[tuple[str, str]], root: Path) -> bool:
     """Running without the package manager is safe unless a script reads npm config or the repo uses
     Yarn Plug'n'Play (whose resolution needs yarn's loader)."""
