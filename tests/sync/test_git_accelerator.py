@@ -321,3 +321,66 @@ def test_ignored_single_file_the_rules_ship_and_escaping_links_stay_reported(rep
     (repo.source / "local.json").unlink()
     fast, slow, _ = both(repo)
     assert fast == slow == {"added": [], "modified": [], "deleted": ["local.json"]}
+
+
+# ------------------------------------------------------------------ ignore coverage (no --ignored)
+def _status_mode(project, exclude: tuple[str, ...] = ("node_modules/", "*.log", "dist/")) -> bool:
+    from stageflow.sync import gitscan
+    from stageflow.sync.profile import EnvironmentProfile
+    from stageflow.sync.rules import SelectionRules
+
+    profile = EnvironmentProfile(role="apiserver", exclude=list(exclude))
+    run_ = gitscan.StatusRun(project.source, SelectionRules.from_profile(profile, project.source).skip_lines)
+    run_.result()
+    return run_.fast
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_covered_ignores_use_the_untracked_cache_and_equal_the_walk(cli, project, snapshot, seed) -> None:
+    """Every .gitignore line is also an exclude rule: git status runs without --ignored (untracked
+    cache). A new nested .gitignore or a new root line that ignores something the rules ship (gen/,
+    tmp/) is noticed, and the change sets still equal the walk's."""
+    project.env(exclude='["node_modules/", "*.log", "dist/"]')
+    make_repo(project)
+    assert cli("target", "init", project.target, "--role", "apiserver")[0] == 0
+    run(project)
+    assert _status_mode(project) is True
+    rng = random.Random(seed)
+    src = project.source
+    for counter in range(12):
+        op = rng.choice(["edit", "add", "dist", "nested-ignore", "root-ignore", "commit"])
+        if op == "edit":
+            project.write("packages/lib/lib.js", f"v{counter}\n")
+        elif op == "add":
+            project.write(f"apps/new{counter}.js", f"n{counter}\n")
+        elif op == "dist":  # ignored and excluded: never ships
+            project.write(f"packages/p{counter % 2}/dist/o.js", f"d{counter}\n")
+        elif op == "nested-ignore":  # ignores gen/, which the rules ship
+            project.write("apps/web/.gitignore", "gen/\n")
+            project.write(f"apps/web/gen/g{counter}.js", f"g{counter}\n")
+        elif op == "root-ignore":
+            with open(src / ".gitignore", "a", encoding="utf-8") as fh:
+                fh.write("tmp/\n")
+            project.write(f"tmp/t{counter}.txt", f"t{counter}\n")
+        else:
+            git(src, "add", "-A")
+            git(src, "commit", "-qm", f"c{counter}", "--allow-empty")
+        fast, slow, res = both(project)
+        assert res.accelerator == "git", res.accelerator_reason
+        same_but_mtime(project, fast, slow)
+        assert run(project).changes.as_dict() == fast
+        expected = {
+            k: v
+            for k, v in snapshot(src).items()
+            if not k.startswith((".git/", "node_modules/")) and not k.endswith(".log") and "/dist/" not in k
+        }
+        assert snapshot(project.target) == expected
+    uncovered = (src / "apps/web/.gitignore").exists() or "tmp/" in (src / ".gitignore").read_text()
+    assert _status_mode(project) is not uncovered
+
+
+def test_uncovered_ignore_line_keeps_ignored_listing(cli, project) -> None:
+    project.env(exclude='["node_modules/", "*.log"]')  # dist/ is ignored by git but shipped
+    make_repo(project)
+    assert _status_mode(project, ("node_modules/", "*.log")) is False
+    assert _status_mode(project) is True

@@ -202,7 +202,7 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
         transport = plugins.build("transports", transport_name, options)
     except PluginError as exc:
         raise ConfigError(f"{where}: sync.environments.{request.environment}.transport: {exc}") from None
-    git = gitscan.StatusRun(source) if request.use_git else None
+    git = gitscan.StatusRun(source, rules.skip_lines) if request.use_git else None
     try:
         links = [releases.CURRENT] if profile.mode == "releases" else []
         files = [*ROLE_FILES, releases.PENDING_FILE, releases.STATE_FILE]
@@ -368,7 +368,7 @@ def _git_view(prep: Prepared) -> tuple[gitscan.GitView | None, str | None]:
     if not prep.request.use_git:
         return None, "--no-git"
     if prep.git is None:
-        prep.git = gitscan.StatusRun(prep.source)
+        prep.git = gitscan.StatusRun(prep.source, prep.rules.skip_lines)
     try:
         return prep.git.result(), None
     except gitscan.GitUnavailable as exc:

@@ -3,20 +3,38 @@
 submodules in the same call) and which paths differ between two commits (``git diff --name-only
 --no-renames -z``).
 
-Read-only and advisory: this module never writes to the source repository (``--no-optional-locks``:
-not even an index refresh) nor to a target, and never decides what ships; any answer it cannot give
-comes back as a reason, and the engine then walks the whole tree.
+Advisory: never decides what ships; any answer it cannot give comes back as a reason, and the engine
+then walks the whole tree. It never writes to a target, and writes to the source repository only in
+one case: when every pattern git ignores paths by is also a rule that skips them (see
+:func:`ignore_covered`), ``--ignored`` is not needed, so ``git status`` runs with git's untracked cache
+and may refresh the index (and the cache in it) as a plain ``git status`` does. Otherwise it runs with
+``--no-optional-locks``: not even an index refresh.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 _GIT = ["git", "--no-optional-locks", "-c", "core.quotePath=false"]
+#: ``git status`` when ``--ignored`` is not needed: the untracked cache (kept in the index, which git
+#: may then write) answers "what is untracked" without reading every directory.
+_GIT_FAST = [
+    "git",
+    "-c",
+    "core.quotePath=false",
+    "-c",
+    "core.untrackedCache=true",
+    "-c",
+    "status.showUntrackedFiles=all",
+]
 _TIMEOUT = 120
+#: Environment variables that move git's directory, index or config: the coverage check then says no.
+_GIT_ENV_MOVES = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_CONFIG", "GIT_CONFIG_GLOBAL")
 
 
 @dataclass
@@ -61,25 +79,34 @@ class StatusRun:
 
     ARGS = ("status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all", "--ignored=matching")
 
-    def __init__(self, source: Path):
+    def __init__(self, source: Path, skip_lines: frozenset[str] = frozenset()):
         self.source = source
+        self.skip_lines = skip_lines
         self._proc: subprocess.Popen[bytes] | None = None
         self._view: GitView | None = None
         self._error: GitUnavailable | None = None
+        #: True when ``--ignored`` was left out (every ignored path is skipped by the rules anyway).
+        self.fast = False
         if not os.path.exists(os.path.join(source, ".git")):
             self._error = GitUnavailable("source is not the root of a git work tree")
         elif os.path.exists(os.path.join(source, ".gitmodules")):
             self._error = GitUnavailable("the repository has submodules (.gitmodules)")
         else:
-            try:
-                self._proc = subprocess.Popen(
-                    [*_GIT, "-C", str(source), *self.ARGS],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"},
-                )
-            except FileNotFoundError:
-                self._error = GitUnavailable("git is not installed")
+            self.fast = ignore_covered(source, skip_lines)
+            self._start()
+
+    def _start(self) -> None:
+        if self.fast:
+            argv = [*_GIT_FAST, "-C", str(self.source), *self.ARGS[:-1]]
+            env = {**os.environ, "LC_ALL": "C"}
+            env.pop("GIT_OPTIONAL_LOCKS", None)
+        else:
+            argv = [*_GIT, "-C", str(self.source), *self.ARGS]
+            env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+        try:
+            self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        except FileNotFoundError:
+            self._error = GitUnavailable("git is not installed")
 
     def cancel(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -102,10 +129,138 @@ class StatusRun:
                         self._view = _parse_status(out)
                     except GitUnavailable as exc:
                         self._error = exc
+            if self._view is not None and self.fast and not self._new_ignores_covered(self._view):
+                # An untracked .gitignore the coverage check has not seen: ask again, with --ignored.
+                self._view, self.fast = None, False
+                self._start()
+                return self.result()
         if self._error is not None:
             raise self._error
         assert self._view is not None
         return self._view
+
+    def _new_ignores_covered(self, view: GitView) -> bool:
+        for rel in view.changed:
+            if rel == ".gitignore" or rel.endswith("/.gitignore"):
+                if not _file_covered(self.source / rel, _dir_of(rel), self.skip_lines):
+                    return False
+        return True
+
+
+# ------------------------------------------------------------------------------------ ignore coverage
+def _line_covered(line: str, directory: str, skip_lines: frozenset[str]) -> bool:
+    """Whether every path that ignore ``line`` (from a .gitignore in ``directory``, "" for the root,
+    info/exclude and core.excludesFile) matches is skipped by a rule line: the same line, where both
+    mean the same paths (the root, or a pattern without a slash, which matches at any depth)."""
+    text = line.rstrip("\n").rstrip("\r")
+    stripped = text.rstrip(" ")
+    if not stripped or stripped.startswith("#") or stripped.startswith("!"):
+        return True  # blank, comment, or a negation (which only un-ignores: git then reports it)
+    if "\\" in stripped:
+        return False  # escapes: not worth reasoning about
+    if stripped not in skip_lines:
+        return False
+    if not directory:
+        return True
+    core = stripped[:-1] if stripped.endswith("/") else stripped
+    return "/" not in core
+
+
+def _dir_of(gitignore: str) -> str:
+    return gitignore[: -len(".gitignore")].rstrip("/")
+
+
+def _file_covered(path: Path, directory: str, skip_lines: frozenset[str]) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return True
+    except (OSError, UnicodeDecodeError):
+        return False
+    return all(_line_covered(line, directory, skip_lines) for line in text.splitlines())
+
+
+def _global_files() -> list[Path]:
+    home = Path(os.path.expanduser("~"))
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return [Path("/etc/gitconfig"), home / ".gitconfig", xdg / "git" / "config", xdg / "git" / "ignore"]
+
+
+def _stat_key(path: Path) -> list[object]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [str(path)]
+    return [str(path), st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _cover_cache(source: Path, skip_lines: frozenset[str]) -> Path | None:
+    from stageflow import settings
+    from stageflow.errors import SettingsError
+
+    key = json.dumps([str(source), sorted(skip_lines)], ensure_ascii=False)
+    name = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    try:
+        directory = settings.home() / "sync"
+        directory.mkdir(exist_ok=True)
+    except (OSError, SettingsError):
+        return None
+    return directory / f"ignore-{name}.json"
+
+
+def ignore_covered(source: Path, skip_lines: frozenset[str]) -> bool:
+    """True when every path git ignores is skipped by the rules: each line of every tracked
+    .gitignore, ``.git/info/exclude`` and the global excludes file is also an exclude/protect line
+    meaning the same paths (untracked .gitignore files are checked once git status lists them).
+    ``--ignored`` then adds nothing the engine would use. The answer is kept in
+    ``$STAGEFLOW_HOME/sync/ignore-*.json`` with the stat of every file it read (the index, git's
+    config files, each .gitignore) and recomputed (two quick git calls) when any of them changed."""
+    git_dir = source / ".git"
+    if not skip_lines or not git_dir.is_dir() or any(os.environ.get(v) for v in _GIT_ENV_MOVES):
+        return False
+    fixed = [git_dir / "index", git_dir / "config", git_dir / "info" / "exclude", *_global_files()]
+    cache = _cover_cache(source, skip_lines)
+    if cache is not None:
+        try:
+            doc = json.loads(cache.read_text(encoding="utf-8"))
+            files = [Path(p) for p in doc["files"]]
+            if doc["stats"] == [_stat_key(p) for p in fixed + files]:
+                return bool(doc["covered"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    before = [_stat_key(p) for p in fixed]
+    try:
+        listed = _run(source, ["ls-files", "-z", "--cached", "--", ":(glob)**/.gitignore"])
+        proc = subprocess.run(
+            ["git", "-C", str(source), "config", "-z", "--path", "--get", "core.excludesFile"],
+            capture_output=True,
+            timeout=_TIMEOUT,
+        )
+    except (GitUnavailable, OSError, subprocess.TimeoutExpired):
+        return False
+    gitignores = [os.fsdecode(p) for p in listed.split(b"\0") if p]
+    files = [source / rel for rel in gitignores]
+    excludes = Path(os.fsdecode(proc.stdout.rstrip(b"\0"))) if proc.returncode == 0 and proc.stdout else None
+    if excludes is not None:
+        files.append(excludes.expanduser())
+    stats = [_stat_key(p) for p in fixed + files]
+    covered = (
+        all(
+            _file_covered(source / rel, rel[: -len(".gitignore")].rstrip("/"), skip_lines)
+            for rel in gitignores
+        )
+        and _file_covered(git_dir / "info" / "exclude", "", skip_lines)
+        and _file_covered(_global_files()[-1], "", skip_lines)
+        and (excludes is None or _file_covered(excludes.expanduser(), "", skip_lines))
+    )
+    if cache is not None and stats[: len(fixed)] == before and stats == [_stat_key(p) for p in fixed + files]:
+        try:
+            tmp = cache.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps({"files": [str(p) for p in files], "stats": stats, "covered": covered}))
+            os.replace(tmp, cache)
+        except OSError:
+            pass
+    return covered
 
 
 def status(source: Path) -> GitView:

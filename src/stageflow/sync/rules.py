@@ -59,6 +59,9 @@ class SelectionRules:
     include: _Matcher | None = None
     #: Digest of every rule line (exclude_from contents included): a change means "walk the tree".
     digest: str = ""
+    #: Exclude and protect lines (stripped) when none negates: a path matching any of them never
+    #: ships. Empty when some line negates (then nothing can be said without matching).
+    skip_lines: frozenset[str] = frozenset()
     _dir_cache: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -76,8 +79,12 @@ class SelectionRules:
                 raise BadInput(f"exclude_from file '{path}' cannot be read: {exc}") from None
         lines = {"exclude": exclude_lines, "protect": list(profile.protect), "include": list(profile.include)}
         digest = hashlib.sha256(json.dumps(lines, ensure_ascii=False).encode("utf-8", "surrogateescape"))
+        skipping = [ln.strip() for ln in exclude_lines + list(profile.protect)]
+        skipping = [ln for ln in skipping if ln and not ln.startswith("#")]
+        negated = any(ln.startswith("!") for ln in skipping)
         return cls(
             digest=digest.hexdigest()[:32],
+            skip_lines=frozenset() if negated else frozenset(skipping),
             include_patterns=[p for p in profile.include if p.strip()],
             exclude=_spec(exclude_lines),
             protect=_spec(list(profile.protect)),
