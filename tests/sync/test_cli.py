@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -382,3 +384,52 @@ def test_paths_newly_excluded_or_protected_are_not_deleted(cli, project) -> None
     code, out, _ = cli("sync", project.source, "--env", "api", "--json")
     assert json.loads(out)["changes"]["deleted"] == []
     assert (project.target / "server.log").exists() and (project.target / "apps/web/page.js").exists()
+
+
+# --------------------------------------------------------------------- the console script's fast path
+def _script(*args: object) -> subprocess.CompletedProcess[str]:
+    """The real console entry (stageflow.entry), where `stageflow sync` skips Typer."""
+    return subprocess.run(
+        [sys.executable, "-m", "stageflow.entry", *(str(a) for a in args)], capture_output=True, text=True
+    )
+
+
+def test_sync_fast_path_prints_what_typer_prints(cli, project) -> None:
+    from stageflow.sync.fastcli import parse
+
+    project.env(exclude='["node_modules/", "*.log"]')
+    init(cli, project)
+    proc = _script("sync", project.source, "--env", "api", "--dry-run")
+    code, out, err = cli("sync", project.source, "--env", "api", "--dry-run")
+    assert proc.returncode == code == 0 and proc.stdout == out, (proc.stderr, err)
+    proc = _script("sync", project.source, "-e", "api", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert "apps/web/page.js" in doc["changes"]["added"]
+    project.write("apps/web/page.js", "v2\n")
+    proc = _script("sync", project.source, "--env=api")
+    assert proc.returncode == 0 and proc.stdout.startswith("synced api to ") and "1 modified" in proc.stdout
+    # Errors: the same one line and exit code as the Typer path.
+    for args, expected in (
+        (("--env", "web"), 2),
+        (("--env", "api", "--target", str(project.target / "nowhere")), 3),
+    ):
+        proc = _script("sync", project.source, *args)
+        code, _, err = cli("sync", project.source, *args)
+        assert proc.returncode == code == expected and proc.stderr == err
+    # What the fast path leaves to Typer.
+    for argv in (["--help"], [".", "--env", "a", "--prefect"], [".", "--debug", "--env", "a"]):
+        assert parse(argv) is None
+    assert parse([".", "x", "--env", "a"]) is None and parse([".", "--env", "a", "--bogus"]) is None
+    assert parse([".", "--env"]) is None and parse(["."]) is None
+    assert parse(["src", "-e", "a", "-t", "/x", "-c", "f.toml", "--json", "--no-git", "--dry-run"]) == {
+        "source": "src",
+        "env": "a",
+        "target": "/x",
+        "config": "f.toml",
+        "dry_run": True,
+        "as_json": True,
+        "no_git": True,
+    }
+    proc = _script("sync", "--help")
+    assert proc.returncode == 0 and "Usage" in proc.stdout

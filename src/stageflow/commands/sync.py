@@ -51,26 +51,9 @@ def _progress_hook(enabled: bool) -> tuple[Any, Any]:
 
 
 def _print_result(result: Any) -> None:
-    changes = result.changes
-    if result.dry_run:
-        for label, paths in (("+", changes.added), ("~", changes.modified), ("-", changes.deleted)):
-            for p in paths:
-                typer.echo(f"{label} {p}")
-        for h in result.hooks:
-            typer.echo(f"hook {h.name}: planned")
-        typer.echo(
-            f"dry run: {len(changes.added)} to add, {len(changes.modified)} to modify, "
-            f"{len(changes.deleted)} to delete on {result.target} ({result.mode}); nothing written"
-        )
-        return
-    for h in result.hooks:
-        typer.echo(f"hook {h.name}: {h.status}" + (f" ({h.detail})" if h.detail else ""))
-    where = f" release {result.release}" if result.release else ""
-    typer.echo(
-        f"synced {result.environment} to {result.target}{where}: {len(changes.added)} added, "
-        f"{len(changes.modified)} modified, {len(changes.deleted)} deleted, {result.bytes_sent} bytes "
-        f"in {result.duration_s:.2f} s"
-    )
+    from stageflow.sync.fastcli import print_result
+
+    print_result(result)
 
 
 def sync_cmd(
