@@ -10,6 +10,18 @@ load average, bytes sent against changed bytes, and whether each target tree is 
 ``--sshd`` starts a private sshd on 127.0.0.1 (a free port, a throwaway key, as tests/sync/test_ssh.py
 does; needs /usr/sbin/sshd) and also runs the ssh variant; ``--ssh HOST`` uses an existing one
 (``--ssh-command`` picks the ssh command line).
+
+Over ssh every timed sync is warm: the first (untimed) sync leaves its master connection
+(``ssh_persist``) and the later ones reuse it. The baseline ``rsync`` opens its own connection each
+time, as a plain rsync does; ``rsync-warm`` is the same rsync over stageflow's warm master. The floors
+printed with them: a fresh ssh connection, one session on the warm master (``ssh host true``: the
+remote login shell's start-up is in it), and the accelerator's ``git status``.
+
+Bytes: ``bytes_sent`` as the engine reports it: for the local transport the bytes of the files
+copied; for rsync its "Total bytes sent" (everything rsync wrote to the wire: file list, per-file
+checksums and attributes, the compressed data). The state writes (journal line, state, pending) go
+through the safety net's ssh session and are not in it. "changed bytes" are the bytes of the new
+contents of the 10 changed files.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -184,19 +197,28 @@ def run(files: int, repeats: int, ssh_host: str | None, ssh_command: str) -> Non
             return sync(SyncRequest(src, env, use_git=use_git), plugins=plugins)
 
         walk = partial(engine, False, "walk")
+        warm_argv: list[str] = []
+        if prefix:
+            from stageflow.sync.target import SshTarget
+
+            warm_argv = SshTarget(targets["engine"], ssh_command).ssh_argv
+        rsync_warm_argv = ["rsync", "-a", "--delete", f"--exclude-from={excl}", "-e", shlex.join(warm_argv)]
+        rsync_warm_argv += [f"{src}/", f"{prefix}{work}/{variant}-rsyncwarm/"]
         first = {
             "engine": timed(engine),
             "walk": timed(walk),
             "cli": timed(partial(subprocess.run, cli_argv, check=True, capture_output=True)),
             "rsync": timed(partial(subprocess.run, rsync_argv, check=True)),
         }
+        if prefix:
+            first["rsync-warm"] = timed(partial(subprocess.run, rsync_warm_argv, check=True))
         print(
             f"[{variant}] first full sync: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in first.items())
         )
         # A second, no-change round lets every local manifest settle (the first sync has no git baseline).
         engine(), walk(), subprocess.run(cli_argv, check=True, capture_output=True)
 
-        kinds = ("engine", "walk", "cli", "rsync")
+        kinds: tuple[str, ...] = ("engine", "walk", "cli", "rsync") + (("rsync-warm",) if prefix else ())
         samples: dict[str, list[float]] = {k: [] for k in kinds}
         samples.update({f"noop-{k}": [] for k in kinds})
         sent: list[tuple[int, int]] = []
@@ -223,11 +245,38 @@ def run(files: int, repeats: int, ssh_host: str | None, ssh_command: str) -> Non
                 modes["walk"].add(walk().accelerator)
             elif what == "cli":
                 subprocess.run(cli_argv, check=True, capture_output=True)
+            elif what == "rsync-warm":
+                subprocess.run(rsync_warm_argv, check=True)
             else:
                 subprocess.run(rsync_argv, check=True)
             samples[key].append(time.perf_counter() - t)
 
+        floors: dict[str, list[float]] = {"git status": []}
+        if prefix:
+            host = prefix.rstrip(":")
+            floors["ssh connection (cold)"] = []
+            floors["ssh session (warm master)"] = []
+        git_argv = [
+            "git",
+            "-C",
+            str(src),
+            "-c",
+            "core.untrackedCache=true",
+            "-c",
+            "status.showUntrackedFiles=all",
+        ]
+        git_argv += ["status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all"]
+
+        def measure_floors() -> None:
+            floors["git status"].append(timed(partial(subprocess.run, git_argv, capture_output=True)))
+            if prefix:
+                cold = [*shlex.split(ssh_command), "-o", "ControlPath=none", host, "true"]
+                floors["ssh connection (cold)"].append(timed(partial(subprocess.run, cold, check=True)))
+                warm = [*warm_argv, host, "true"]
+                floors["ssh session (warm master)"].append(timed(partial(subprocess.run, warm, check=True)))
+
         for i in range(repeats):
+            measure_floors()
             changed = change10()
             order = list(kinds) if i % 2 == 0 else list(reversed(kinds))
             for what in order:
@@ -236,8 +285,13 @@ def run(files: int, repeats: int, ssh_host: str | None, ssh_command: str) -> Non
                 one(what, True, 0)
             loads.append(os.getloadavg()[0])
         med = {k: median_ms(v) for k, v in samples.items()}
+        warm_note = " (ssh: warm master)" if prefix else ""
         print(
-            f"[{variant}] medians over {repeats} runs, 10 files changed (engine: accelerator "
+            f"[{variant}] floors (medians): "
+            + ", ".join(f"{name} {median_ms(v):.0f} ms" for name, v in floors.items())
+        )
+        print(
+            f"[{variant}] medians over {repeats} runs{warm_note}, 10 files changed (engine: accelerator "
             f"{'/'.join(sorted(modes['engine']))}; walk: {'/'.join(sorted(modes['walk']))}); "
             f"1-min load average during the run {min(loads):.1f}..{max(loads):.1f}:"
         )
@@ -248,14 +302,26 @@ def run(files: int, repeats: int, ssh_host: str | None, ssh_command: str) -> Non
             n = f"noop-{k}"
             print(f"    {n:<12} {med[n]:8.1f} ms   noop-rsync/{n} = {med['noop-rsync'] / med[n]:.2f}x")
         ratio = statistics.median(s / c for s, c in sent)
-        print(f"[{variant}] bytes sent / changed bytes (engine, median): {ratio:.3f}")
+        how = "rsync's Total bytes sent (wire)" if prefix else "bytes of the files copied"
+        changed_med = statistics.median(c for _, c in sent)
+        print(
+            f"[{variant}] bytes sent / changed bytes (engine, median): {ratio:.3f}  "
+            f"(bytes sent = {how}; changed bytes median {changed_med:.0f} over 10 files)"
+        )
         ref = tree_digest(rsync_dest.rstrip("/"), ssh_command)
+        if prefix:
+            targets["rsync-warm"] = f"{prefix}{work}/{variant}-rsyncwarm"
         for name, spec in targets.items():
             same = tree_digest(spec, ssh_command) == ref
             print(f"[{variant}] {name} target tree identical to rsync's: {same}")
 
-    for variant, prefix in variants.items():
-        bench_variant(variant, prefix)
+    from stageflow.sync.target import close_masters
+
+    try:
+        for variant, prefix in variants.items():
+            bench_variant(variant, prefix)
+    finally:
+        close_masters(ssh_command)  # the masters the syncs left (ssh_persist)
     shutil.rmtree(work, ignore_errors=True)
 
 
