@@ -211,9 +211,10 @@ def timed(cmd: list[str], root: Path) -> tuple[float, str]:
 
 
 def run_tool(tool: str, root: Path) -> tuple[float, list[str]]:
-    if tool == "stageflow":
+    if tool.startswith("stageflow"):
+        extra = ["--no-warm-tsc"] if tool == "stageflow-no-warm" else []
         t, out = timed(
-            [str(STAGEFLOW), "build", str(root), "--json", "--logs", "none", "-j", str(CORES)], root
+            [str(STAGEFLOW), "build", str(root), "--json", "--logs", "none", "-j", str(CORES), *extra], root
         )
         return t, sorted(json.loads(out)["built"])
     if tool == "turbo":
@@ -262,8 +263,10 @@ def floor(root: Path, layout: dict[str, tuple[str, list[str]]], only: list[str] 
 
 
 def no_change_breakdown(root: Path, runs: int) -> dict[str, float]:
-    """Where a no-change ``stageflow build`` spends its time: the interpreter, the console script's
-    imports before ``main()`` runs, the stdlib-only fast path alone, and the whole command."""
+    """Where a no-change ``stageflow build`` spends its time: the interpreter, the normal path's CLI
+    imports (what the fast path avoids), the stdlib-only fast path alone, and the whole command through
+    the console script (``--json`` and the plain summary line); last, turbo's native binary (not the
+    node_modules/.bin wrapper), whose cache replay rewrites outputs, so it runs after stageflow's."""
     py = sys.executable
     fast = (
         "import sys; from stageflow.build import fastpath; "
@@ -271,7 +274,7 @@ def no_change_breakdown(root: Path, runs: int) -> dict[str, float]:
     )
     cases = {
         "python -c pass (interpreter + site)": [py, "-c", "pass"],
-        "python -c 'import stageflow.cli' (before main() runs)": [py, "-c", "import stageflow.cli"],
+        "python -c 'import stageflow.cli' (normal path's imports)": [py, "-c", "import stageflow.cli"],
         "fast path alone (stdlib imports + decision)": [py, "-c", fast],
         "stageflow build --json (end to end)": [
             str(STAGEFLOW),
@@ -283,7 +286,19 @@ def no_change_breakdown(root: Path, runs: int) -> dict[str, float]:
             "-j",
             str(CORES),
         ],
+        "stageflow build (end to end, summary line)": [str(STAGEFLOW), "build", str(root)],
     }
+    native = sorted(root.glob("node_modules/@turbo/*/bin/turbo")) + sorted(
+        root.glob("node_modules/turbo-*/bin/turbo")
+    )
+    if native:
+        cases["turbo native binary (no-change)"] = [
+            str(native[0]),
+            "run",
+            "build",
+            "--output-logs=hash-only",
+            f"--concurrency={CORES}",
+        ]
     out = {}
     for label, cmd in cases.items():
         times = []
@@ -320,13 +335,14 @@ def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) 
         results.setdefault(scenario, {}).setdefault(tool, []).append(t)
         sets[(tool, scenario)] = built
 
-    for tool in ("npm", "turbo", "stageflow"):
+    load_before = os.getloadavg()
+    for tool in ("npm", "turbo", "stageflow", "stageflow-no-warm"):
         for _ in range(cold_reps):
             clean(root, caches=True)
             record(tool, "cold", *run_tool(tool, root))
         if tool == "npm":
             continue  # npm has no incremental mode: every scenario is its cold build
-        for _ in range(reps):
+        for _ in range(reps):  # (stageflow-no-warm: the same fast path as stageflow; measured anyway)
             record(tool, "no-change", *run_tool(tool, root))
         if tool == "stageflow":
             breakdown = no_change_breakdown(root, max(reps, 7))
@@ -354,13 +370,16 @@ def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) 
         floors.append(floor(root, layout))
 
     med = {s: {t: statistics.median(v) for t, v in tools.items()} for s, tools in results.items()}
-    print(f"\n## {n} workspaces ({CORES} cores; medians of {reps} runs, cold of {cold_reps})")
+    load_after = os.getloadavg()
+    load = ", ".join(f"{x:.2f}" for x in load_before) + " -> " + ", ".join(f"{x:.2f}" for x in load_after)
+    print(f"\n## {n} workspaces ({CORES} cores; medians of {reps} runs, cold of {cold_reps}; load {load})")
     print(
         f"direct tsc per-layer floor: cold {statistics.median(floors):.2f}s, "
         f"core-lib-changed (its rebuilt set) {statistics.median(core_floors):.2f}s"
     )
     print(
         f"{'scenario':<18}{'stageflow':>11}{'turbo':>10}{'npm':>10}{'sf/turbo':>10}{'sf/npm':>9}{'sf/floor':>10}"
+        f"{'sf no-warm':>12}"
     )
     for scenario in ("cold", "no-change", "core-lib-changed", "app-changed"):
         m = med[scenario]
@@ -371,8 +390,11 @@ def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) 
         print(
             f"{scenario:<18}{m['stageflow']:>10.3f}s{m['turbo']:>9.3f}s{m['npm']:>9.3f}s"
             f"{m['stageflow'] / m['turbo']:>10.2f}{m['stageflow'] / m['npm']:>9.2f}{ratio_floor:>10}"
+            f"{m['stageflow-no-warm']:>11.3f}s"
         )
     for scenario in ("core-lib-changed", "app-changed"):
+        if sets[("stageflow-no-warm", scenario)] != sets[("stageflow", scenario)]:
+            print(f"rebuilt ({scenario}) with --no-warm-tsc DIFFERS: {sets[('stageflow-no-warm', scenario)]}")
         sf, tb = sets[("stageflow", scenario)], sets[("turbo", scenario)]
         same = "same as turbo" if sf == tb else f"DIFFERS from turbo {tb}"
         exact = "= the changed package and its dependents" if sf == expected[scenario] else "UNEXPECTED"

@@ -227,3 +227,9 @@ def test_config_switch_turns_it_off(tmp_path: Path, cli_json, monkeypatch):
     code, doc, err = cli_json(str(root))
     assert code == 0, err and doc["built"] == ["@t/types", "@t/utils", "@t/app"]
     assert started == []
+
+
+def test_no_warm_tsc_flag_does_not_reach_the_prefect_flow(small, cli):
+    code, _, err = cli("build", str(small.root), "--prefect", "--no-warm-tsc")
+    assert code == 2
+    assert "--no-warm-tsc does not reach the Prefect flow: set [build] runner_options" in err

@@ -332,8 +332,15 @@ def execute(
             f"fits {concurrency} builds of {plan.memory_mb} MB"
         )
 
+    # builds that may run (not up to date): a runner keeps no more workers warm than can be used
+    force = plan.options.force
+    candidates = sum(
+        1 for n in plan.selection.run if plan.chains[n] and (force or up_to_date(plan, n) is None)
+    )
+    at_once = max(1, min(concurrency, candidates))
+
     def work(name: str) -> TaskResult:
-        return _build_one(plan, name, runner, cache, tracker, concurrency)
+        return _build_one(plan, name, runner, cache, tracker, at_once)
 
     deps = {n: plan.graph.workspaces[n].internal for n in plan.selection.run}
     try:

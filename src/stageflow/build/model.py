@@ -74,7 +74,8 @@ class BuildTask:
     task: str
     env: dict[str, str]
     tracker: ProcessTracker = field(default_factory=ProcessTracker)
-    #: How many tasks of this build may run at once (a runner may keep that many workers warm).
+    #: How many builds of this run may be running at once: the concurrency, or fewer when fewer
+    #: workspaces are out of date (a runner may keep that many workers warm).
     concurrency: int = 1
 
 

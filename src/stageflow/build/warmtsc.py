@@ -161,7 +161,8 @@ class WarmTsc:
                 return 143, ""
             return None
         self._give_back(where, worker)
-        self.used += 1
+        with self._lock:
+            self.used += 1
         return int(answer["code"]), str(answer["out"])
 
     def _take(self, where: tuple[str, str], env: Mapping[str, str]) -> _Worker | None:
