@@ -666,7 +666,11 @@ class SshTarget(Target):
             session.close()  # mid-protocol: end the session, which releases the lock
             self._session = None
             raise
-        session.ops([("U", "", "")])
+        try:
+            session.ops([("U", "", "")])
+        except JobFailed:  # the work under the lock is done; ending the session releases it anyway
+            session.close()
+            self._session = None
 
     def close(self) -> None:
         if self._session is not None:
