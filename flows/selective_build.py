@@ -34,6 +34,9 @@ class SelectiveBuildParams(BaseModel):
     force: bool = False
     config: str | None = Field(default=None, description="stageflow.toml (default: REPO/stageflow.toml)")
     raise_on_failure: bool = Field(default=True, description="End the run Failed when a build fails")
+    warm_tsc: bool | None = Field(
+        default=None, description="False: every tsc as its own process (default: [build] runner_options)"
+    )
 
     @classmethod
     def from_options(cls, options: engine.BuildOptions, config: Path | None = None) -> SelectiveBuildParams:
@@ -49,6 +52,7 @@ class SelectiveBuildParams(BaseModel):
             fail_fast=options.fail_fast,
             dry_run=options.dry_run,
             force=options.force,
+            warm_tsc=options.warm_tsc,
             config=str(config) if config else None,
         )
 
@@ -65,6 +69,7 @@ class SelectiveBuildParams(BaseModel):
             fail_fast=self.fail_fast,
             dry_run=self.dry_run,
             force=self.force,
+            warm_tsc=self.warm_tsc,
         )
 
 

@@ -229,7 +229,15 @@ def test_config_switch_turns_it_off(tmp_path: Path, cli_json, monkeypatch):
     assert started == []
 
 
-def test_no_warm_tsc_flag_does_not_reach_the_prefect_flow(small, cli):
-    code, _, err = cli("build", str(small.root), "--prefect", "--no-warm-tsc")
-    assert code == 2
-    assert "--no-warm-tsc does not reach the Prefect flow: set [build] runner_options" in err
+def test_no_warm_tsc_reaches_the_prefect_flow_parameters(tmp_path: Path):
+    """--no-warm-tsc with --prefect: the flow's parameter model carries it to the engine's options
+    (and None, the config's choice, stays None)."""
+    from stageflow.flows.selective_build import SelectiveBuildParams
+
+    from stageflow.build.engine import BuildOptions
+
+    off = SelectiveBuildParams.from_options(BuildOptions(repo=tmp_path, warm_tsc=False))
+    assert off.warm_tsc is False and off.options().warm_tsc is False
+    assert SelectiveBuildParams.model_validate_json(off.model_dump_json()).options().warm_tsc is False
+    default = SelectiveBuildParams.from_options(BuildOptions(repo=tmp_path))
+    assert default.options().warm_tsc is None

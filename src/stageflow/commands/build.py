@@ -162,11 +162,6 @@ def build_cmd(
         warm_tsc=False if no_warm_tsc else None,
     )
     if prefect:
-        if no_warm_tsc:
-            raise BadInput(
-                "--no-warm-tsc does not reach the Prefect flow: set [build] runner_options = "
-                "{warm_tsc = false} in stageflow.toml instead"
-            )
         from stageflow.flows.selective_build import SelectiveBuildParams, selective_build
 
         params = SelectiveBuildParams.from_options(options, config)
