@@ -379,8 +379,10 @@ def test_covered_ignores_use_the_untracked_cache_and_equal_the_walk(cli, project
     assert _status_mode(project) is not uncovered
 
 
-def test_uncovered_ignore_line_keeps_ignored_listing(cli, project) -> None:
+def test_uncovered_ignore_line_keeps_ignored_listing(cli, project, monkeypatch) -> None:
     project.env(exclude='["node_modules/", "*.log"]')  # dist/ is ignored by git but shipped
     make_repo(project)
     assert _status_mode(project, ("node_modules/", "*.log")) is False
     assert _status_mode(project) is True
+    monkeypatch.setenv("GIT_OPTIONAL_LOCKS", "0")  # the user's "never write the index" wins
+    assert _status_mode(project) is False

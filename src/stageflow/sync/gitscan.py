@@ -99,7 +99,6 @@ class StatusRun:
         if self.fast:
             argv = [*_GIT_FAST, "-C", str(self.source), *self.ARGS[:-1]]
             env = {**os.environ, "LC_ALL": "C"}
-            env.pop("GIT_OPTIONAL_LOCKS", None)
         else:
             argv = [*_GIT, "-C", str(self.source), *self.ARGS]
             env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
@@ -218,6 +217,8 @@ def ignore_covered(source: Path, skip_lines: frozenset[str]) -> bool:
     git_dir = source / ".git"
     if not skip_lines or not git_dir.is_dir() or any(os.environ.get(v) for v in _GIT_ENV_MOVES):
         return False
+    if os.environ.get("GIT_OPTIONAL_LOCKS") == "0":
+        return False  # the user asked git never to write the index: no untracked cache then
     fixed = [git_dir / "index", git_dir / "config", git_dir / "info" / "exclude", *_global_files()]
     cache = _cover_cache(source, skip_lines)
     if cache is not None:
