@@ -172,3 +172,13 @@ def tree(root: Path, skip_state: bool = True) -> dict[str, bytes | str]:
 @pytest.fixture
 def snapshot() -> Callable[..., dict[str, bytes | str]]:
     return tree
+
+
+@pytest.fixture(autouse=True)
+def _no_ssh_control_dir_left() -> Iterator[None]:
+    """Remove the /tmp control directory a test's ssh targets made (the test's STAGEFLOW_HOME is too
+    long a path for a socket name), stopping any master left in it."""
+    yield
+    from stageflow.sync.target import close_masters
+
+    close_masters()
