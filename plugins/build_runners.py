@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow.build.model import BuildOutcome, BuildTask
 from stageflow.hookspecs import hookimpl
@@ -28,6 +28,10 @@ class RunnerConfig(BaseModel):
     #: parsed lib and dependency declarations between workspaces (stageflow.build.warmtsc); outputs,
     #: diagnostics and exit codes are tsc's. Anything else runs as usual.
     warm_tsc: bool = True
+    #: Seconds the warm tsc workers stay alive, idle, after a build, for the next build (another
+    #: process) to connect to instead of starting node and parsing lib.d.ts again; 0: stopped when
+    #: the build ends. ``stageflow build --stop-workers`` stops them at once.
+    warm_tsc_persist: float = Field(default=600.0, ge=0)
 
 
 class ScriptRunner:
@@ -62,11 +66,12 @@ class ScriptRunner:
             if self._warm is None:
                 from stageflow.build.warmtsc import WarmTsc
 
-                self._warm = WarmTsc(concurrency)
+                self._warm = WarmTsc(concurrency, persist=self.config.warm_tsc_persist)
             return self._warm.run
 
     def close(self) -> None:
-        """Stop the warm tsc workers (the engine calls this when a build ends)."""
+        """Let the warm tsc workers go (the engine calls this when a build ends): idle for
+        ``warm_tsc_persist`` seconds, for the next build, or stopped."""
         with self._lock:
             warm, self._warm = self._warm, None
         if warm is not None:

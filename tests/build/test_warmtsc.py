@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -241,3 +244,173 @@ def test_no_warm_tsc_reaches_the_prefect_flow_parameters(tmp_path: Path):
     assert SelectiveBuildParams.model_validate_json(off.model_dump_json()).options().warm_tsc is False
     default = SelectiveBuildParams.from_options(BuildOptions(repo=tmp_path))
     assert default.options().warm_tsc is None
+
+
+# ------------------------------------------------------------------ workers that outlive a build
+STAGEFLOW = Path(sys.executable).parent / "stageflow"
+
+
+@pytest.fixture(autouse=True)
+def _stop_persisted_workers():
+    """Whatever a test leaves running in its STAGEFLOW_HOME is stopped when it ends."""
+    yield
+    warmtsc.stop_workers()
+    directory = warmtsc.socket_dir(create=False)
+    if directory is not None:  # (under the temp dir when the test's home path is too long)
+        shutil.rmtree(directory)
+
+
+def _sockets() -> list[Path]:
+    directory = warmtsc.socket_dir(create=False)
+    return sorted(directory.glob("*.sock")) if directory else []
+
+
+def _build(root: Path, *args: str, home: Path | None = None) -> tuple[int, dict]:
+    """A build in its own process, as a user's next build would be."""
+    env = dict(os.environ)
+    if home is not None:
+        env["STAGEFLOW_HOME"] = str(home)
+    proc = subprocess.run(
+        [str(STAGEFLOW), "build", str(root), "--json", "--logs", "none", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    return proc.returncode, json.loads(proc.stdout)
+
+
+@needs_typescript
+def test_persisted_workers_serve_the_next_build_and_never_a_stale_declaration(tmp_path: Path):
+    root = _ts_monorepo(tmp_path / "ts")
+    code, doc = _build(root)
+    assert code == 0 and doc["built"] == ["@t/types", "@t/utils", "@t/app"]
+    first = warmtsc.running_workers()
+    assert first and set(first) == set(_sockets())  # alive and idle after the build's process ended
+    inodes = {p: p.stat().st_ino for p in first}
+
+    # the dependency's exported type changes: utils now exports a string, so app must fail
+    types = root / "packages/types/src/index.ts"
+    types.write_text(types.read_text().replace("version = 1", 'version = "1"'))
+    code, warm = _build(root)
+    assert warmtsc.running_workers() == first  # the same processes served it: none was spawned
+    assert {p: p.stat().st_ino for p in first} == inodes
+    warm_out = _dists(root)
+
+    # the same change compiled by real tsc processes, in a home where no worker was ever started
+    shutil.rmtree(root / ".stageflow")
+    for dist in root.glob("packages/*/dist"):
+        shutil.rmtree(dist)
+    clean_home = tmp_path / "other-home"
+    code_real, real = _build(root, "--no-warm-tsc", home=clean_home)
+    assert not (clean_home / "tsc").exists()  # --no-warm-tsc never touches sockets
+    assert code == code_real == 1
+    assert warm["failed"] == real["failed"] == ["@t/app"]
+    warm_app, real_app = (next(t for t in d["tasks"] if t["name"] == "@t/app") for d in (warm, real))
+    assert "error TS2322: Type 'string' is not assignable to type 'number'." in warm_app["log_tail"]
+    assert warm_app["log_tail"] == real_app["log_tail"]
+    assert _dists(root) == warm_out  # utils' new declaration (v: string) emitted alike
+    assert b"v: string" in warm_out["packages/utils/dist/index.d.ts"]
+
+    assert warmtsc.stop_workers() == len(first)
+    assert _sockets() == [] and warmtsc.running_workers() == {}
+
+
+@needs_typescript
+def test_second_build_reuses_workers_and_stop_workers_ends_them(tmp_path: Path, cli, cli_json, monkeypatch):
+    root = _ts_monorepo(tmp_path / "ts")
+    from stageflow.plugins import build_runners
+
+    pools: list[warmtsc.WarmTsc] = []
+    close = build_runners.ScriptRunner.close
+
+    def recording_close(self):
+        if self._warm is not None:
+            pools.append(self._warm)
+        close(self)
+
+    monkeypatch.setattr(build_runners.ScriptRunner, "close", recording_close)
+    code, _, err = cli_json(str(root))
+    assert code == 0, err
+    code, _, err = cli_json(str(root), "--force")
+    assert code == 0, err
+    first, second = pools
+    assert first.used == second.used == 3
+    assert first.spawned >= 1 and second.spawned == 0  # the second build connected, spawned nothing
+    running = warmtsc.running_workers()
+    assert second.pids <= set(running.values()) and len(running) == first.spawned
+
+    code, _, err = cli("build", "--stop-workers")
+    assert code == 0 and f"stopped {len(running)} warm tsc worker(s)" in err
+    assert _sockets() == [] and warmtsc.running_workers() == {}
+
+
+@needs_typescript
+def test_persist_zero_leaves_no_worker(tmp_path: Path, cli_json):
+    root = _ts_monorepo(tmp_path / "ts")
+    (root / "stageflow.toml").write_text("[build]\nrunner_options = { warm_tsc_persist = 0 }\n")
+    code, doc, err = cli_json(str(root))
+    assert code == 0 and doc["built"] == ["@t/types", "@t/utils", "@t/app"], err
+    assert _sockets() == [] and warmtsc.running_workers() == {}
+
+
+def _bind(path: Path) -> socket.socket:
+    """A socket file as private as a worker's (mode 0700), that nobody serves."""
+    sock = socket.socket(socket.AF_UNIX)
+    umask = os.umask(0o077)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(umask)
+    return sock
+
+
+@needs_typescript
+def test_stale_and_foreign_sockets(monkeypatch):
+    node = os.path.realpath(shutil.which("node"))
+    where = (node, str(TS_PACKAGE), "0123456789abcdef")
+    directory = warmtsc.socket_dir()
+    assert directory is not None and directory.stat().st_mode & 0o777 == 0o700
+    stale = directory / f"{where[2]}-0.sock"
+
+    # a socket nobody listens on (a worker that was killed): removed, a fresh worker takes the slot
+    _bind(stale).close()
+    worker = warmtsc._open_slot(where, os.environ, 0)
+    assert worker is not None and worker.fresh
+    worker.release(0)
+    assert not stale.exists()
+
+    # a listener that never says hello: treated as stale
+    monkeypatch.setattr(warmtsc, "HELLO_TIMEOUT_S", 0.2)
+    mute = _bind(stale)
+    mute.listen(1)
+    try:
+        worker = warmtsc._open_slot(where, os.environ, 0)
+        assert worker is not None and worker.fresh
+        worker.release(0)
+    finally:
+        mute.close()
+
+    # loose permissions or another owner: never connected to, never removed, the build runs tsc itself
+    loose = _bind(stale)
+    loose.listen(1)
+    try:
+        stale.chmod(0o777)
+        with pytest.raises(warmtsc.Unsafe):
+            warmtsc._open_slot(where, os.environ, 0)
+        assert stale.exists()
+        if os.getuid() == 0:
+            stale.chmod(0o700)
+            os.chown(stale, 65534, -1)
+            with pytest.raises(warmtsc.Unsafe):
+                warmtsc._open_slot(where, os.environ, 0)
+    finally:
+        loose.close()
+        stale.unlink()
+    pool = warmtsc.WarmTsc(1)
+    monkeypatch.setattr(warmtsc, "_open_slot", lambda *a: (_ for _ in ()).throw(warmtsc.Unsafe("x")))
+    assert pool._take(where, os.environ) is None  # -> None: the command runs as usual
+
+    directory.chmod(0o755)
+    with pytest.raises(warmtsc.Unsafe):
+        warmtsc.socket_dir()
+    directory.chmod(0o700)

@@ -17,12 +17,19 @@ Never decides what to build, never touches the cache or the task hash.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shlex
 import shutil
+import signal
+import socket
+import stat
 import subprocess
+import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,27 +77,85 @@ def typescript_for(env: Mapping[str, str]) -> tuple[str, str] | None:
     return os.path.realpath(node), str(package)
 
 
-class _Worker:
-    def __init__(self, node: str, package: str, env: Mapping[str, str]):
-        self.where = (node, package)
-        read_fd, write_fd = os.pipe()
+class _Pid:
+    """What the build's ProcessTracker kills on cancellation: the worker's process group (its own
+    session), whether this build spawned it or found it persisted by an earlier build."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+
+#: Slots per worker key: concurrent builds each take the lowest free slots (a flock per slot).
+MAX_SLOTS = 64
+HELLO_TIMEOUT_S = 5.0
+START_TIMEOUT_S = 60.0
+
+
+class Unsafe(OSError):
+    """A socket directory or socket file this user must not trust (another owner, loose mode)."""
+
+
+def _safe(st: os.stat_result, kind: int) -> bool:
+    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def socket_dir(create: bool = True) -> Path | None:
+    """``$STAGEFLOW_HOME/tsc`` (mode 0700, this user's), or a short per-user directory under the temp
+    dir when that path is too long for a Unix socket name; None when it does not exist (create=False).
+    Raises :class:`Unsafe` for a directory owned by someone else or open to others."""
+    from stageflow import settings
+
+    home = settings.home_path()
+    path = home / "tsc"
+    if len(str(path)) > 80:  # sun_path holds ~104 bytes: "<dir>/<16 hex>-<slot>.sock" must fit
+        digest = hashlib.sha256(str(home).encode()).hexdigest()[:10]
+        path = Path(tempfile.gettempdir()) / f"stageflow-tsc-{os.getuid()}-{digest}"
+    if create:
+        if path.parent == home / "tsc" or path.parent == home:
+            home.mkdir(parents=True, exist_ok=True)
         try:
-            self.proc = subprocess.Popen(
-                [node, "-e", WORKER_JS],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=dict(env, STAGEFLOW_TSC_PACKAGE=package, STAGEFLOW_TSC_FD=str(write_fd)),
-                pass_fds=(write_fd,),
-                start_new_session=True,
-            )
-        finally:
-            os.close(write_fd)
-        self.answers = os.fdopen(read_fd, "rb")
-        hello = self._read()
-        if not hello or not hello.get("ready"):
-            self.close()
-            raise OSError("warm tsc worker did not start")
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not _safe(st, stat.S_IFDIR):
+        raise Unsafe(f"{path}: not a directory of uid {os.getuid()} with mode 0700")
+    return path
+
+
+def worker_key(node: str, package: str, env: Mapping[str, str]) -> str:
+    """Which persisted workers a build may use: same node, same typescript package (path, version and
+    package.json mtime), same NODE_OPTIONS, same user, same worker program."""
+    manifest = Path(package) / "package.json"
+    st = manifest.stat()
+    version = json.loads(manifest.read_text()).get("version")
+    material = [
+        node,
+        package,
+        version,
+        st.st_mtime_ns,
+        env.get("NODE_OPTIONS", ""),
+        os.getuid(),
+        hashlib.sha256(WORKER_JS.encode()).hexdigest(),
+    ]
+    return hashlib.sha256(json.dumps(material).encode()).hexdigest()[:16]
+
+
+class _Worker:
+    """A connection to one worker, held under its slot's lock for as long as this build uses it."""
+
+    def __init__(self, sock: socket.socket, hello: dict[str, Any], lock_fd: int, path: Path, fresh: bool):
+        self.sock = sock
+        self.answers = sock.makefile("rb")
+        self.pid = int(hello["pid"])
+        self.proc = _Pid(self.pid)
+        self.lock_fd = lock_fd
+        self.path = path
+        self.fresh = fresh  # spawned by this build (its lib files are not parsed yet)
+        self.where: tuple[str, ...] = ()
 
     def _read(self) -> dict[str, Any] | None:
         line = self.answers.readline()
@@ -101,38 +166,217 @@ class _Worker:
     def run(
         self, cwd: Path, args: list[str], env: Mapping[str, str], *, warm: bool = False
     ) -> dict[str, Any] | None:
-        assert self.proc.stdin is not None
         job = {"cwd": str(cwd), "args": args, "env": dict(env), "warm": warm}
-        self.proc.stdin.write(json.dumps(job).encode() + b"\n")
-        self.proc.stdin.flush()
+        self.sock.sendall(json.dumps(job).encode() + b"\n")
         return self._read()
 
-    def close(self) -> None:
+    def release(self, persist: float) -> None:
+        """Leave the worker idle for ``persist`` seconds (then it exits on its own); 0: stop it now."""
+        message = {"idle": persist} if persist > 0 else {"stop": True}
         try:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-            self.proc.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
-        self.answers.close()
+            self.sock.sendall(json.dumps(message).encode() + b"\n")
+        except OSError:
+            pass
+        if persist <= 0:
+            _wait_gone(self.path, self.pid)
+        self._disconnect()
+
+    def kill(self) -> None:
+        """Stop a worker whose state is unknown (an error, a cancelled compile): the next build spawns
+        a fresh one."""
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _unlink(self.path)
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        for closable in (self.answers, self.sock):
+            try:
+                closable.close()
+            except OSError:
+                pass
+        os.close(self.lock_fd)  # releases the slot
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _wait_gone(path: Path, pid: int, timeout: float = 5.0) -> None:
+    """Wait until a stopped worker has removed its socket (it does so just before exiting)."""
+    deadline = time.monotonic() + timeout
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _hello(path: Path, timeout: float | None = None) -> tuple[socket.socket, dict[str, Any]] | None:
+    """Connect to a worker's socket and read its hello; None when nobody answers (a stale socket).
+    Raises :class:`Unsafe` for a socket file that is not this user's private socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not _safe(st, stat.S_IFSOCK):
+        raise Unsafe(f"{path}: not a socket of uid {os.getuid()} with mode 0700")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(HELLO_TIMEOUT_S if timeout is None else timeout)
+        sock.connect(str(path))
+        answers = sock.makefile("rb")
+        line = answers.readline()
+        answers.close()
+        hello = json.loads(line) if line else None
+    except (OSError, ValueError):
+        sock.close()
+        return None
+    if not isinstance(hello, dict) or not hello.get("ready") or not isinstance(hello.get("pid"), int):
+        sock.close()
+        return None
+    sock.settimeout(None)
+    return sock, hello
+
+
+def _start(path: Path, node: str, package: str, env: Mapping[str, str], persist: float) -> None:
+    """Spawn a detached worker listening on ``path``; returns once it listens (or has died)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        subprocess.Popen(
+            [node, "-e", WORKER_JS],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(
+                env,
+                STAGEFLOW_TSC_PACKAGE=package,
+                STAGEFLOW_TSC_FD=str(write_fd),
+                STAGEFLOW_TSC_SOCKET=str(path),
+                STAGEFLOW_TSC_IDLE=str(max(0.0, persist)),
+            ),
+            pass_fds=(write_fd,),
+            start_new_session=True,
+            cwd="/",
+        )
+    finally:
+        os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as ready:
+        ready.readline()  # a line once it listens; EOF when it dies first
+
+
+def _open_slot(where: tuple[str, str, str], env: Mapping[str, str], persist: float) -> _Worker | None:
+    """The lowest free slot's worker: connected to when one is alive there, spawned otherwise."""
+    node, package, key = where
+    directory = socket_dir()
+    assert directory is not None
+    for slot in range(MAX_SLOTS):
+        lock_fd = os.open(
+            directory / f"{key}-{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock_fd)
+            continue  # another build (or another of ours) is using this slot
+        path = directory / f"{key}-{slot}.sock"
+        try:
+            found = _hello(path)
+            fresh = False
+            if found is None:
+                _unlink(path)  # stale: nobody listens (we hold the slot: nobody is starting one)
+                _start(path, node, package, env, persist)
+                found = _hello(path, START_TIMEOUT_S)
+                fresh = True
+            if found is None:
+                _unlink(path)
+                os.close(lock_fd)
+                return None
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        worker = _Worker(found[0], found[1], lock_fd, path, fresh)
+        worker.where = where
+        return worker
+    return None
+
+
+def running_workers() -> dict[Path, int]:
+    """This user's persisted workers that answer now (socket -> pid); a busy one is not listed."""
+    try:
+        directory = socket_dir(create=False)
+    except Unsafe:
+        return {}
+    found: dict[Path, int] = {}
+    for path in sorted(directory.glob("*.sock")) if directory else []:
+        try:
+            hello = _hello(path, 1.0)
+        except Unsafe:
+            continue
+        if hello is not None:
+            hello[0].close()
+            found[path] = int(hello[1]["pid"])
+    return found
+
+
+def stop_workers() -> int:
+    """Stop every persisted warm tsc worker of this user (this STAGEFLOW_HOME); busy ones stop after
+    their current compilation. Stale sockets are removed. Returns how many were stopped."""
+    try:
+        directory = socket_dir(create=False)
+    except Unsafe:
+        return 0
+    stopped = 0
+    for path in sorted(directory.glob("*.sock")) if directory else []:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not _safe(st, stat.S_IFSOCK):
+            continue
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(2.0)
+            sock.connect(str(path))
+            sock.sendall(b'{"stop": true}\n')
+            stopped += 1
+            # read what it sent (its hello) until it hangs up: closing with unread data would reset
+            # the connection before the worker reads the stop
+            while sock.recv(4096):
+                pass
+        except TimeoutError:
+            pass  # busy with a compilation: it stops when that is done
+        except OSError:
+            _unlink(path)  # nobody listens
+            continue
+        finally:
+            sock.close()
+        _wait_gone(path, 0)
+    return stopped
 
 
 class WarmTsc:
     """A pool of warm tsc workers per (node, typescript package); at most one job per worker at a time,
     so the pool grows to the build's concurrency and no further. When the first job of a pool starts,
-    the other workers (up to ``size``) start in the background and parse that job's program without
-    emitting anything, so their first real job finds TypeScript loaded and the lib files parsed."""
+    the other workers (up to ``size``) are taken in the background: persisted ones are connected to
+    as they are, fresh ones parse that job's program without emitting anything, so their first real
+    job finds TypeScript loaded and the lib files parsed. ``persist``: seconds a worker stays alive,
+    idle, after this build (for the next build to connect to); 0 stops them when the build ends."""
 
-    def __init__(self, size: int = 1) -> None:
+    def __init__(self, size: int = 1, persist: float = 0.0) -> None:
         self.size = max(1, size)
+        self.persist = max(0.0, float(persist))
         self._lock = threading.Condition()
-        self._idle: dict[tuple[str, str], list[_Worker]] = {}
-        self._starting: dict[tuple[str, str], int] = {}
-        self._count: dict[tuple[str, str], int] = {}
+        self._idle: dict[tuple[str, str, str], list[_Worker]] = {}
+        self._starting: dict[tuple[str, str, str], int] = {}
+        self._count: dict[tuple[str, str, str], int] = {}
         self._all: list[_Worker] = []
         self._closed = False
         self.used = 0
+        self.pids: set[int] = set()  # workers that compiled something for this build
+        self.spawned = 0  # workers this build started (the rest were persisted by earlier builds)
 
     def run(
         self, command: str, cwd: Path, env: Mapping[str, str], tracker: ProcessTracker
@@ -141,8 +385,12 @@ class WarmTsc:
         args = plain_tsc_args(command)
         if args is None:
             return None
-        where = typescript_for(env)
-        if where is None:
+        found = typescript_for(env)
+        if found is None:
+            return None
+        try:
+            where = (*found, worker_key(*found, env))
+        except (OSError, ValueError):
             return None
         worker = self._take(where, env)
         if worker is None:
@@ -163,9 +411,10 @@ class WarmTsc:
         self._give_back(where, worker)
         with self._lock:
             self.used += 1
+            self.pids.add(worker.pid)
         return int(answer["code"]), str(answer["out"])
 
-    def _take(self, where: tuple[str, str], env: Mapping[str, str]) -> _Worker | None:
+    def _take(self, where: tuple[str, str, str], env: Mapping[str, str]) -> _Worker | None:
         with self._lock:
             while True:
                 idle = self._idle.setdefault(where, [])
@@ -177,20 +426,24 @@ class WarmTsc:
                     break
                 self._lock.wait()  # a worker being started will be idle soon: cheaper than another
             self._count[where] = self._count.get(where, 0) + 1
-        return self._spawn(where, env)
+        return self._open(where, env)
 
-    def _spawn(self, where: tuple[str, str], env: Mapping[str, str]) -> _Worker | None:
+    def _open(self, where: tuple[str, str, str], env: Mapping[str, str]) -> _Worker | None:
         try:
-            worker = _Worker(*where, env)
+            worker = _open_slot(where, env, self.persist)
         except (OSError, ValueError):
-            with self._lock:
-                self._count[where] -= 1
-            return None
+            worker = None
         with self._lock:
+            if worker is None:
+                self._count[where] -= 1
+                return None
             self._all.append(worker)
+            self.spawned += worker.fresh
         return worker
 
-    def _prestart(self, where: tuple[str, str], cwd: Path, args: list[str], env: Mapping[str, str]) -> None:
+    def _prestart(
+        self, where: tuple[str, str, str], cwd: Path, args: list[str], env: Mapping[str, str]
+    ) -> None:
         with self._lock:
             missing = self.size - self._count.get(where, 0)
             if missing <= 0 or self._closed:
@@ -199,8 +452,8 @@ class WarmTsc:
             self._starting[where] = self._starting.get(where, 0) + missing
 
         def start() -> None:
-            worker = self._spawn(where, env)
-            if worker is not None:
+            worker = self._open(where, env)
+            if worker is not None and worker.fresh:
                 try:
                     answer = worker.run(cwd, args, env, warm=True)
                 except (OSError, ValueError):
@@ -210,40 +463,46 @@ class WarmTsc:
                     worker = None
             with self._lock:
                 self._starting[where] -= 1
-                if worker is not None:
-                    self._idle.setdefault(where, []).append(worker)
                 self._lock.notify_all()
+            if worker is not None:
+                self._give_back(where, worker)
 
         for _ in range(missing):
             threading.Thread(target=start, name="stageflow-warm-tsc", daemon=True).start()
 
-    def _give_back(self, where: tuple[str, str], worker: _Worker) -> None:
+    def _give_back(self, where: tuple[str, str, str], worker: _Worker) -> None:
         with self._lock:
-            self._idle.setdefault(where, []).append(worker)
-            self._lock.notify_all()
+            if not self._closed:
+                self._idle.setdefault(where, []).append(worker)
+                self._lock.notify_all()
+                return
+            if worker in self._all:
+                self._all.remove(worker)
+        worker.release(self.persist)  # the build ended while it was warming up
 
     def _drop(self, worker: _Worker) -> None:
         with self._lock:
             if worker in self._all:
                 self._all.remove(worker)
-                for where in self._count:
-                    if worker.where == where:
-                        self._count[where] -= 1
-        worker.close()
+                self._count[worker.where] -= 1
+        worker.kill()
 
     def close(self) -> None:
-        """Stop every worker (they also exit on their own when this process goes away)."""
+        """Let the idle workers go: kept alive ``persist`` seconds for the next build, or stopped
+        (persist 0). One still warming up is let go when it is done (or with this process)."""
         with self._lock:
             self._closed = True
-            workers, self._all, self._idle = self._all, [], {}
+            idle = [w for ws in self._idle.values() for w in ws]
+            self._idle = {}
+            self._all = [w for w in self._all if w not in idle]
             self._lock.notify_all()
-        for worker in workers:
-            worker.close()
+        for worker in idle:
+            worker.release(self.persist)
 
 
 WORKER_JS = r""""use strict";
 // stageflow warm tsc worker: loads one typescript package once and runs `tsc [-p X]` compilations sent
-// as JSON lines on stdin, answering one JSON line each on fd 3. Parsed declaration files (lib.*.d.ts,
+// as JSON lines on a Unix socket, answering one JSON line each. Parsed declaration files (lib.*.d.ts,
 // dependencies' .d.ts) are kept between compilations, keyed as TypeScript's DocumentRegistry keys them
 // (path, source-file-affecting options, language version, module format) and reused only when the file
 // text is unchanged. Anything but a plain project compilation runs ts.executeCommandLine unchanged.
@@ -395,18 +654,81 @@ function run(job) {
   return { code, out: out.join(""), mode, reused: stats.reused, parsed: stats.parsed };
 }
 
-let buffer = "";
-process.stdin.setEncoding("utf8");
-process.stdin.on("data", (chunk) => {
-  buffer += chunk;
-  let nl;
-  while ((nl = buffer.indexOf("\n")) >= 0) {
-    const line = buffer.slice(0, nl);
-    buffer = buffer.slice(nl + 1);
-    if (!line) continue;
-    fs.writeSync(ANSWERS, JSON.stringify(run(JSON.parse(line))) + "\n");
+// One connection at a time is served (a build holds it, under its slot's lock, for the whole build);
+// others wait their turn. {"idle": S} sets how long to stay alive once no build holds a connection;
+// {"stop": true}, on any connection, ends the worker at once.
+const net = require("net");
+const SOCKET = process.env.STAGEFLOW_TSC_SOCKET;
+let idleMs = Number(process.env.STAGEFLOW_TSC_IDLE || "0") * 1000;
+let listening = null; // the socket file's inode, so the worker never removes another worker's socket
+let active = null;
+let timer = null;
+const waiting = [];
+
+function quit() {
+  try {
+    if (listening !== null && fs.statSync(SOCKET).ino === listening) fs.unlinkSync(SOCKET);
+  } catch (e) {}
+  process.exit(0);
+}
+
+function idle(ms) {
+  if (timer) clearTimeout(timer);
+  timer = setTimeout(quit, ms);
+  timer.unref();
+}
+
+function next() {
+  if (active) return;
+  active = waiting.shift() || null;
+  if (!active) return idle(idleMs);
+  if (timer) clearTimeout(timer);
+  timer = null;
+  active.sock.write(JSON.stringify(
+    { ready: true, pid: process.pid, version: ts.version, cache: canCache, parsed: stats.parsed }) + "\n");
+  pump();
+}
+
+function pump() {
+  while (active && active.jobs.length) {
+    const job = active.jobs.shift();
+    if (job.idle !== undefined) { idleMs = Number(job.idle) * 1000; continue; }
+    active.sock.write(JSON.stringify(run(job)) + "\n");
   }
+}
+
+const server = net.createServer((sock) => {
+  const conn = { sock, jobs: [], buffer: "" };
+  sock.setEncoding("utf8");
+  sock.on("error", () => {});
+  sock.on("data", (chunk) => {
+    conn.buffer += chunk;
+    let nl;
+    while ((nl = conn.buffer.indexOf("\n")) >= 0) {
+      const line = conn.buffer.slice(0, nl);
+      conn.buffer = conn.buffer.slice(nl + 1);
+      if (!line) continue;
+      let job;
+      try { job = JSON.parse(line); } catch (e) { sock.destroy(); return; }
+      if (job.stop) quit();
+      conn.jobs.push(job);
+    }
+    if (active === conn) pump();
+  });
+  sock.on("close", () => {
+    const i = waiting.indexOf(conn);
+    if (i >= 0) waiting.splice(i, 1);
+    if (active === conn) { active = null; next(); }
+  });
+  waiting.push(conn);
+  next();
 });
-process.stdin.on("end", () => process.exit(0));
-fs.writeSync(ANSWERS, JSON.stringify({ ready: true, version: ts.version, cache: canCache }) + "\n");
+process.umask(0o077);
+server.listen(SOCKET, () => {
+  listening = fs.statSync(SOCKET).ino;
+  idle(Math.max(idleMs, 60000)); // until the build that started it connects
+  fs.writeSync(ANSWERS, "listening\n");
+  fs.closeSync(ANSWERS);
+});
+server.on("error", () => process.exit(1));
 """
