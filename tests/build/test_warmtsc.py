@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -414,3 +415,40 @@ def test_stale_and_foreign_sockets(monkeypatch):
     with pytest.raises(warmtsc.Unsafe):
         warmtsc.socket_dir()
     directory.chmod(0o700)
+
+
+@needs_typescript
+def test_cancelled_compile_kills_the_worker_and_the_next_build_starts_a_fresh_one(tmp_path: Path):
+    from stageflow.build.model import ProcessTracker
+
+    root = _ts_monorepo(tmp_path / "ts")
+    env = dict(os.environ, PATH=f"{root / 'node_modules/.bin'}:{os.environ['PATH']}")
+    types = root / "packages/types"
+    cancelled = ProcessTracker()
+    cancelled.cancel()  # fail-fast / Ctrl-C: the tracker kills the worker's process group
+    pool = warmtsc.WarmTsc(1, persist=600)
+    assert pool.run("tsc -p tsconfig.json", types, env, cancelled) == (143, "")
+    pool.close()
+    assert pool.spawned == 1 and pool.used == 0
+    assert _sockets() == [] and warmtsc.running_workers() == {}  # killed, its socket removed
+
+    pool = warmtsc.WarmTsc(1, persist=600)
+    assert pool.run("tsc -p tsconfig.json", types, env, ProcessTracker()) == (0, "")
+    pool.close()
+    assert pool.spawned == 1 and len(warmtsc.running_workers()) == 1
+    assert (types / "dist/index.d.ts").is_file()
+
+
+@needs_typescript
+def test_idle_workers_exit_on_their_own(tmp_path: Path):
+    from stageflow.build.model import ProcessTracker
+
+    root = _ts_monorepo(tmp_path / "ts")
+    env = dict(os.environ, PATH=f"{root / 'node_modules/.bin'}:{os.environ['PATH']}")
+    pool = warmtsc.WarmTsc(1, persist=0.1)
+    assert pool.run("tsc -p tsconfig.json", root / "packages/types", env, ProcessTracker()) == (0, "")
+    pool.close()
+    deadline = time.monotonic() + 60  # (not a timing assertion: only how long to wait for the exit)
+    while _sockets() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _sockets() == [] and warmtsc.running_workers() == {}

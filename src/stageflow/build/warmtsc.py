@@ -105,14 +105,13 @@ def socket_dir(create: bool = True) -> Path | None:
     Raises :class:`Unsafe` for a directory owned by someone else or open to others."""
     from stageflow import settings
 
-    home = settings.home_path()
+    home = Path(os.path.abspath(settings.home_path()))  # the worker runs in /: an absolute socket path
     path = home / "tsc"
-    if len(str(path)) > 80:  # sun_path holds ~104 bytes: "<dir>/<16 hex>-<slot>.sock" must fit
+    if len(str(path)) > 76:  # sun_path holds 104-108 bytes: "<dir>/<16 hex>-<slot>.sock" must fit
         digest = hashlib.sha256(str(home).encode()).hexdigest()[:10]
         path = Path(tempfile.gettempdir()) / f"stageflow-tsc-{os.getuid()}-{digest}"
     if create:
-        if path.parent == home / "tsc" or path.parent == home:
-            home.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)  # the home (or the temp dir)
         try:
             path.mkdir(mode=0o700)
         except FileExistsError:
