@@ -111,8 +111,9 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def start_sshd(work: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    """A private sshd on 127.0.0.1 with key auth (as the test fixture); returns (process, ssh command)."""
+def start_sshd(work: Path, user: str | None = None) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A private sshd on 127.0.0.1 with key auth (as the test fixture); returns (process, user@host,
+    ssh command). ``user``: log in as that (existing) account instead of the current one."""
     import getpass
     import socket
 
@@ -122,6 +123,10 @@ def start_sshd(work: Path) -> tuple[subprocess.Popen[bytes], str, str]:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
     (d / "authorized_keys").write_text((d / "client.pub").read_text())
     os.chmod(d / "authorized_keys", 0o600)
+    if user:  # sshd reads the keys file as that account
+        for path in (work, d):
+            os.chmod(path, 0o755)
+        os.chmod(d / "authorized_keys", 0o644)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -148,18 +153,26 @@ def start_sshd(work: Path) -> tuple[subprocess.Popen[bytes], str, str]:
         f"ssh -p {port} -i {d / 'client'} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
         "-o LogLevel=ERROR"
     )
-    return proc, f"{getpass.getuser()}@127.0.0.1", ssh
+    return proc, f"{user or getpass.getuser()}@127.0.0.1", ssh
 
 
 def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
-def run(files: int, repeats: int, ssh_host: str | None, ssh_command: str) -> None:
+def run(
+    files: int, repeats: int, ssh_host: str | None, ssh_command: str, ssh_user: str | None = None
+) -> None:
     from stageflow.plugin_manager import get_plugin_manager
     from stageflow.sync.engine import SyncRequest, init_target, sync
 
     work = Path(tempfile.mkdtemp(prefix=f"sync-bench-{files}-"))
+    if ssh_user:  # the ssh targets live under work/ and are written by that account
+        import pwd
+
+        account = pwd.getpwnam(ssh_user)
+        os.chown(work, account.pw_uid, account.pw_gid)
+        os.chmod(work, 0o755)
     os.environ["STAGEFLOW_HOME"] = str(work / "home")
     src = work / "src"
     t0 = time.perf_counter()
@@ -334,13 +347,20 @@ def main() -> None:
     parser.add_argument("--ssh", metavar="HOST", help="also benchmark HOST:/path over ssh")
     parser.add_argument("--ssh-command", default="ssh", help="ssh command line (default: ssh)")
     parser.add_argument("--sshd", action="store_true", help="start a private sshd and bench over ssh")
+    parser.add_argument(
+        "--ssh-user",
+        help="with --sshd: log in as this existing account (a deploy user whose shell start-up is not "
+        "the current user's; each remote command pays it)",
+    )
     args = parser.parse_args()
     sshd = None
     if args.sshd:
-        sshd, args.ssh, args.ssh_command = start_sshd(Path(tempfile.mkdtemp(prefix="sync-bench-sshd-")))
+        sshd, args.ssh, args.ssh_command = start_sshd(
+            Path(tempfile.mkdtemp(prefix="sync-bench-sshd-")), args.ssh_user
+        )
     try:
         for files in args.files or [20000]:
-            run(files, args.repeats, args.ssh, args.ssh_command)
+            run(files, args.repeats, args.ssh, args.ssh_command, args.ssh_user if args.sshd else None)
     finally:
         if sshd is not None:
             sshd.terminate()
