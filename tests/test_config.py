@@ -80,3 +80,34 @@ def test_stageflow_config_env_points_workers_at_the_project_file(tmp_path, monke
     monkeypatch.setenv("STAGEFLOW_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(ConfigError, match="STAGEFLOW_CONFIG=.*missing.toml: file not found"):
         load_config()
+
+
+def test_a_family_section_is_imported_only_when_present_or_read(tmp_path):
+    """A sync-only stageflow.toml does not import the build, video and monitor config models (CLI
+    start-up), yet reading an absent section still gives its defaults."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "stageflow.toml"
+    cfg.write_text('[sync.environments.web]\nrole = "web"\ntarget = "/srv/web"\n')
+    code = (
+        "import sys; from pathlib import Path; from stageflow.config import load_config\n"
+        f"c = load_config(Path({str(cfg)!r}))\n"
+        "assert c.sync.environments['web'].role == 'web'\n"
+        "loaded = [m for m in ('stageflow.build.config', 'stageflow.video.settings', "
+        "'stageflow.monitor.engine') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "assert c.build.cache == 'local' and not c.given('build') and c.given('sync')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_unknown_key_inside_a_family_section_names_line_and_known_keys(tmp_path):
+    cfg = tmp_path / "stageflow.toml"
+    cfg.write_text('[notify]\nbackend = "log"\n\n[build]\ncache = "local"\nconcurency = 2\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    message = str(err.value)
+    assert f"{cfg}:6: unknown key 'build.concurency'" in message
+    assert "concurrency" in message

@@ -15,11 +15,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from stageflow.build.config import BuildConfig
 from stageflow.errors import ConfigError
-from stageflow.monitor.engine import MonitorConfig
-from stageflow.sync.profile import SyncConfig
-from stageflow.video.settings import VideoConfig
+
+if typing.TYPE_CHECKING:
+    from stageflow.build.config import BuildConfig
+    from stageflow.monitor.engine import MonitorConfig
+    from stageflow.sync.profile import SyncConfig
+    from stageflow.video.settings import VideoConfig
 
 CONFIG_NAME = "stageflow.toml"
 
@@ -52,22 +54,63 @@ class DiscoverConfig(_Strict):
     sinks: list[BackendChoice] = Field(default_factory=list)
 
 
+#: Each family's section: its model, imported only when the file has the section or a caller reads
+#: it, so a command of one family does not import (and build pydantic models for) the others.
+SECTIONS: dict[str, tuple[str, str]] = {
+    "sync": ("stageflow.sync.profile", "SyncConfig"),
+    "build": ("stageflow.build.config", "BuildConfig"),
+    "video": ("stageflow.video.settings", "VideoConfig"),
+    "monitor": ("stageflow.monitor.engine", "MonitorConfig"),
+}
+
+
+def section_model(name: str) -> type[BaseModel]:
+    import importlib
+
+    module, attr = SECTIONS[name]
+    return getattr(importlib.import_module(module), attr)
+
+
 class ProjectConfig(_Strict):
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     discover: DiscoverConfig = Field(default_factory=DiscoverConfig)
-    # Sections validated by their own flows (deploy-sync, selective build, video analysis, ops).
-    sync: SyncConfig = Field(default_factory=SyncConfig)
-    build: BuildConfig = Field(default_factory=BuildConfig)
-    video: VideoConfig = Field(default_factory=VideoConfig)
-    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    # The family sections (sync, build, video, monitor) are validated by load_config against their
+    # own models and kept here; a section the file does not have is its model's defaults.
 
     _source_path: Path | None = PrivateAttr(default=None)
+    _sections: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+    _given: frozenset[str] = PrivateAttr(default=frozenset())
 
     @property
     def source_path(self) -> Path | None:
         """The file this config was read from (None: defaults)."""
         return self._source_path
+
+    def given(self, name: str) -> bool:
+        """Whether the file sets ``name`` (a top-level key or a family section)."""
+        return name in self._given or name in self.model_fields_set
+
+    def section(self, name: str) -> Any:
+        if name not in self._sections:
+            self._sections[name] = section_model(name)()
+        return self._sections[name]
+
+    @property
+    def sync(self) -> SyncConfig:
+        return self.section("sync")
+
+    @property
+    def build(self) -> BuildConfig:
+        return self.section("build")
+
+    @property
+    def video(self) -> VideoConfig:
+        return self.section("video")
+
+    @property
+    def monitor(self) -> MonitorConfig:
+        return self.section("monitor")
 
 
 def find_config(start: Path | None = None) -> Path | None:
@@ -127,17 +170,27 @@ def load_config(path: Path | None = None) -> ProjectConfig:
         where = f":{m.group(1)}" if m else ""
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError(f"{path}{where}: invalid TOML: {msg}") from None
+    sections: dict[str, BaseModel] = {}
     try:
-        cfg = ProjectConfig.model_validate(data)
+        if not isinstance(data, dict):  # pragma: no cover - tomllib always gives a table
+            data = {}
+        core = {k: v for k, v in data.items() if k not in SECTIONS}
+        root: Any = ProjectConfig
+        prefix: tuple[Any, ...] = ()
+        cfg = ProjectConfig.model_validate(core)
+        for name in SECTIONS:
+            if name in data:
+                root, prefix = section_model(name), (name,)
+                sections[name] = root.model_validate(data[name])
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = tuple(first["loc"])
+        loc = prefix + tuple(first["loc"])
         key = ".".join(str(p) for p in loc)
         line = _line_of(text, loc)
         where = f":{line}" if line else ""
         if first["type"] == "extra_forbidden":
-            parent = loc[:-1]
-            model: Any = ProjectConfig
+            parent = loc[len(prefix) : -1]
+            model: Any = root
             for part in parent:
                 if isinstance(part, int):
                     continue
@@ -146,10 +199,14 @@ def load_config(path: Path | None = None) -> ProjectConfig:
                 if model is not None and getattr(model, "model_fields", None) is None:
                     args = [a for a in typing.get_args(model) if hasattr(a, "model_fields")]
                     model = args[0] if args else None
-            known = ", ".join(getattr(model, "model_fields", {}))
+            known = ", ".join(
+                [*getattr(model, "model_fields", {}), *(SECTIONS if model is ProjectConfig else ())]
+            )
             raise ConfigError(
                 f"{path}{where}: unknown key '{key}'" + (f" (known here: {known})" if known else "")
             ) from None
         raise ConfigError(f"{path}{where}: key '{key}': {first['msg']}") from None
     cfg._source_path = path
+    cfg._sections.update(sections)
+    cfg._given = frozenset(sections)
     return cfg

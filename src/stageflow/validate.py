@@ -41,7 +41,7 @@ class Report:
 def backend_refs(cfg: Any) -> Iterator[BackendRef]:
     """Every backend a project config names, with where it is named."""
     yield BackendRef("notifiers", cfg.notify.backend, cfg.notify.options, "[notify] backend")
-    if "discover" in cfg.model_fields_set:  # the defaults name a source without feeds: check only if used
+    if cfg.given("discover"):  # the defaults name a source without feeds: check only if used
         d = cfg.discover
         yield BackendRef("sources", d.source, d.options, "[discover] source")
         for i, sink in enumerate(d.sinks):
@@ -61,7 +61,7 @@ def backend_refs(cfg: Any) -> Iterator[BackendRef]:
     if b.runner:
         yield BackendRef("build_runners", b.runner, b.runner_options, "[build] runner")
     yield BackendRef("build_caches", b.cache, b.cache_options, "[build] cache")
-    if "video" in cfg.model_fields_set:
+    if cfg.given("video"):
         v = cfg.video
         for kind, names, key in (
             ("transcribers", [v.transcriber], "transcriber"),
