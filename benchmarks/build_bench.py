@@ -438,6 +438,8 @@ def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) 
 
 
 def main() -> None:
+    # Subprocesses (the stageflow CLI) run as in a user's install: with bytecode caches written.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 50])
     parser.add_argument("--reps", type=int, default=3)

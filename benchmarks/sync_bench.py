@@ -339,6 +339,8 @@ def run(
 
 
 def main() -> None:
+    # Subprocesses (the stageflow CLI) run as in a user's install: with bytecode caches written.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
