@@ -7,11 +7,6 @@ load average, bytes sent against changed bytes, and whether each target tree is 
 
     .venv/bin/python benchmarks/sync_bench.py --files 20000 --files 100000 [--repeats 7] [--sshd]
 
-``--fsmonitor`` sets ``fsmonitor = "watchman"`` on the bench environments, runs a private watchman
-server (its state dir under the bench's temp dir), warms it, and also prints the ``git status`` floor
-with git's watchman hook next to the one without (measured with ``--no-optional-locks`` so that it
-does not strip the fsmonitor token from the index).
-
 ``--sshd`` starts a private sshd on 127.0.0.1 (a free port, a throwaway key, as tests/sync/test_ssh.py
 does; needs /usr/sbin/sshd) and also runs the ssh variant; ``--ssh HOST`` uses an existing one
 (``--ssh-command`` picks the ssh command line).
@@ -86,12 +81,10 @@ def generate(root: Path, files: int, seed: int = 7) -> list[Path]:
     return shipped
 
 
-def write_config(source: Path, targets: dict[str, str], ssh_command: str, fsmonitor: bool = False) -> None:
+def write_config(source: Path, targets: dict[str, str], ssh_command: str) -> None:
     body = ""
     for name, target in targets.items():
         body += f'[sync.environments.{name}]\nrole = "bench"\ntarget = "{target}"\n'
-        if fsmonitor:
-            body += 'fsmonitor = "watchman"\n'
         body += f"exclude = {EXCLUDES!r}\n".replace("'", '"')
         if ":" in target:
             body += f'ssh_command = "{ssh_command}"\n'
@@ -168,12 +161,7 @@ def median_ms(values: list[float]) -> float:
 
 
 def run(
-    files: int,
-    repeats: int,
-    ssh_host: str | None,
-    ssh_command: str,
-    ssh_user: str | None = None,
-    fsmonitor: bool = False,
+    files: int, repeats: int, ssh_host: str | None, ssh_command: str, ssh_user: str | None = None
 ) -> None:
     from stageflow.plugin_manager import get_plugin_manager
     from stageflow.sync.engine import SyncRequest, init_target, sync
@@ -200,16 +188,6 @@ def run(
     excl.write_text("\n".join(EXCLUDES) + "\n")
     plugins = get_plugin_manager()
     rng = random.Random(1)
-    hook = None
-    if fsmonitor:
-        from stageflow.sync.gitscan import fsmonitor_hook
-
-        hook, why = fsmonitor_hook()
-        if hook is None:
-            raise SystemExit(f"--fsmonitor: {why}")
-        os.environ["TMPDIR"] = str(work / "wm")  # watchman 4.x: its state dir and socket live under it
-        (work / "wm").mkdir()
-        subprocess.run(["watchman", "watch", str(src)], check=True, capture_output=True)
 
     def bench_variant(variant: str, prefix: str) -> None:
         targets = {
@@ -218,7 +196,7 @@ def run(
             "cli": f"{prefix}{work}/{variant}-cli",
         }
         rsync_dest = f"{prefix}{work}/{variant}-rsync/"
-        write_config(src, targets, ssh_command, fsmonitor)
+        write_config(src, targets, ssh_command)
         for spec in targets.values():
             if not prefix:
                 Path(spec).mkdir(parents=True)
@@ -301,19 +279,9 @@ def run(
             "status.showUntrackedFiles=all",
         ]
         git_argv += ["status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all"]
-        if hook:
-            floors["git status (fsmonitor)"] = []
-            fsm_argv = [*git_argv[:3], "-c", f"core.fsmonitor={hook}", *git_argv[3:]]
-            git_argv[1:1] = ["--no-optional-locks"]  # keeps the index (and its fsmonitor token) as is
-            for _ in range(2):  # warm: the first query after the watch says "everything changed"
-                subprocess.run(fsm_argv, check=True, capture_output=True)
 
         def measure_floors() -> None:
             floors["git status"].append(timed(partial(subprocess.run, git_argv, capture_output=True)))
-            if hook:
-                floors["git status (fsmonitor)"].append(
-                    timed(partial(subprocess.run, fsm_argv, capture_output=True))
-                )
             if prefix:
                 cold = [*shlex.split(ssh_command), "-o", "ControlPath=none", host, "true"]
                 floors["ssh connection (cold)"].append(timed(partial(subprocess.run, cold, check=True)))
@@ -367,9 +335,6 @@ def run(
             bench_variant(variant, prefix)
     finally:
         close_masters(ssh_command)  # the masters the syncs left (ssh_persist)
-        if hook:
-            subprocess.run(["watchman", "watch-del", str(src)], capture_output=True)
-            subprocess.run(["watchman", "shutdown-server"], capture_output=True)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -389,12 +354,6 @@ def main() -> None:
         help="with --sshd: log in as this existing account (a deploy user whose shell start-up is not "
         "the current user's; each remote command pays it)",
     )
-    parser.add_argument(
-        "--fsmonitor",
-        action="store_true",
-        help='set fsmonitor = "watchman" on the bench environments (needs watchman); prints the git '
-        "status floors with and without it",
-    )
     args = parser.parse_args()
     sshd = None
     if args.sshd:
@@ -403,8 +362,7 @@ def main() -> None:
         )
     try:
         for files in args.files or [20000]:
-            ssh_user = args.ssh_user if args.sshd else None
-            run(files, args.repeats, args.ssh, args.ssh_command, ssh_user, args.fsmonitor)
+            run(files, args.repeats, args.ssh, args.ssh_command, args.ssh_user if args.sshd else None)
     finally:
         if sshd is not None:
             sshd.terminate()

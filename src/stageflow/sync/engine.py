@@ -202,8 +202,7 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
         transport = plugins.build("transports", transport_name, options)
     except PluginError as exc:
         raise ConfigError(f"{where}: sync.environments.{request.environment}.transport: {exc}") from None
-    fsmonitor = config.fsmonitor_for(profile)
-    git = gitscan.StatusRun(source, rules.skip_lines, fsmonitor) if request.use_git else None
+    git = gitscan.StatusRun(source, rules.skip_lines) if request.use_git else None
     try:
         links = [releases.CURRENT] if profile.mode == "releases" else []
         files = [*ROLE_FILES, releases.PENDING_FILE, releases.STATE_FILE]
@@ -369,8 +368,7 @@ def _git_view(prep: Prepared) -> tuple[gitscan.GitView | None, str | None]:
     if not prep.request.use_git:
         return None, "--no-git"
     if prep.git is None:
-        fsmonitor = prep.config.fsmonitor_for(prep.profile)
-        prep.git = gitscan.StatusRun(prep.source, prep.rules.skip_lines, fsmonitor)
+        prep.git = gitscan.StatusRun(prep.source, prep.rules.skip_lines)
     try:
         return prep.git.result(), None
     except gitscan.GitUnavailable as exc:
@@ -505,8 +503,6 @@ def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: st
     result = _new_result(prep, scanned, changes, release, unmatched)
     result.accelerator = "walk" if reason else "git"
     result.accelerator_reason = reason
-    if prep.git is not None and prep.git.warning:
-        result.warnings.append(prep.git.warning)
     if prep.request.dry_run or not changes:
         why = "dry run" if prep.request.dry_run else "no changes"
         result.hooks = [

@@ -9,12 +9,6 @@ one case: when every pattern git ignores paths by is also a rule that skips them
 :func:`ignore_covered`), ``--ignored`` is not needed, so ``git status`` runs with git's untracked cache
 and may refresh the index (and the cache in it) as a plain ``git status`` does. Otherwise it runs with
 ``--no-optional-locks``: not even an index refresh.
-
-With ``fsmonitor = "watchman"`` (opt-in) that fast form also passes ``-c core.fsmonitor=<git's own
-fsmonitor-watchman hook>``: git then asks watchman what changed since the token it keeps in the index
-instead of lstat-ing every tracked file. The hook is git's sample, used as is from git's templates
-directory (never copied). Without watchman, perl or the hook, or when the hook fails (git then scans
-the tree itself, so the answer is the same), the sync carries one warning line.
 """
 
 from __future__ import annotations
@@ -22,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,38 +72,6 @@ def _run(source: Path, args: list[str]) -> bytes:
     return proc.stdout
 
 
-HOOK_NAME = "fsmonitor-watchman.sample"
-_HOOK_DIRS = ("/usr/share/git-core/templates/hooks", "/usr/local/share/git-core/templates/hooks")
-_hook_cache: dict[str, str | None] = {}
-
-
-def fsmonitor_hook() -> tuple[str | None, str | None]:
-    """(value for ``core.fsmonitor``, None) or (None, why not): git's fsmonitor-watchman hook from
-    git's templates directory (the usual places first, then next to ``git --exec-path``), run by
-    perl; watchman on PATH."""
-    if shutil.which("watchman") is None:
-        return None, "watchman is not installed"
-    if "hook" not in _hook_cache:
-        found = next((d for d in _HOOK_DIRS if os.path.isfile(os.path.join(d, HOOK_NAME))), None)
-        if found is None:
-            try:
-                argv = ["git", "--exec-path"]
-                proc = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT)
-                share = Path(proc.stdout.strip()).parents[1] / "share" / "git-core" / "templates" / "hooks"
-                found = str(share) if proc.returncode == 0 and (share / HOOK_NAME).is_file() else None
-            except (OSError, subprocess.TimeoutExpired, IndexError):
-                found = None
-        _hook_cache["hook"] = os.path.join(found, HOOK_NAME) if found else None
-    hook = _hook_cache["hook"]
-    if hook is None:
-        return None, f"git's {HOOK_NAME} hook was not found"
-    if os.access(hook, os.X_OK) and not any(c.isspace() for c in hook):
-        return hook, None
-    if shutil.which("perl") is None:
-        return None, "perl is not installed (git's watchman hook is a perl script)"
-    return f"perl {shlex.quote(hook)}", None
-
-
 class StatusRun:
     """``git status`` started in the background (it overlaps the safety net's ssh round trip);
     :meth:`result` waits for it. Raises GitUnavailable where the accelerator cannot be trusted: not
@@ -119,14 +79,9 @@ class StatusRun:
 
     ARGS = ("status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all", "--ignored=matching")
 
-    def __init__(self, source: Path, skip_lines: frozenset[str] = frozenset(), fsmonitor: str | None = None):
+    def __init__(self, source: Path, skip_lines: frozenset[str] = frozenset()):
         self.source = source
         self.skip_lines = skip_lines
-        #: "watchman": ask git to use its watchman hook (fast form only).
-        self.fsmonitor = fsmonitor if fsmonitor and fsmonitor != "off" else None
-        #: One line for the sync's warnings when fsmonitor was asked for and not used.
-        self.warning: str | None = None
-        self._hook: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._view: GitView | None = None
         self._error: GitUnavailable | None = None
@@ -144,20 +99,9 @@ class StatusRun:
         if self.fast:
             argv = [*_GIT_FAST, "-C", str(self.source), *self.ARGS[:-1]]
             env = {**os.environ, "LC_ALL": "C"}
-            if self.fsmonitor and self._hook is None and self.warning is None:
-                self._hook, why = fsmonitor_hook()
-                if why:
-                    self.warning = f"fsmonitor: {why}; git status scans the tree"
-            if self._hook:
-                argv[1:1] = ["-c", f"core.fsmonitor={self._hook}"]
         else:
             argv = [*_GIT, "-C", str(self.source), *self.ARGS]
             env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
-            if self.fsmonitor and self.warning is None:
-                self.warning = (
-                    "fsmonitor: not used: git status needs --ignored here (a git ignore line that is "
-                    "not also an exclude rule, or GIT_OPTIONAL_LOCKS=0)"
-                )
         try:
             self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         except FileNotFoundError:
@@ -180,12 +124,6 @@ class StatusRun:
                     detail = (err.decode("utf-8", "replace").strip().splitlines() or [""])[-1]
                     self._error = GitUnavailable(f"git status failed: {detail}")
                 else:
-                    if self._hook and self.fast and err.strip() and self.warning is None:
-                        lines = err.decode("utf-8", "replace").strip().splitlines()
-                        why = next((x for x in lines if "Falling back" not in x), lines[0]).strip()
-                        self.warning = (
-                            f"fsmonitor: the watchman hook failed ({why}); git status scanned the tree"
-                        )
                     try:
                         self._view = _parse_status(out)
                     except GitUnavailable as exc:

@@ -50,10 +50,6 @@ class EnvironmentProfile(BaseModel):
     #: the end of every sync). See stageflow.sync.target.parse_persist.
     ssh_persist: float = 600.0
     lock_timeout: float = Field(default=60.0, ge=0)
-    #: "watchman": the git accelerator's ``git status`` asks watchman (through git's fsmonitor hook)
-    #: what changed instead of lstat-ing every tracked file; "off" overrides ``[sync] fsmonitor``.
-    #: None: as ``[sync] fsmonitor`` (default off).
-    fsmonitor: Literal["off", "watchman"] | None = None
 
     @field_validator("role")
     @classmethod
@@ -81,12 +77,6 @@ class SyncConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     environments: dict[str, EnvironmentProfile] = Field(default_factory=dict)
-    #: Default for every environment's ``fsmonitor`` (see EnvironmentProfile.fsmonitor).
-    fsmonitor: Literal["off", "watchman"] = "off"
-
-    def fsmonitor_for(self, profile: EnvironmentProfile) -> str:
-        """The environment's fsmonitor, else the section's: "off" or "watchman"."""
-        return profile.fsmonitor or self.fsmonitor
 
     def environment(self, name: str, where: str = "stageflow.toml") -> EnvironmentProfile:
         """The profile called ``name``, or a BadInput naming the known ones."""
