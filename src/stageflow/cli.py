@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from stageflow import __version__
-from stageflow.errors import StageflowError
+from stageflow.errors import run_command
 
 app = typer.Typer(
     name="stageflow",
@@ -290,22 +290,12 @@ def main(argv: list[str] | None = None) -> None:
 
         if fastpath.run(args[1:]):
             return
-    debug = "--debug" in args
-    try:
-        app(args=args, prog_name="stageflow")
-    except StageflowError as exc:
-        if debug:
-            raise
-        typer.echo(f"stageflow: error: {exc}", err=True)
-        raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("stageflow: interrupted", err=True)
-        raise SystemExit(130) from None
-    except Exception as exc:  # an unexpected bug: still one line unless --debug
-        if debug:
-            raise
-        typer.echo(f"stageflow: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True)
-        raise SystemExit(1) from None
+    run_app(args)
+
+
+def run_app(args: list[str]) -> None:
+    """The Typer app with the CLI's error contract (one line and an exit code; --debug: traceback)."""
+    run_command(lambda: app(args=args, prog_name="stageflow"), debug="--debug" in args)
 
 
 if __name__ == "__main__":

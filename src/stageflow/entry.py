@@ -20,9 +20,9 @@ def main() -> None:
 
         if fastcli.run(args[1:]):
             return
-    from stageflow.cli import main as cli_main
+    from stageflow.cli import run_app  # not cli.main: that would try the build fast path again
 
-    cli_main(args)
+    run_app(args)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ the fix. Messages must never contain secrets (tokens, keys, passwords).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class StageflowError(Exception):
     """Base of every stageflow error. ``exit_code`` is what the CLI exits with."""
@@ -89,3 +94,30 @@ class AnalysisFailed(JobFailed):
 
 class IllegalTransition(BadInput):
     """A candidate status change that the status machine does not allow."""
+
+
+def run_command(command: Callable[[], T], *, debug: bool = False) -> T:
+    """Run one CLI command the way every ``stageflow`` entry point does: a StageflowError is its one
+    line on stderr and its exit code, Ctrl-C exits 130, any other exception is one line and exit 1
+    (``debug``: StageflowError and unexpected errors propagate with their traceback)."""
+    import sys
+
+    def say(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    try:
+        return command()
+    except StageflowError as exc:
+        if debug:
+            raise
+        say(f"stageflow: error: {exc}")
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        say("stageflow: interrupted")
+        raise SystemExit(130) from None
+    except Exception as exc:  # an unexpected bug: still one line unless --debug
+        if debug:
+            raise
+        say(f"stageflow: internal error: {type(exc).__name__}: {exc} (rerun with --debug)")
+        raise SystemExit(1) from None

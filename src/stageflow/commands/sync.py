@@ -15,15 +15,9 @@ from typing import Annotated, Any
 
 import typer
 
+from stageflow.sync.fastcli import emit_json
+
 target_app = typer.Typer(help="Prepare deploy targets (role markers).", no_args_is_help=True)
-
-
-def _emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, default=str, ensure_ascii=False) + "\n")
-
-
-def _warn(message: str) -> None:
-    typer.echo(f"stageflow: warning: {message}", err=True)
 
 
 def _progress_hook(enabled: bool) -> tuple[Any, Any]:
@@ -50,12 +44,6 @@ def _progress_hook(enabled: bool) -> tuple[Any, Any]:
     return on_changes, bar
 
 
-def _print_result(result: Any) -> None:
-    from stageflow.sync.fastcli import print_result
-
-    print_result(result)
-
-
 def sync_cmd(
     source: Annotated[Path, typer.Argument(help="Project root to ship (its working tree).")],
     env: Annotated[str, typer.Option("--env", "-e", help="Environment in [sync.environments].")],
@@ -76,7 +64,7 @@ def sync_cmd(
     ] = False,
 ) -> None:
     """Ship what changed in SOURCE to the environment's target, behind the role safety net."""
-    from stageflow.sync.engine import DeployFailed, SyncRequest, sync
+    from stageflow.sync.engine import SyncRequest
 
     request = SyncRequest(
         source=source,
@@ -100,32 +88,14 @@ def sync_cmd(
             )
         )
         if as_json:
-            _emit_json(doc)
+            emit_json(doc)
         else:
             typer.echo(f"deploy_sync flow: {json.dumps(doc['changes'])} release {doc['release']}")
         return
+    from stageflow.sync.fastcli import execute
+
     on_changes, bar = _progress_hook(not as_json)
-    try:
-        result = sync(
-            request, log=lambda m: typer.echo(m, err=True) if not as_json else None, on_changes=on_changes
-        )
-    except DeployFailed as exc:
-        if bar is not None:
-            bar.stop()
-        for w in exc.result.warnings:
-            _warn(w)
-        if as_json:
-            _emit_json(exc.result.as_json())
-        raise
-    finally:
-        if bar is not None:
-            bar.stop()
-    for w in result.warnings:
-        _warn(w)
-    if as_json:
-        _emit_json(result.as_json())
-    else:
-        _print_result(result)
+    execute(request, as_json=as_json, on_changes=on_changes, bar=bar)
 
 
 def rollback_cmd(
@@ -156,7 +126,7 @@ def rollback_cmd(
     finally:
         target.close()
     if as_json:
-        _emit_json({"target": dest, "from": before, "to": after})
+        emit_json({"target": dest, "from": before, "to": after})
     else:
         typer.echo(f"rolled back {dest}: current {before} -> {after}")
 

@@ -103,10 +103,9 @@ def run(argv: Sequence[str]) -> bool:
     if args["config"] and Path(args["config"]).is_dir():
         return False  # Typer's own message for a directory given as --config
 
-    from stageflow.errors import StageflowError
-    from stageflow.sync.engine import DeployFailed, SyncRequest, sync
+    from stageflow.errors import run_command
+    from stageflow.sync.engine import SyncRequest
 
-    as_json = args["as_json"]
     request = SyncRequest(
         source=Path(args["source"]),
         environment=args["env"],
@@ -115,28 +114,33 @@ def run(argv: Sequence[str]) -> bool:
         dry_run=args["dry_run"],
         use_git=not args["no_git"],
     )
+    run_command(lambda: execute(request, as_json=args["as_json"]))
+    return True
+
+
+def execute(request: Any, *, as_json: bool, on_changes: Any = None, bar: Any = None) -> None:
+    """Run the sync engine and print its result (or, when it fails, its warnings and JSON document
+    before the error propagates): the one output path of both ``stageflow sync`` entry points."""
+    from stageflow.sync.engine import DeployFailed, sync
+
     try:
-        try:
-            result = sync(request, log=lambda m: echo(m, err=True) if not as_json else None)
-        except DeployFailed as exc:
-            for w in exc.result.warnings:
-                warn(w)
-            if as_json:
-                emit_json(exc.result.as_json())
-            raise
-    except StageflowError as exc:
-        echo(f"stageflow: error: {exc}", err=True)
-        raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        echo("stageflow: interrupted", err=True)
-        raise SystemExit(130) from None
-    except Exception as exc:  # an unexpected bug: still one line (rerun with --debug for the traceback)
-        echo(f"stageflow: internal error: {type(exc).__name__}: {exc} (rerun with --debug)", err=True)
-        raise SystemExit(1) from None
+        result = sync(
+            request, log=lambda m: echo(m, err=True) if not as_json else None, on_changes=on_changes
+        )
+    except DeployFailed as exc:
+        if bar is not None:
+            bar.stop()
+        for w in exc.result.warnings:
+            warn(w)
+        if as_json:
+            emit_json(exc.result.as_json())
+        raise
+    finally:
+        if bar is not None:
+            bar.stop()
     for w in result.warnings:
         warn(w)
     if as_json:
         emit_json(result.as_json())
     else:
         print_result(result)
-    return True
