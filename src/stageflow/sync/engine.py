@@ -279,9 +279,7 @@ def _git_short_sha(source: Path) -> str:
     return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "nogit"
 
 
-def _cleanup_temps(
-    target: LocalTarget | SshTarget, base: str, paths: list[str], held: Held | None = None
-) -> None:
+def _cleanup_temps(target: LocalTarget | SshTarget, base: str, paths: list[str]) -> None:
     """Remove temp files a killed transfer may have left beside the paths it was writing."""
     dirs = sorted({os.path.dirname(p) for p in paths})
     for d in dirs:
@@ -292,15 +290,11 @@ def _cleanup_temps(
                     os.unlink(tmp)
             with contextlib.suppress(OSError):
                 shutil.rmtree(os.path.join(target.join(rel), ".~tmp~"))
-        elif held is not None:
-            held.run_quiet("rm -rf .~tmp~ .stageflow-tmp-*", cwd_rel=rel)
         else:
-            target.run("rm -rf .~tmp~ .stageflow-tmp-* 2>/dev/null; true", cwd_rel=rel)
+            target.run_quiet("rm -rf .~tmp~ .stageflow-tmp-*", cwd_rel=rel)
 
 
-def _prune_empty_dirs(
-    target: LocalTarget | SshTarget, base: str, deleted: list[str], held: Held | None = None
-) -> None:
+def _prune_empty_dirs(target: LocalTarget | SshTarget, base: str, deleted: list[str]) -> None:
     """Remove directories that deleting ``deleted`` left empty (rsync leaves them; the local
     transport already did). Only ancestors of deleted paths, never ``base`` itself."""
     dirs = sorted({os.path.dirname(p) for p in deleted} - {""}, key=len, reverse=True)
@@ -315,10 +309,7 @@ def _prune_empty_dirs(
                 path = os.path.dirname(path)
     else:
         quoted = " ".join(shlex.quote(d) for d in dirs)
-        if held is not None:
-            held.run_quiet(f"rmdir -p --ignore-fail-on-non-empty -- {quoted}", cwd_rel=base)
-        else:
-            target.run(f"rmdir -p --ignore-fail-on-non-empty -- {quoted} 2>/dev/null; true", cwd_rel=base)
+        target.run_quiet(f"rmdir -p --ignore-fail-on-non-empty -- {quoted}", cwd_rel=base)
 
 
 # ------------------------------------------------------------------------------------------ plan
@@ -617,9 +608,9 @@ def _apply_in_place(prep: Prepared, planned: Plan, held: Held) -> None:
     stale_paths = pending.get("paths", []) if pending.get("mode") == "in-place" else []
     held.apply({releases.PENDING_FILE: json.dumps({"mode": "in-place", "paths": paths}, ensure_ascii=False)})
     if stale_paths:
-        _cleanup_temps(target, "", stale_paths, held)
+        _cleanup_temps(target, "", stale_paths)
     stats = prep.transport.send(prep.source, target.transport_dest(""), changes)
-    _prune_empty_dirs(target, "", changes.deleted, held)
+    _prune_empty_dirs(target, "", changes.deleted)
     result.bytes_sent = stats.bytes
     context = DeployContext(
         target, "", prep.source, prep.request.environment, prep.profile.role, None, changes, prep.log

@@ -246,10 +246,7 @@ def ignore_covered(source: Path, skip_lines: frozenset[str]) -> bool:
         files.append(excludes.expanduser())
     stats = [_stat_key(p) for p in fixed + files]
     covered = (
-        all(
-            _file_covered(source / rel, rel[: -len(".gitignore")].rstrip("/"), skip_lines)
-            for rel in gitignores
-        )
+        all(_file_covered(source / rel, _dir_of(rel), skip_lines) for rel in gitignores)
         and _file_covered(git_dir / "info" / "exclude", "", skip_lines)
         and _file_covered(_global_files()[-1], "", skip_lines)
         and (excludes is None or _file_covered(excludes.expanduser(), "", skip_lines))

@@ -106,16 +106,12 @@ def close_masters(ssh_command: str = "ssh") -> int:
         else:
             with contextlib.suppress(OSError):
                 os.unlink(sock)  # stale: its master is gone
-    if not directory.startswith(str(settings_home_path())):
+    from stageflow import settings
+
+    if not directory.startswith(str(settings.home_path())):
         with contextlib.suppress(OSError):
             os.rmdir(directory)  # the /tmp fallback, when empty
     return closed
-
-
-def settings_home_path() -> Path:
-    from stageflow import settings
-
-    return settings.home_path()
 
 
 def is_remote(spec: str) -> bool:
@@ -215,17 +211,8 @@ class Held:
         target: LocalTarget | SshTarget,
         texts: dict[str, str | None],
         send: Callable[[list[tuple[str, str, str]]], None] | None = None,
-        quiet: Callable[[str, str], None] | None = None,
     ):
-        self.target, self.texts, self._send, self._quiet = target, texts, send, quiet
-
-    def run_quiet(self, command: str, cwd_rel: str = "") -> None:
-        """Run a one-line shell command on the target, output discarded and failures ignored (through
-        the held session over ssh)."""
-        if self._quiet is not None and "\n" not in command:
-            self._quiet(command, cwd_rel)
-        else:
-            self.target.run(command, cwd_rel=cwd_rel)
+        self.target, self.texts, self._send = target, texts, send
 
     def apply(
         self, files: dict[str, str], remove: tuple[str, ...] = (), append: dict[str, str] | None = None
@@ -600,6 +587,15 @@ class SshTarget(Target):
         exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in (env or {}).items())
         return self.sh(f"cd {self._q(cwd_rel)} && {exports}{command}", timeout=timeout, check=False)
 
+    def run_quiet(self, command: str, cwd_rel: str = "") -> None:
+        """Run a one-line shell command in ``cwd_rel``, output discarded and failures ignored: through
+        the sync's open session when there is one (no further ssh session), else on its own."""
+        session = self._session
+        if session is not None and session.alive() and "\n" not in command:
+            session.quiet(command, cwd_rel)
+        else:
+            self.run(f"{command} 2>/dev/null; true", cwd_rel=cwd_rel)
+
     def readlink(self, rel: str) -> str | None:
         proc = self.sh(f"readlink {self._q(rel)} || exit 44")
         return proc.stdout.rstrip("\n") if proc.returncode == 0 else None
@@ -661,7 +657,7 @@ class SshTarget(Target):
             )
         texts = dict(zip(read, session.read_framed(len(read)), strict=True))
         try:
-            yield Held(self, texts, session.ops, session.quiet)
+            yield Held(self, texts, session.ops)
         except BaseException:
             session.close()  # mid-protocol: end the session, which releases the lock
             self._session = None
