@@ -43,14 +43,17 @@ class ScriptRunner:
         self.config = config
         self.pre_post = config.pre_post  # None: what the package manager itself does in that repo
         self._warm: Any = None
+        self._pre_post: dict[Any, bool] = {}
         self._lock = threading.Lock()
 
     def run(self, task: BuildTask) -> BuildOutcome:
         from stageflow.build import scripts
 
         pre_post = self.pre_post
-        if pre_post is None:
-            pre_post = scripts.manager_runs_pre_post(self.manager, task.root)
+        if pre_post is None:  # what the package manager does in that repo: read once per build
+            pre_post = self._pre_post.get(task.root)
+            if pre_post is None:
+                pre_post = self._pre_post[task.root] = scripts.manager_runs_pre_post(self.manager, task.root)
         chain = scripts.command_chain(task.workspace, task.task, pre_post=pre_post)
         if not chain:
             return BuildOutcome(0, "", 0.0)

@@ -63,6 +63,9 @@ class BuildPlan:
     memory_mb: int
     warnings: list[str] = field(default_factory=list)
     plan_s: float = 0.0
+    #: :func:`up_to_date`'s answers, by workspace: asked when choosing backends, counting the builds
+    #: to run and per task, answered once (a workspace's own new state record drops its answer).
+    fresh: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def state_dir(self) -> Path:
@@ -163,6 +166,12 @@ def _state_file(plan: BuildPlan, name: str) -> Path:
 
 def up_to_date(plan: BuildPlan, name: str) -> str | None:
     """The recorded log when the outputs on disk were produced for this very hash and are untouched."""
+    if name not in plan.fresh:
+        plan.fresh[name] = _recorded_log(plan, name)
+    return plan.fresh[name]
+
+
+def _recorded_log(plan: BuildPlan, name: str) -> str | None:
     try:
         data = json.loads(_state_file(plan, name).read_text())
     except (OSError, ValueError):
@@ -176,6 +185,7 @@ def up_to_date(plan: BuildPlan, name: str) -> str | None:
 
 
 def _record_state(plan: BuildPlan, name: str, log: str | None) -> None:
+    plan.fresh.pop(name, None)
     path = _state_file(plan, name)
     try:
         if log is None:
