@@ -152,7 +152,8 @@ MIGRATIONS: list[tuple[int, str]] = [
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now, in UTC, as ISO 8601 to the second (the timestamps of every store row)."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -229,7 +230,7 @@ class Store:
 
     def mark_seen(self, source: str, items: Sequence[Mapping[str, Any]]) -> int:
         """Record items as seen; already-seen ids are left as they are. Returns rows inserted."""
-        now = _now()
+        now = utc_now()
         with self.transaction():
             before = self.conn.total_changes
             self.conn.executemany(
@@ -260,7 +261,7 @@ class Store:
 
     # ----------------------------------------------------------------- generic records (sqlite sink)
     def upsert_records(self, table: str, records: Sequence[Mapping[str, Any]], key: str) -> int:
-        now = _now()
+        now = utc_now()
         with self.transaction():
             self.conn.executemany(
                 "INSERT INTO records (tbl, record_key, data, written_at) VALUES (?, ?, ?, ?)"
@@ -280,7 +281,7 @@ class Store:
     def start_run(self, job: str) -> int:
         with self.transaction():
             cur = self.conn.execute(
-                "INSERT INTO runs (job, started_at, status) VALUES (?, ?, 'running')", [job, _now()]
+                "INSERT INTO runs (job, started_at, status) VALUES (?, ?, 'running')", [job, utc_now()]
             )
         return int(cur.lastrowid)
 
@@ -288,7 +289,7 @@ class Store:
         with self.transaction():
             self.conn.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
-                [_now(), status, json.dumps(summary, default=str), run_id],
+                [utc_now(), status, json.dumps(summary, default=str), run_id],
             )
 
     # ----------------------------------------------------------------- monitor state
@@ -321,7 +322,7 @@ class Store:
     def upsert_video(
         self, video_id: str, *, title: str = "", source: str = "", data: Mapping[str, Any]
     ) -> None:
-        now = _now()
+        now = utc_now()
         with self.transaction():
             self.conn.execute(
                 "INSERT INTO videos (video_id, title, source, data, first_seen, updated_at)"
@@ -342,7 +343,7 @@ class Store:
     ) -> bool:
         """Insert a candidate in status 'pending' (recorded in status_history), or update its data
         keeping its status. Keyed by id (= video id + range). Returns True when it was created."""
-        now = _now()
+        now = utc_now()
         payload = json.dumps(data, default=str, ensure_ascii=False)
         with self.transaction():
             row = self.conn.execute("SELECT status FROM candidates WHERE id = ?", [candidate_id]).fetchone()
@@ -381,7 +382,7 @@ class Store:
                 raise BadInput(f"candidate {candidate_id} is not in the store: check the id")
             old = str(row["status"])
             new = check_transition(old, new_status, what=f"candidate {candidate_id}")
-            now = _now()
+            now = utc_now()
             self.conn.execute(
                 "UPDATE candidates SET status = ?, updated_at = ? WHERE id = ?",
                 [new.value, now, candidate_id],
@@ -422,7 +423,7 @@ class Store:
         with self.transaction():
             self.conn.execute(
                 "INSERT INTO api_calls (service, endpoint, http_status, ok, at) VALUES (?, ?, ?, ?, ?)",
-                [service, endpoint, http_status, int(ok), _now()],
+                [service, endpoint, http_status, int(ok), utc_now()],
             )
 
     def count_api_calls(self, service: str, since: str | None = None) -> int:
@@ -458,7 +459,7 @@ class Store:
             self.conn.execute(
                 "INSERT OR IGNORE INTO notifications (key, notifier, target, ref, sent_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                [key, notifier, target, ref, _now()],
+                [key, notifier, target, ref, utc_now()],
             )
 
     # ----------------------------------------------------------------- backup / restore

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from stageflow.errors import BadInput
@@ -38,10 +38,6 @@ from stageflow.stages import MediaItem
 #: A candidate with at least this PPL probability is PPL-flagged (routing: ppl_review_required).
 PPL_FLAG = 0.3
 STATS_KEYS = ("subscribers", "engagement_rate", "consistency", "authenticity")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _int(value: Any) -> int | None:
@@ -118,7 +114,9 @@ def record_feed(
         channels.setdefault(cid, titles.get(cid, ""))
     if not channels:
         return 0
-    now = _now()
+    from stageflow.store import utc_now
+
+    now = utc_now()
     with store.transaction() as conn:
         conn.executemany(
             "INSERT INTO channels (channel_id, title, subscribers, updated_at) VALUES (?, ?, ?, ?)"
