@@ -52,3 +52,25 @@ def plugin_allow_list() -> set[str] | None:
     if raw is None:
         return None
     return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def socket_dir(name: str, max_len: int, *, create: bool = True) -> Path:
+    """Where this user's Unix sockets of kind ``name`` (ssh masters, warm workers) live:
+    ``$STAGEFLOW_HOME/<name>`` as an absolute path, or, when that is longer than ``max_len`` (a socket
+    name must fit in sun_path's 104-108 bytes), ``<tmp>/stageflow-<name>-<uid>-<hash of the home>``.
+    With ``create`` the directory is made with mode 0700 (its parent as needed); OSError propagates.
+    Ownership and mode are the caller's to check: one refuses a loose directory, another repairs it."""
+    import hashlib
+
+    home = Path(os.path.abspath(home_path()))
+    path = home / name
+    if len(str(path)) > max_len:
+        digest = hashlib.sha256(str(home).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        path = Path(tempfile.gettempdir()) / f"stageflow-{name}-{os.getuid()}-{digest}"
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+    return path

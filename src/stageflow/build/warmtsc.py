@@ -27,7 +27,6 @@ import signal
 import socket
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -105,17 +104,8 @@ def socket_dir(create: bool = True) -> Path | None:
     Raises :class:`Unsafe` for a directory owned by someone else or open to others."""
     from stageflow import settings
 
-    home = Path(os.path.abspath(settings.home_path()))  # the worker runs in /: an absolute socket path
-    path = home / "tsc"
-    if len(str(path)) > 76:  # sun_path holds 104-108 bytes: "<dir>/<16 hex>-<slot>.sock" must fit
-        digest = hashlib.sha256(str(home).encode()).hexdigest()[:10]
-        path = Path(tempfile.gettempdir()) / f"stageflow-tsc-{os.getuid()}-{digest}"
-    if create:
-        path.parent.mkdir(parents=True, exist_ok=True)  # the home (or the temp dir)
-        try:
-            path.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
+    # the worker runs in /: an absolute path; "<dir>/<16 hex>-<slot>.sock" must fit in sun_path
+    path = settings.socket_dir("tsc", 76, create=create)
     try:
         st = os.lstat(path)
     except FileNotFoundError:

@@ -54,27 +54,18 @@ def control_dir(create: bool = True) -> str | None:
     """The directory of this user's persistent ssh master sockets: ``$STAGEFLOW_HOME/ssh`` (mode 0700),
     or ``/tmp/stageflow-ssh-<uid>-<hash of home>`` when that path is too long for a socket name. None
     when it cannot be made private (then every sync uses its own master, closed at the end)."""
-    import hashlib
-
     from stageflow import settings
     from stageflow.errors import SettingsError
 
     try:
-        home = settings.home() if create else settings.home_path()
-    except SettingsError:
+        if create:
+            settings.home()  # a clear "not writable" is the caller's fallback, not a socket in /tmp
+        # "<dir>/<8 hex>-<%C: 40 hex>" plus ssh's ".<16 random>" while binding must fit in sun_path
+        path = str(settings.socket_dir("ssh", _SOCKET_PATH_MAX - 50, create=create))
+    except (SettingsError, OSError):
         return None
-    path = str(home / "ssh")
-    if len(path) + 1 + 9 + 40 > _SOCKET_PATH_MAX:  # "<path>/<8 hex>-<%C: 40 hex>"
-        digest = hashlib.sha256(str(home).encode("utf-8", "surrogateescape")).hexdigest()[:12]
-        path = os.path.join(tempfile.gettempdir(), f"stageflow-ssh-{os.getuid()}-{digest}")
     if not create:
         return path if os.path.isdir(path) else None
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError:
-        return None
     try:
         st = os.lstat(path)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
