@@ -349,18 +349,20 @@ def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) 
         sets[(tool, scenario)] = built
 
     load_before = os.getloadavg()
+
     # stageflow: its warm tsc workers persist between builds (warm_tsc_persist), so each scenario
     # finds the workers of the runs before it, as a user's next build would; stageflow-fresh stops
     # them before each run (a first build: node start, TypeScript load, lib.d.ts parse)
+    def changed_scenarios(tool: str) -> None:
+        for scenario, path in (("core-lib-changed", core), ("app-changed", app)):
+            for _ in range(reps):
+                bump(path, counter)
+                record(tool, scenario, *run_tool(tool, root))
+        subprocess.run(["git", "checkout", "-q", "--", "."], cwd=root, check=True)
+
     for tool in ("npm", "turbo", "stageflow", "stageflow-fresh", "stageflow-no-warm"):
         if tool == "stageflow-fresh":
-            for _ in range(reps):
-                bump(core, counter)
-                record(tool, "core-lib-changed", *run_tool(tool, root))
-            for _ in range(reps):
-                bump(app, counter)
-                record(tool, "app-changed", *run_tool(tool, root))
-            subprocess.run(["git", "checkout", "-q", "--", "."], cwd=root, check=True)
+            changed_scenarios(tool)
             continue
         for _ in range(cold_reps):
             clean(root, caches=True)
@@ -371,13 +373,7 @@ def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) 
             record(tool, "no-change", *run_tool(tool, root))
         if tool == "stageflow":
             breakdown = no_change_breakdown(root, max(reps, 7))
-        for _ in range(reps):
-            bump(core, counter)
-            record(tool, "core-lib-changed", *run_tool(tool, root))
-        for _ in range(reps):
-            bump(app, counter)
-            record(tool, "app-changed", *run_tool(tool, root))
-        subprocess.run(["git", "checkout", "-q", "--", "."], cwd=root, check=True)
+        changed_scenarios(tool)
     for scenario in ("no-change", "core-lib-changed", "app-changed"):
         results[scenario]["npm"] = results["cold"]["npm"]
     expected = {
