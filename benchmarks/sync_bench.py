@@ -53,26 +53,52 @@ def git(root: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, env=env)
 
 
-def generate(root: Path, files: int, seed: int = 7) -> list[Path]:
+def source_text(rng: random.Random, size: int) -> bytes:
+    """About ``size`` bytes of TypeScript-like lines (compresses about as real source does)."""
+    out: list[str] = []
+    n = 0
+    while n < size:
+        name = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 12)))
+        line = f"export function {name}{rng.randint(0, 999)}(x: number): number {{ return x * "
+        line += f"{rng.randint(1, 99999)} + {rng.randint(1, 99999)}; }}\n"
+        out.append(line)
+        n += len(line)
+    return "".join(out).encode()[:size]
+
+
+def content(rng: random.Random, kind: str, old: bytes | None = None) -> bytes:
+    """New file content: random bytes (incompressible, rewritten whole: the worst case for bytes on
+    the wire), or source-like text where an edit rewrites 1-3 lines of the old text."""
+    if kind == "random":
+        return rng.randbytes(rng.randint(200, 2000))
+    if old is None:
+        return source_text(rng, rng.randint(200, 2000))
+    lines = old.split(b"\n")
+    for _ in range(rng.randint(1, 3)):
+        lines[rng.randrange(len(lines))] = source_text(rng, 60).rstrip(b"\n")
+    return b"\n".join(lines)
+
+
+def generate(root: Path, files: int, text: str = "text", seed: int = 7) -> list[Path]:
     """About half the files under excluded, git-ignored dirs (node_modules, .cache, dist), the rest
     shipped and committed (so .git holds about as many objects again)."""
     rng = random.Random(seed)
     shipped: list[Path] = []
     per_dir = 50
     for i in range(files):
-        kind = i % 6
+        slot = i % 6
         pkg = f"pkg{(i // per_dir) % 200:03d}"
-        if kind == 0:
+        if slot == 0:
             path = root / "node_modules" / pkg / f"m{i}.js"
-        elif kind == 1:
+        elif slot == 1:
             path = root / ".cache" / f"{i % 256:02x}" / f"o{i}"
-        elif kind == 2:
+        elif slot == 2:
             path = root / "packages" / pkg / "dist" / f"d{i}.js"
         else:
-            path = root / ("apps" if kind == 3 else "packages") / pkg / "src" / f"f{i}.ts"
+            path = root / ("apps" if slot == 3 else "packages") / pkg / "src" / f"f{i}.ts"
             shipped.append(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rng.randbytes(rng.randint(200, 2000)))
+        path.write_bytes(content(rng, text))
     (root / "stageflow.toml").write_text("")
     (root / ".gitignore").write_text(GITIGNORE)
     git(root, "init", "-q")
@@ -81,10 +107,13 @@ def generate(root: Path, files: int, seed: int = 7) -> list[Path]:
     return shipped
 
 
-def write_config(source: Path, targets: dict[str, str], ssh_command: str) -> None:
+def write_config(source: Path, targets: dict[str, str], ssh_command: str, watched: set[str]) -> None:
+    """One environment per target; those in ``watched`` use watchman (``watchman = true``), the
+    others never ask it (git, or the walk)."""
     body = ""
     for name, target in targets.items():
         body += f'[sync.environments.{name}]\nrole = "bench"\ntarget = "{target}"\n'
+        body += f"watchman = {'true' if name in watched else 'false'}\n"
         body += f"exclude = {EXCLUDES!r}\n".replace("'", '"')
         if ":" in target:
             body += f'ssh_command = "{ssh_command}"\n'
@@ -161,7 +190,13 @@ def median_ms(values: list[float]) -> float:
 
 
 def run(
-    files: int, repeats: int, ssh_host: str | None, ssh_command: str, ssh_user: str | None = None
+    files: int,
+    repeats: int,
+    ssh_host: str | None,
+    ssh_command: str,
+    ssh_user: str | None = None,
+    text: str = "text",
+    use_watchman: bool = True,
 ) -> None:
     from stageflow.plugin_manager import get_plugin_manager
     from stageflow.sync.engine import SyncRequest, init_target, sync
@@ -176,10 +211,10 @@ def run(
     os.environ["STAGEFLOW_HOME"] = str(work / "home")
     src = work / "src"
     t0 = time.perf_counter()
-    shipped = generate(src, files)
+    shipped = generate(src, files, text)
     print(
-        f"\n== {files} files ({len(shipped)} shipped, rest excluded); generated (and committed) in "
-        f"{time.perf_counter() - t0:.1f} s; {work}; load average {os.getloadavg()}"
+        f"\n== {files} files, {text} content ({len(shipped)} shipped, rest excluded); generated and "
+        f"committed in {time.perf_counter() - t0:.1f} s; {work}; load average {os.getloadavg()}"
     )
     variants = {"local": ""}
     if ssh_host:
@@ -195,8 +230,10 @@ def run(
             "walk": f"{prefix}{work}/{variant}-walk",
             "cli": f"{prefix}{work}/{variant}-cli",
         }
+        if use_watchman:
+            targets["watchman"] = f"{prefix}{work}/{variant}-watchman"
         rsync_dest = f"{prefix}{work}/{variant}-rsync/"
-        write_config(src, targets, ssh_command)
+        write_config(src, targets, ssh_command, {"watchman", "cli"} if use_watchman else set())
         for spec in targets.values():
             if not prefix:
                 Path(spec).mkdir(parents=True)
@@ -210,6 +247,7 @@ def run(
             return sync(SyncRequest(src, env, use_git=use_git), plugins=plugins)
 
         walk = partial(engine, False, "walk")
+        watched = partial(engine, True, "watchman")
         warm_argv: list[str] = []
         if prefix:
             from stageflow.sync.target import SshTarget
@@ -218,6 +256,7 @@ def run(
         rsync_warm_argv = ["rsync", "-a", "--delete", f"--exclude-from={excl}", "-e", shlex.join(warm_argv)]
         rsync_warm_argv += [f"{src}/", f"{prefix}{work}/{variant}-rsyncwarm/"]
         first = {
+            **({"watchman": timed(watched)} if use_watchman else {}),
             "engine": timed(engine),
             "walk": timed(walk),
             "cli": timed(partial(subprocess.run, cli_argv, check=True, capture_output=True)),
@@ -230,18 +269,22 @@ def run(
         )
         # A second, no-change round lets every local manifest settle (the first sync has no git baseline).
         engine(), walk(), subprocess.run(cli_argv, check=True, capture_output=True)
+        if use_watchman:
+            watched()
 
-        kinds: tuple[str, ...] = ("engine", "walk", "cli", "rsync") + (("rsync-warm",) if prefix else ())
+        kinds: tuple[str, ...] = ("watchman",) if use_watchman else ()
+        kinds += ("engine", "walk", "cli", "rsync") + (("rsync-warm",) if prefix else ())
         samples: dict[str, list[float]] = {k: [] for k in kinds}
         samples.update({f"noop-{k}": [] for k in kinds})
         sent: list[tuple[int, int]] = []
-        modes: dict[str, set[str]] = {"engine": set(), "walk": set()}
+        sent_wm: list[tuple[int, int]] = []
+        modes: dict[str, set[str]] = {"engine": set(), "walk": set(), "watchman": set()}
         loads = [os.getloadavg()[0]]
 
         def change10() -> int:
             changed = 0
             for p in rng.sample(shipped, 10):
-                data = rng.randbytes(rng.randint(200, 2000))
+                data = content(rng, text, p.read_bytes())
                 p.write_bytes(data)
                 changed += len(data)
             return changed
@@ -256,6 +299,11 @@ def run(
                     sent.append((result.bytes_sent, changed))
             elif what == "walk":
                 modes["walk"].add(walk().accelerator)
+            elif what == "watchman":
+                result = watched()
+                modes["watchman"].add(result.accelerator)
+                if not noop:
+                    sent_wm.append((result.bytes_sent, changed))
             elif what == "cli":
                 subprocess.run(cli_argv, check=True, capture_output=True)
             elif what == "rsync-warm":
@@ -304,8 +352,9 @@ def run(
             + ", ".join(f"{name} {median_ms(v):.0f} ms" for name, v in floors.items())
         )
         print(
-            f"[{variant}] medians over {repeats} runs{warm_note}, 10 files changed (engine: accelerator "
-            f"{'/'.join(sorted(modes['engine']))}; walk: {'/'.join(sorted(modes['walk']))}); "
+            f"[{variant}] medians over {repeats} runs{warm_note}, 10 files changed (accelerators: "
+            + "; ".join(f"{k} {'/'.join(sorted(v))}" for k, v in modes.items() if v)
+            + f"; cli: {'watchman' if use_watchman else 'git'}); "
             f"1-min load average during the run {min(loads):.1f}..{max(loads):.1f}:"
         )
         for k in kinds:
@@ -314,6 +363,9 @@ def run(
         for k in kinds:
             n = f"noop-{k}"
             print(f"    {n:<12} {med[n]:8.1f} ms   noop-rsync/{n} = {med['noop-rsync'] / med[n]:.2f}x")
+        if sent_wm:
+            ratio_wm = statistics.median(s / c for s, c in sent_wm)
+            print(f"[{variant}] bytes sent / changed bytes (watchman engine, median): {ratio_wm:.3f}")
         ratio = statistics.median(s / c for s, c in sent)
         how = "rsync's Total bytes sent (wire)" if prefix else "bytes of the files copied"
         changed_med = statistics.median(c for _, c in sent)
@@ -335,6 +387,8 @@ def run(
             bench_variant(variant, prefix)
     finally:
         close_masters(ssh_command)  # the masters the syncs left (ssh_persist)
+        if use_watchman:
+            subprocess.run(["watchman", "watch-del", os.path.realpath(src)], capture_output=True)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -346,6 +400,16 @@ def main() -> None:
     )
     parser.add_argument("--files", type=int, action="append", help="tree size (repeatable; default 20000)")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--content",
+        choices=["text", "random"],
+        action="append",
+        help="file contents (repeatable; default text): source-like text, where a change rewrites a "
+        "few lines, or random bytes rewritten whole (incompressible: the worst case for bytes sent)",
+    )
+    parser.add_argument(
+        "--no-watchman", action="store_true", help="leave out the watchman variant (and the CLI's use of it)"
+    )
     parser.add_argument("--ssh", metavar="HOST", help="also benchmark HOST:/path over ssh")
     parser.add_argument("--ssh-command", default="ssh", help="ssh command line (default: ssh)")
     parser.add_argument("--sshd", action="store_true", help="start a private sshd and bench over ssh")
@@ -361,8 +425,13 @@ def main() -> None:
             Path(tempfile.mkdtemp(prefix="sync-bench-sshd-")), args.ssh_user
         )
     try:
-        for files in args.files or [20000]:
-            run(files, args.repeats, args.ssh, args.ssh_command, args.ssh_user if args.sshd else None)
+        use_watchman = not args.no_watchman and shutil.which("watchman") is not None
+        if not use_watchman and not args.no_watchman:
+            print("watchman is not installed: the watchman variant is left out (apt-get install watchman)")
+        for text in args.content or ["text"]:
+            for files in args.files or [20000]:
+                user = args.ssh_user if args.sshd else None
+                run(files, args.repeats, args.ssh, args.ssh_command, user, text, use_watchman)
     finally:
         if sshd is not None:
             sshd.terminate()

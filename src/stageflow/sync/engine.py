@@ -26,7 +26,7 @@ from typing import Any
 
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import BadInput, ConfigError, JobFailed, PluginError
-from stageflow.sync import gitscan, releases
+from stageflow.sync import gitscan, releases, watch
 from stageflow.sync.hooks import DeployContext, HookOutcome, PlannedHook, run_hooks
 from stageflow.sync.localstate import LocalState
 from stageflow.sync.manifest import (
@@ -133,8 +133,11 @@ class Prepared:
     log: Callable[[str], None]
     #: Read-only answers taken with the safety net (one ssh round trip): pending/state, ``current``.
     snapshot: Snapshot | None = None
-    #: ``git status``, started before the safety net so the two overlap (None: --no-git).
+    #: ``git status``, started before the safety net so the two overlap (None: --no-git, or watchman
+    #: answered).
     git: gitscan.StatusRun | None = None
+    #: watchman's answer (or just its clock), taken before git or the walk look at the tree.
+    watch: watch.WatchView | None = None
 
 
 # ------------------------------------------------------------------------------------------ prepare
@@ -202,7 +205,12 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
         transport = plugins.build("transports", transport_name, options)
     except PluginError as exc:
         raise ConfigError(f"{where}: sync.environments.{request.environment}.transport: {exc}") from None
-    git = gitscan.StatusRun(source, rules.skip_lines) if request.use_git else None
+    watched = None
+    if request.use_git and profile.watchman is not False:
+        recorded = LocalState.peek_meta(_store_key(target)).get("watchman")
+        watched = watch.look(source, profile.watchman, recorded)
+    need_git = request.use_git and (watched is None or watched.changed is None)
+    git = gitscan.StatusRun(source, rules.skip_lines) if need_git else None
     try:
         links = [releases.CURRENT] if profile.mode == "releases" else []
         files = [*ROLE_FILES, releases.PENDING_FILE, releases.STATE_FILE]
@@ -228,6 +236,7 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
         log or logger.info,
         snapshot,
         git,
+        watched,
     )
 
 
@@ -366,22 +375,27 @@ def _git_view(prep: Prepared) -> tuple[gitscan.GitView | None, str | None]:
         return None, str(exc)
 
 
-def _why_not_git(
-    prep: Prepared, view: gitscan.GitView | None, local: LocalState | None, local_ok: bool
-) -> str | None:
-    """None when the accelerator may be used, else the reason to walk."""
-    if view is None:
-        return "git unavailable"
+def _why_not_incremental(prep: Prepared, local: LocalState | None, local_ok: bool) -> str | None:
+    """None when the local manifest is a baseline an accelerator may diff against, else why not."""
     if local is None or not local_ok:
         return "no local manifest matching the target's (first sync from here, or the target changed)"
     meta = local.meta
-    if not meta.get("commit"):
-        return "the last sync recorded no git commit"
     if meta.get("source") != str(prep.source):
         return "the last sync came from another source directory"
     if meta.get("rules") != prep.rules.digest:
         return "the include/exclude/protect rules changed since the last sync"
     return None
+
+
+def _why_not_git(
+    prep: Prepared, view: gitscan.GitView | None, local: LocalState | None, local_ok: bool
+) -> str | None:
+    """None when the git accelerator may be used, else the reason to walk."""
+    if view is None:
+        return "git unavailable"
+    if local is not None and local_ok and not local.meta.get("commit"):
+        return "the last sync recorded no git commit"
+    return _why_not_incremental(prep, local, local_ok)
 
 
 def _outermost(dirs: set[str]) -> set[str]:
@@ -424,6 +438,16 @@ def _git_scan(
     return scanned, previous, roots, candidates
 
 
+def _watch_scan(
+    prep: Prepared, changed: set[str], local: LocalState, pending_paths: set[str]
+) -> tuple[ScanResult, Manifest, set[str], set[str]]:
+    """The watchman accelerator: stat/hash only the paths watchman says changed since the last sync
+    (and those an interrupted sync left pending). Same shape as :func:`_git_scan`; no walked roots."""
+    candidates = changed | pending_paths
+    previous = local.get(candidates)
+    return scan_paths(prep.source, prep.rules, candidates, previous), previous, set(), candidates
+
+
 def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: str | None = None) -> Plan:
     """Scan and diff against the target's baseline (no writes to the target). ``texts`` (pending and
     state) and ``release`` (releases mode) as read under the lock; default: the prepare snapshot."""
@@ -448,17 +472,28 @@ def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: st
     local = LocalState.open(_store_key(prep.target), read_only=prep.request.dry_run)
     base_id, local_ok, from_target = _baseline(prep, release, state, local)
     dirty = set(pending.get("paths", [])) if pending.get("mode") == "in-place" else set()
-    view, reason = _git_view(prep)  # before any stat: a file changed after this is seen next time
-    reason = reason or _why_not_git(prep, view, local, local_ok)
+    watched = prep.watch  # asked in prepare, before git or any stat
+    view: gitscan.GitView | None = None
+    reason = _why_not_incremental(prep, local, local_ok)
+    use_watch = reason is None and watched is not None and watched.changed is not None
+    if not use_watch:
+        # git status before any stat: a file changed after it is seen next time.
+        view, git_reason = _git_view(prep)
+        reason = git_reason or _why_not_git(prep, view, local, local_ok)
     meta: dict[str, Any] = {"source": str(prep.source), "rules": prep.rules.digest}
     rules = prep.rules
     full: Manifest | None = None
-    if reason is None and view is not None and local is not None:
+    if reason is None and local is not None:
         try:
-            scanned, previous, roots, candidates = _git_scan(prep, view, local, dirty)
+            if use_watch:
+                assert watched is not None and watched.changed is not None
+                scanned, previous, roots, candidates = _watch_scan(prep, watched.changed, local, dirty)
+            else:
+                assert view is not None
+                scanned, previous, roots, candidates = _git_scan(prep, view, local, dirty)
         except gitscan.GitUnavailable as exc:
             reason = str(exc)
-    if reason is None and view is not None and local is not None:
+    if reason is None and local is not None:
         old = local.meta
         kept_links = [p for p in old.get("skipped_links", []) if p not in candidates and not _under(p, roots)]
         scanned.skipped_links = sorted(set(kept_links) | set(scanned.skipped_links))
@@ -488,11 +523,26 @@ def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: st
             dirty=sorted(p for p in view.changed | view.ignored if not rules.skip_path(p)),
             walk_roots=sorted(d for d in view.dirs if not rules.skip_tree(d)),
         )
+    elif use_watch and local is not None and local.meta.get("commit"):
+        # Keep the git bookkeeping valid for a later git-accelerated sync (watchman gone): every
+        # path shipped since the recorded commit's sync joins "dirty", so a file changed and then
+        # reverted to that commit's content is still looked at.
+        old = local.meta
+        meta.update(
+            commit=old["commit"],
+            dirty=sorted(set(old.get("dirty", [])) | set(sets) | set(deleted)),
+            walk_roots=old.get("walk_roots", []),
+        )
+    if watched is not None:
+        unchanged = use_watch and not watched.changed and local is not None
+        recorded = local.meta.get("watchman") if unchanged and local is not None else None
+        kept = recorded.get("clock") if isinstance(recorded, dict) else None
+        meta["watchman"] = watched.record(keep_clock=kept)
     meta.update(skipped_links=scanned.skipped_links, unmatched=unmatched)
     # Paths now excluded or protected are left alone on the target (as rsync leaves excluded files).
     changes.deleted = [p for p in changes.deleted if not rules.skip_file(p)]
     result = _new_result(prep, scanned, changes, release, unmatched)
-    result.accelerator = "walk" if reason else "git"
+    result.accelerator = "walk" if reason else ("watchman" if use_watch else "git")
     result.accelerator_reason = reason
     if prep.request.dry_run or not changes:
         why = "dry run" if prep.request.dry_run else "no changes"

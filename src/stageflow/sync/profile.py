@@ -50,6 +50,9 @@ class EnvironmentProfile(BaseModel):
     #: the end of every sync). See stageflow.sync.target.parse_persist.
     ssh_persist: float = 600.0
     lock_timeout: float = Field(default=60.0, ge=0)
+    #: The watchman accelerator (stageflow.sync.watch): "auto" uses a watchman server that already
+    #: watches the source; true also starts one and watches the source; false never asks.
+    watchman: bool | Literal["auto"] = "auto"
 
     @field_validator("role")
     @classmethod
