@@ -276,8 +276,8 @@ def run(
         kinds += ("engine", "walk", "cli", "rsync") + (("rsync-warm",) if prefix else ())
         samples: dict[str, list[float]] = {k: [] for k in kinds}
         samples.update({f"noop-{k}": [] for k in kinds})
-        sent: list[tuple[int, int]] = []
-        sent_wm: list[tuple[int, int]] = []
+        sent: list[tuple[int, int, int]] = []
+        sent_wm: list[tuple[int, int, int]] = []
         modes: dict[str, set[str]] = {"engine": set(), "walk": set(), "watchman": set()}
         loads = [os.getloadavg()[0]]
 
@@ -296,14 +296,14 @@ def run(
                 result = engine()
                 modes["engine"].add(result.accelerator)
                 if not noop:
-                    sent.append((result.bytes_sent, changed))
+                    sent.append((result.bytes_sent, result.control_bytes, changed))
             elif what == "walk":
                 modes["walk"].add(walk().accelerator)
             elif what == "watchman":
                 result = watched()
                 modes["watchman"].add(result.accelerator)
                 if not noop:
-                    sent_wm.append((result.bytes_sent, changed))
+                    sent_wm.append((result.bytes_sent, result.control_bytes, changed))
             elif what == "cli":
                 subprocess.run(cli_argv, check=True, capture_output=True)
             elif what == "rsync-warm":
@@ -363,16 +363,18 @@ def run(
         for k in kinds:
             n = f"noop-{k}"
             print(f"    {n:<12} {med[n]:8.1f} ms   noop-rsync/{n} = {med['noop-rsync'] / med[n]:.2f}x")
-        if sent_wm:
-            ratio_wm = statistics.median(s / c for s, c in sent_wm)
-            print(f"[{variant}] bytes sent / changed bytes (watchman engine, median): {ratio_wm:.3f}")
-        ratio = statistics.median(s / c for s, c in sent)
         how = "rsync's Total bytes sent (wire)" if prefix else "bytes of the files copied"
-        changed_med = statistics.median(c for _, c in sent)
-        print(
-            f"[{variant}] bytes sent / changed bytes (engine, median): {ratio:.3f}  "
-            f"(bytes sent = {how}; changed bytes median {changed_med:.0f} over 10 files)"
-        )
+        changed_med = statistics.median(c for _, _, c in sent)
+        for label, rows in (("engine", sent), ("watchman engine", sent_wm)):
+            if not rows:
+                continue
+            ratio = statistics.median(s / c for s, _, c in rows)
+            line = f"[{variant}] bytes sent / changed bytes ({label}, median): {ratio:.3f}"
+            if prefix:
+                total = statistics.median((s + k) / c for s, k, c in rows)
+                line += f"; with the control traffic (safety net, lock, state writes): {total:.3f}"
+            print(line)
+        print(f"    (bytes sent = {how}; changed bytes median {changed_med:.0f} over 10 files)")
         ref = tree_digest(rsync_dest.rstrip("/"), ssh_command)
         if prefix:
             targets["rsync-warm"] = f"{prefix}{work}/{variant}-rsyncwarm"

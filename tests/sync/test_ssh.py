@@ -191,7 +191,13 @@ def test_git_accelerator_over_real_ssh_journal_and_no_change(cli, project, sshd,
     assert code == 0 and doc["accelerator"] == "git", err
     assert doc["changes"]["modified"] == ["packages/lib/lib.js"]
     assert (project.target / ".stageflow/manifest.json").read_bytes() == base
-    assert len((project.target / ".stageflow/manifest.journal").read_text().splitlines()) == 1
+    journal = (project.target / ".stageflow/manifest.journal").read_text()
+    assert len(journal.splitlines()) == 1
+    # The journal line and the state went through the sync's ssh session: counted as control bytes.
+    changed_control = doc["control_bytes"]
+    assert changed_control > len(journal.encode()) + len(
+        (project.target / ".stageflow/state.json").read_bytes()
+    )
     before = snapshot(project.target, skip_state=False)
     accepted, sessions = sshd.accepted(), sshd.sessions()
     code, out, err = cli("sync", project.source, "--env", "api", "--json")
@@ -199,6 +205,7 @@ def test_git_accelerator_over_real_ssh_journal_and_no_change(cli, project, sshd,
     assert code == 0 and doc["accelerator"] == "git" and doc["changes"]["modified"] == []
     assert sshd.accepted() - accepted == 0  # the master left by the last sync carried it
     assert sshd.sessions() - sessions == 1  # the safety net still ran over ssh: one session, no lock
+    assert 0 < doc["control_bytes"] < changed_control  # the request only: no lock, no writes
     assert snapshot(project.target, skip_state=False) == before
 
 

@@ -80,6 +80,9 @@ class SyncResult:
     release: str | None = None
     changes: ChangeSet = field(default_factory=ChangeSet)
     bytes_sent: int = 0
+    #: Over ssh: the bytes of the sync's own control traffic (the safety net's request, the lock, the
+    #: pending/state/journal writes), which ``bytes_sent`` (the transport's) leaves out.
+    control_bytes: int = 0
     files_scanned: int = 0
     excluded: int = 0
     hooks: list[HookOutcome] = field(default_factory=list)
@@ -89,7 +92,8 @@ class SyncResult:
     skipped_links: list[str] = field(default_factory=list)
     rolled_back_to: str | None = None
     error: str | None = None
-    accelerator: str = "walk"  # "git": only paths git (or the last sync) names were examined
+    #: "git" / "watchman": only the paths git or watchman (or the last sync) named were examined.
+    accelerator: str = "walk"
     accelerator_reason: str | None = None  # why the whole tree was walked
 
     def as_json(self) -> dict[str, Any]:
@@ -106,6 +110,7 @@ class SyncResult:
             "hooks": [{"name": h.name, "status": h.status} for h in self.hooks],
             "duration_s": round(self.duration_s, 4),
             "dry_run": self.dry_run,
+            "control_bytes": self.control_bytes,
             "warnings": self.warnings,
             "skipped_links": self.skipped_links,
             "rolled_back_to": self.rolled_back_to,
@@ -593,6 +598,7 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
             prep.git.cancel()
         _close_local(planned)
     result.duration_s = time.perf_counter() - prep.started
+    result.control_bytes = getattr(prep.target, "control_bytes", 0)
     return result
 
 

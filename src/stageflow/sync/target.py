@@ -395,6 +395,9 @@ class SshTarget(Target):
         for option in [*lifetime, "BatchMode=yes"]:
             self.ssh_argv += ["-o", option]
         self._session: _Session | None = None
+        #: Bytes this target's sessions sent to the host (remote commands, the safety net's request,
+        #: lock and state writes): the sync's control traffic, besides the transport's bytes.
+        self.control_bytes = 0
 
     def __repr__(self) -> str:
         return f"SshTarget({self.spec!r})"
@@ -708,6 +711,7 @@ class _Session:
 
     def __init__(self, argv: list[str], target: SshTarget):
         self.target = target
+        target.control_bytes += len(argv[-1].encode("utf-8", "surrogateescape"))
         self._err = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen(
@@ -724,7 +728,9 @@ class _Session:
 
     def write(self, text: str) -> None:
         try:
-            self.stdin.write(text.encode("utf-8", "surrogateescape"))
+            data = text.encode("utf-8", "surrogateescape")
+            self.target.control_bytes += len(data)
+            self.stdin.write(data)
             self.stdin.flush()
         except (BrokenPipeError, ValueError):
             raise _SessionEnded from None
