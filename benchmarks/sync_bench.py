@@ -185,6 +185,19 @@ def start_sshd(work: Path, user: str | None = None) -> tuple[subprocess.Popen[by
     return proc, f"{user or getpass.getuser()}@127.0.0.1", ssh
 
 
+def wait_for_sync_server(timeout: float = 30.0) -> bool:
+    """Whether the warm sync server the first CLI run left (STAGEFLOW_SYNC_SERVER) listens."""
+    from stageflow.sync import server
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        path = server._socket_path(create=False)
+        if path is not None and path.exists():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
@@ -269,6 +282,7 @@ def run(
         )
         # A second, no-change round lets every local manifest settle (the first sync has no git baseline).
         engine(), walk(), subprocess.run(cli_argv, check=True, capture_output=True)
+        print(f"[{variant}] cli: warm sync server listening: {wait_for_sync_server()}")
         if use_watchman:
             watched()
 
@@ -389,6 +403,9 @@ def run(
             bench_variant(variant, prefix)
     finally:
         close_masters(ssh_command)  # the masters the syncs left (ssh_persist)
+        from stageflow.sync.server import stop_servers
+
+        stop_servers()  # the warm sync server the CLI runs left
         if use_watchman:
             subprocess.run(["watchman", "watch-del", os.path.realpath(src)], capture_output=True)
     shutil.rmtree(work, ignore_errors=True)

@@ -23,6 +23,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ["STAGEFLOW_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 os.environ.pop("STAGEFLOW_LOAD_PLUGINS", None)
 os.environ.pop("STAGEFLOW_CONFIG", None)
+# No warm sync server left behind by `stageflow sync` subprocesses; tests/sync/test_server.py turns
+# it on where it is the subject.
+os.environ["STAGEFLOW_SYNC_SERVER"] = "0"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,8 @@
 """The `stageflow` console script. Deliberately tiny: an up-to-date `stageflow build` is answered by
-the stdlib-only fast path before typer, pydantic or any plugin is imported (~90 ms saved), and the
-common `stageflow sync` invocations run the engine without importing Typer (~60 ms saved); every
-other command goes to the Typer app in stageflow.cli."""
+the stdlib-only fast path before typer, pydantic or any plugin is imported (~90 ms saved); a
+`stageflow sync` is handed to the warm sync server when one runs (stageflow.sync.server: no imports
+paid at all), else its common invocations run the engine without importing Typer (~60 ms saved) and
+leave a server for the next one; every other command goes to the Typer app in stageflow.cli."""
 
 from __future__ import annotations
 
@@ -16,13 +17,30 @@ def main() -> None:
         if fastpath.run(args[1:]):
             return
     elif args[:1] == ["sync"]:
-        from stageflow.sync import fastcli
+        from stageflow.sync import server
 
-        if fastcli.run(args[1:]):
-            return
+        code = server.forward(args)
+        if code is not None:
+            raise SystemExit(code)
+        try:
+            run_sync(args)
+        finally:
+            server.start_in_background(args)
+        return
     from stageflow.cli import run_app  # not cli.main: that would try the build fast path again
 
     run_app(args)
+
+
+def run_sync(args: list[str]) -> None:
+    """``stageflow sync ...`` in this process: the fast path when it applies, else the Typer app (also
+    what the warm sync server's forks run)."""
+    from stageflow.sync import fastcli
+
+    if not fastcli.run(args[1:]):
+        from stageflow.cli import run_app
+
+        run_app(args)
 
 
 if __name__ == "__main__":

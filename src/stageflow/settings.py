@@ -1,15 +1,15 @@
 """Process-wide settings read from the environment (STAGEFLOW_HOME and friends).
 
 Nothing here touches the disk at import time; ``home()`` creates and checks the directory on demand.
+Imports only what a Python start-up has already loaded (the warm sync server's client uses it).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import re
+import stat
 from pathlib import Path
-
-from stageflow.errors import SettingsError
 
 ENV_HOME = "STAGEFLOW_HOME"
 ENV_LOAD_PLUGINS = "STAGEFLOW_LOAD_PLUGINS"
@@ -24,6 +24,10 @@ def home_path() -> Path:
 
 def home() -> Path:
     """The home directory, created if needed; a clear SettingsError if it is not writable."""
+    import tempfile
+
+    from stageflow.errors import SettingsError
+
     path = home_path()
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -60,12 +64,14 @@ def socket_dir(name: str, max_len: int, *, create: bool = True) -> Path:
     name must fit in sun_path's 104-108 bytes), ``<tmp>/stageflow-<name>-<uid>-<hash of the home>``.
     With ``create`` the directory is made with mode 0700 (its parent as needed); OSError propagates.
     Ownership and mode are the caller's to check: one refuses a loose directory, another repairs it."""
-    import hashlib
-
     home = Path(os.path.abspath(home_path()))
     path = home / name
     if len(str(path)) > max_len:
+        import hashlib
+
         digest = hashlib.sha256(str(home).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        import tempfile
+
         path = Path(tempfile.gettempdir()) / f"stageflow-{name}-{os.getuid()}-{digest}"
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,3 +80,45 @@ def socket_dir(name: str, max_len: int, *, create: bool = True) -> Path:
         except FileExistsError:
             pass
     return path
+
+
+class UnsafeSocket(OSError):
+    """A socket directory or socket file this user must not trust (another owner, loose mode)."""
+
+
+def private(st: os.stat_result, kind: int) -> bool:
+    """Whether ``st`` is a ``kind`` (stat.S_IFDIR, S_IFSOCK) of this user that nobody else may use."""
+    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def private_socket_dir(name: str, max_len: int, *, create: bool = True) -> Path | None:
+    """:func:`socket_dir`, checked: None when it does not exist (``create=False``); raises
+    :class:`UnsafeSocket` for a directory owned by someone else or open to others."""
+    path = socket_dir(name, max_len, create=create)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not private(st, stat.S_IFDIR):
+        raise UnsafeSocket(f"{path}: not a directory of uid {os.getuid()} with mode 0700")
+    return path
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+
+
+def parse_duration(value: object, name: str, default: float) -> float:
+    """A keep-alive duration: seconds (a number, or "90s", "10m", "1h"); 0, "0", "no", "off" or false:
+    off; true: ``default``. ValueError naming ``name`` otherwise."""
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("no", "off", "false")):
+        return 0.0
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int | float) and value >= 0:
+        return float(value)
+    m = _DURATION.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(
+            f'{name} must be a duration like "10m", "90s", "1h" or seconds (0: off), not {value!r}'
+        )
+    return float(m.group(1)) * {"s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]

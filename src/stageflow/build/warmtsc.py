@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from stageflow.build.model import ProcessTracker
+from stageflow.settings import UnsafeSocket, private, private_socket_dir
 
 #: Characters that make a command more than ``tsc`` plus words (expansions, redirections, lists, ...).
 SHELL_SYNTAX = frozenset("'\"`$\\;&|<>()*?[]{}~#=!\n\t")
@@ -90,29 +91,15 @@ HELLO_TIMEOUT_S = 5.0
 START_TIMEOUT_S = 60.0
 
 
-class Unsafe(OSError):
-    """A socket directory or socket file this user must not trust (another owner, loose mode)."""
-
-
-def _safe(st: os.stat_result, kind: int) -> bool:
-    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.getuid() and not st.st_mode & 0o077
+Unsafe = UnsafeSocket  # a socket directory or file this user must not trust
 
 
 def socket_dir(create: bool = True) -> Path | None:
     """``$STAGEFLOW_HOME/tsc`` (mode 0700, this user's), or a short per-user directory under the temp
     dir when that path is too long for a Unix socket name; None when it does not exist (create=False).
     Raises :class:`Unsafe` for a directory owned by someone else or open to others."""
-    from stageflow import settings
-
     # the worker runs in /: an absolute path; "<dir>/<16 hex>-<slot>.sock" must fit in sun_path
-    path = settings.socket_dir("tsc", 76, create=create)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    if not _safe(st, stat.S_IFDIR):
-        raise Unsafe(f"{path}: not a directory of uid {os.getuid()} with mode 0700")
-    return path
+    return private_socket_dir("tsc", 76, create=create)
 
 
 def worker_key(node: str, package: str, env: Mapping[str, str]) -> str:
@@ -210,7 +197,7 @@ def _hello(path: Path, timeout: float | None = None) -> tuple[socket.socket, dic
         st = os.lstat(path)
     except FileNotFoundError:
         return None
-    if not _safe(st, stat.S_IFSOCK):
+    if not private(st, stat.S_IFSOCK):
         raise Unsafe(f"{path}: not a socket of uid {os.getuid()} with mode 0700")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -323,7 +310,7 @@ def stop_workers() -> int:
             st = os.lstat(path)
         except FileNotFoundError:
             continue
-        if not _safe(st, stat.S_IFSOCK):
+        if not private(st, stat.S_IFSOCK):
             continue
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

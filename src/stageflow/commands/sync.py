@@ -63,7 +63,11 @@ def sync_cmd(
         bool, typer.Option("--no-git", help="Walk the whole tree instead of asking git what changed.")
     ] = False,
 ) -> None:
-    """Ship what changed in SOURCE to the environment's target, behind the role safety net."""
+    """Ship what changed in SOURCE to the environment's target, behind the role safety net.
+
+    Leaves a warm sync server for the next sync (STAGEFLOW_SYNC_SERVER: idle time, default 10m; 0: off).
+    `stageflow target close` stops it and the ssh connections kept between syncs.
+    watchman = true in the environment asks watchman what changed instead of git status."""
     from stageflow.sync.engine import SyncRequest
 
     request = SyncRequest(
@@ -153,10 +157,13 @@ def target_close_cmd(
         str, typer.Option("--ssh-command", help="ssh command used to stop the masters.")
     ] = "ssh",
 ) -> None:
-    """Stop the ssh master connections that syncs keep open between runs (ssh_persist)."""
+    """Stop what syncs keep between runs: the ssh master connections (ssh_persist) and the warm sync
+    server (STAGEFLOW_SYNC_SERVER)."""
+    from stageflow.sync.server import stop_servers
     from stageflow.sync.target import close_masters
 
     typer.echo(f"closed {close_masters(ssh_command)} ssh master connection(s)")
+    typer.echo(f"stopped {stop_servers()} sync server(s)")
 
 
 def register(app: typer.Typer) -> None:

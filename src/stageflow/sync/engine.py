@@ -160,10 +160,16 @@ def load_profile(request: SyncRequest) -> tuple[Path, SyncConfig, EnvironmentPro
     return source, cfg.sync, profile, Path(path)
 
 
+#: Set by the warm sync server (stageflow.sync.server) once it has loaded them: its forks reuse it.
+PRELOADED_PLUGINS: Any = None
+
+
 def _sync_plugins() -> Any:
     """A plugin manager with the backends a sync can use: stageflow's own ``transports`` and
     ``deploy_hooks`` plugins and every third-party plugin (which may add either). Skipping the other
     built-in families (video, build, ...) saves importing them on every ``stageflow sync``."""
+    if PRELOADED_PLUGINS is not None:
+        return PRELOADED_PLUGINS
     import importlib.metadata as md
 
     from stageflow.plugin_manager import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, load_plugins

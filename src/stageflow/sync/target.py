@@ -29,25 +29,15 @@ STATE_DIR = ".stageflow"
 _REMOTE = re.compile(r"^(?P<host>(?:[^@/:\s]+@)?[^@/:\s]+):(?P<path>.*)$")
 #: Default lifetime of the ssh master after a sync (``ssh_persist``).
 DEFAULT_PERSIST = 600.0
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
 #: A unix socket path holds at most 107 bytes; ssh first binds "<ControlPath>.<16 random chars>".
 _SOCKET_PATH_MAX = 107 - 17
 
 
 def parse_persist(value: object) -> float:
     """``ssh_persist``: seconds (a number, or "90s", "10m", "1h"); 0, "0", "no" or false: off."""
-    if value is False or (isinstance(value, str) and value.strip().lower() in ("no", "off", "false")):
-        return 0.0
-    if isinstance(value, bool):
-        return DEFAULT_PERSIST
-    if isinstance(value, int | float) and value >= 0:
-        return float(value)
-    m = _DURATION.match(value) if isinstance(value, str) else None
-    if m is None:
-        raise ValueError(
-            f'ssh_persist must be a duration like "10m", "90s", "1h" or seconds (0: off), not {value!r}'
-        )
-    return float(m.group(1)) * {"s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
+    from stageflow.settings import parse_duration
+
+    return parse_duration(value, "ssh_persist", DEFAULT_PERSIST)
 
 
 def control_dir(create: bool = True) -> str | None:

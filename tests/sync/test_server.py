@@ -1,0 +1,149 @@
+"""The warm sync server, through the real console script in subprocesses: a second `stageflow sync`
+is served by a fork of the server with the caller's working directory, environment and stdio; exit
+codes and messages are the in-process ones; Ctrl-C in the caller stops the sync and what it runs;
+a change to anything the server imported, or to sys.path, sends the request back in-process; the
+server exits when idle, stays off with STAGEFLOW_SYNC_SERVER=0 and stops on `stageflow target close`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stageflow.sync import server
+
+STAGEFLOW = str(Path(sys.executable).with_name("stageflow"))
+HOOK = 'echo \\"served=$STAGEFLOW_SYNC_SERVED my=$MYVAR\\" > hook.out'  # a TOML basic string
+
+
+@pytest.fixture
+def served(cli, project, monkeypatch):
+    monkeypatch.setenv(server.ENV, "60")
+    project.env(exclude='["node_modules/", "*.log"]', hooks=f'[{{ use = "shell", run = "{HOOK}" }}]')
+    assert cli("target", "init", project.target, "--role", "apiserver")[0] == 0
+    yield project
+    server.stop_servers()
+
+
+def stageflow(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [STAGEFLOW, *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **env}, timeout=120
+    )
+
+
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def sockets() -> list[Path]:
+    path = server._socket_path(create=False)
+    return sorted(path.parent.glob("*.sock")) if path is not None else []
+
+
+def start_server(project) -> None:
+    """An in-process sync, which leaves a server; returns once the server listens."""
+    first = stageflow("sync", str(project.source), "--env", "api")
+    assert first.returncode == 0, first.stderr
+    assert (project.target / "hook.out").read_text() == "served= my=\n"
+    wait_for(lambda: len(sockets()) == 1, "the server's socket")
+
+
+def test_second_sync_is_served_with_the_callers_cwd_env_and_stdio(served) -> None:
+    start_server(served)
+    served.write("apps/web/page.js", "v2\n")
+    done = stageflow("sync", ".", "--env", "api", cwd=served.source, MYVAR="hello wörld")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("hook shell: ok")
+    assert f"synced api to {served.target}: 0 added, 1 modified" in done.stdout
+    pid = (served.target / "hook.out").read_text()
+    assert pid.startswith("served=") and pid != "served= my=\n" and pid.endswith(" my=hello wörld\n")
+    assert int(pid.split()[0].split("=")[1]) == int(sockets()[0].with_suffix(".pid").read_text())
+    again = stageflow("sync", ".", "--env", "api", "--json", cwd=served.source)
+    doc = json.loads(again.stdout)
+    assert again.returncode == 0 and doc["changes"]["modified"] == [] and doc["environment"] == "api"
+
+
+def test_errors_and_exit_codes_are_the_in_process_ones(served) -> None:
+    start_server(served)
+    remote = stageflow("sync", str(served.source), "--env", "nope")
+    local = stageflow("sync", str(served.source), "--env", "nope", STAGEFLOW_SYNC_SERVER="0")
+    assert remote.returncode == local.returncode == 2
+    assert remote.stderr == local.stderr and remote.stderr.count("\n") == 1
+    assert "unknown environment 'nope'" in remote.stderr
+    missing = stageflow("sync", str(served.source / "missing"), "--env", "api")
+    assert missing.returncode == 2 and missing.stderr.startswith("stageflow: error: ")
+
+
+def test_ctrl_c_in_the_caller_stops_the_sync_and_its_hook(served) -> None:
+    start_server(served)
+    hook = '[{ use = "shell", run = "echo $$ > hook.pid; exec sleep 60" }]'
+    served.env(exclude='["node_modules/", "*.log"]', hooks=hook)
+    served.write("apps/web/page.js", "v2\n")
+    argv = [STAGEFLOW, "sync", str(served.source), "--env", "api"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pid_file = served.target / "hook.pid"
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the hook to start")
+    hook_pid = int(pid_file.read_text())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"interrupted" in err
+
+    def gone() -> bool:
+        try:
+            os.kill(hook_pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, "the hook's process to stop")
+    served.env(exclude='["node_modules/", "*.log"]')
+    after = stageflow("sync", str(served.source), "--env", "api")  # the lock was released
+    assert after.returncode == 0, after.stderr
+
+
+def test_a_changed_sys_path_directory_sends_the_request_back_in_process(served, tmp_path) -> None:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    env = {"PYTHONPATH": str(extra)}
+    first = stageflow("sync", str(served.source), "--env", "api", **env)
+    assert first.returncode == 0
+    wait_for(lambda: len(sockets()) == 1, "the server's socket")
+    (extra / "new_plugin.py").write_text("")  # as installing a plugin changes site-packages
+    served.write("apps/web/page.js", "v2\n")
+    done = stageflow("sync", str(served.source), "--env", "api", **env)
+    assert done.returncode == 0 and (served.target / "hook.out").read_text() == "served= my=\n"
+    wait_for(lambda: len(sockets()) == 1, "a fresh server")  # the stale one left, a new one listens
+    served.write("apps/web/page.js", "v3\n")
+    done = stageflow("sync", str(served.source), "--env", "api", **env)
+    assert done.returncode == 0 and (served.target / "hook.out").read_text() != "served= my=\n"
+    # Another plugin set is another server.
+    stageflow("sync", str(served.source), "--env", "api", STAGEFLOW_LOAD_PLUGINS="x", **env)
+    wait_for(lambda: len(sockets()) == 2, "a second server")
+
+
+def test_idle_exit_off_bad_value_and_target_close(served) -> None:
+    first = stageflow("sync", str(served.source), "--env", "api", STAGEFLOW_SYNC_SERVER="1")
+    assert first.returncode == 0
+    wait_for(lambda: not sockets() and not list(server._socket_path(False).parent.glob("*.pid")), "idle exit")
+    served.write("apps/web/page.js", "v2\n")
+    off = stageflow("sync", str(served.source), "--env", "api", STAGEFLOW_SYNC_SERVER="0")
+    assert off.returncode == 0
+    time.sleep(1.0)  # nothing to wait for: no server may appear
+    assert not sockets()
+    bad = stageflow("sync", str(served.source), "--env", "api", STAGEFLOW_SYNC_SERVER="soon")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "STAGEFLOW_SYNC_SERVER" in bad.stderr
+    start_server_again = stageflow("sync", str(served.source), "--env", "api")
+    assert start_server_again.returncode == 0
+    wait_for(lambda: len(sockets()) == 1, "the server's socket")
+    closed = stageflow("target", "close")
+    assert closed.returncode == 0 and "stopped 1 sync server(s)" in closed.stdout
+    wait_for(lambda: not sockets(), "the server to stop")
