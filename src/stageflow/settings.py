@@ -91,17 +91,23 @@ def private(st: os.stat_result, kind: int) -> bool:
     return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
+def checked_private(path: Path, kind: int, what: str) -> bool:
+    """False when ``path`` does not exist, True when it is a private ``kind`` (see :func:`private`);
+    raises :class:`UnsafeSocket` (naming ``what``: "directory", "socket") otherwise."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not private(st, kind):
+        raise UnsafeSocket(f"{path}: not a {what} of uid {os.getuid()} with mode 0700")
+    return True
+
+
 def private_socket_dir(name: str, max_len: int, *, create: bool = True) -> Path | None:
     """:func:`socket_dir`, checked: None when it does not exist (``create=False``); raises
     :class:`UnsafeSocket` for a directory owned by someone else or open to others."""
     path = socket_dir(name, max_len, create=create)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return None
-    if not private(st, stat.S_IFDIR):
-        raise UnsafeSocket(f"{path}: not a directory of uid {os.getuid()} with mode 0700")
-    return path
+    return path if checked_private(path, stat.S_IFDIR, "directory") else None
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")

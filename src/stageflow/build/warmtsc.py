@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from stageflow.build.model import ProcessTracker
-from stageflow.settings import UnsafeSocket, private, private_socket_dir
+from stageflow.settings import UnsafeSocket, checked_private, private, private_socket_dir
 
 #: Characters that make a command more than ``tsc`` plus words (expansions, redirections, lists, ...).
 SHELL_SYNTAX = frozenset("'\"`$\\;&|<>()*?[]{}~#=!\n\t")
@@ -193,12 +193,8 @@ def _wait_gone(path: Path, pid: int, timeout: float = 5.0) -> None:
 def _hello(path: Path, timeout: float | None = None) -> tuple[socket.socket, dict[str, Any]] | None:
     """Connect to a worker's socket and read its hello; None when nobody answers (a stale socket).
     Raises :class:`Unsafe` for a socket file that is not this user's private socket."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+    if not checked_private(path, stat.S_IFSOCK, "socket"):
         return None
-    if not private(st, stat.S_IFSOCK):
-        raise Unsafe(f"{path}: not a socket of uid {os.getuid()} with mode 0700")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(HELLO_TIMEOUT_S if timeout is None else timeout)
