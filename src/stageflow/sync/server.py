@@ -18,8 +18,11 @@ Safety:
 - The socket lives in ``$STAGEFLOW_HOME/sync-server`` (mode 0700, refused when owned by someone else
   or open to others) and the server checks each client's uid (SO_PEERCRED).
 - The socket name is a key over the Python executable and version, the uid and the environment
-  variables that change what gets imported (PYTHONPATH, STAGEFLOW_LOAD_PLUGINS,
-  STAGEFLOW_DISABLE_PLUGIN_AUTOLOAD); another combination gets its own server.
+  variables read once at start-up (PYTHONPATH, the locale and encoding variables,
+  STAGEFLOW_LOAD_PLUGINS, STAGEFLOW_DISABLE_PLUGIN_AUTOLOAD); another combination gets its own
+  server.
+- The child has no controlling terminal: a hook that opens /dev/tty itself (a password prompt)
+  needs STAGEFLOW_SYNC_SERVER=0.
 - Before every request the server re-stats every module file it has loaded and every directory on
   sys.path (installing a plugin changes site-packages): after any change it answers "stale" and
   exits, and the client runs in-process (and starts a fresh server).
@@ -56,6 +59,17 @@ _MAX_REQUEST = 8 << 20
 #: "<dir>/<16 hex>.sock" within sun_path's 108 bytes
 _DIR_MAX = 80
 _IN_PROCESS_FLAGS = ("--prefect", "--help", "-h")
+#: What Python or the plugin manager reads once at start-up: another value is another server.
+_KEY_ENV = (
+    "PYTHONPATH",
+    "PYTHONUTF8",
+    "PYTHONIOENCODING",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LANG",
+    "STAGEFLOW_LOAD_PLUGINS",
+    "STAGEFLOW_DISABLE_PLUGIN_AUTOLOAD",
+)
 
 
 # ------------------------------------------------------------------------------------------ shared
@@ -75,13 +89,7 @@ def server_key() -> str:
     private, so this only needs to tell this user's combinations apart, and hashlib costs ~2 ms)."""
     import zlib
 
-    material = [
-        sys.executable,
-        sys.version,
-        os.getuid(),
-        *(os.environ.get(v, "") for v in ("PYTHONPATH", "STAGEFLOW_LOAD_PLUGINS")),
-        os.environ.get("STAGEFLOW_DISABLE_PLUGIN_AUTOLOAD", ""),
-    ]
+    material = [sys.executable, sys.version, os.getuid(), *(os.environ.get(v, "") for v in _KEY_ENV)]
     data = json.dumps(material).encode("utf-8", "surrogateescape")
     return f"{zlib.crc32(data):08x}{zlib.crc32(data[::-1]):08x}"
 
@@ -380,6 +388,7 @@ def _receive(conn: socket.socket) -> dict[str, Any]:
 def _become_client(request: dict[str, Any]) -> None:
     import io
     import tempfile
+    import time
 
     os.environ.clear()
     os.environ.update(request["env"])
@@ -387,6 +396,7 @@ def _become_client(request: dict[str, Any]) -> None:
     os.umask(int(request["umask"]))
     os.chdir(request["cwd"])
     tempfile.tempdir = None  # recomputed from the client's TMPDIR
+    time.tzset()  # the client's TZ
     sys.argv = [request["argv0"], *request["argv"]]
     streams = []
     for fd, (encoding, errors) in enumerate(request["stdio"]):
