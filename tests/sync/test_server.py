@@ -89,7 +89,14 @@ def test_ctrl_c_in_the_caller_stops_the_sync_and_its_hook(served) -> None:
     served.env(exclude='["node_modules/", "*.log"]', hooks=hook)
     served.write("apps/web/page.js", "v2\n")
     argv = [STAGEFLOW, "sync", str(served.source), "--env", "api"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # As from a terminal: SIGINT at its default (a background job of a script, as CI runs us, inherits
+    # it ignored, and a process that ignores Ctrl-C cannot forward it).
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
     pid_file = served.target / "hook.pid"
     wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), "the hook to start")
     hook_pid = int(pid_file.read_text())
