@@ -183,3 +183,27 @@ def test_watchman_false_never_asks(cli, project) -> None:
     project.write("apps/web/page.js", "v2\n")
     assert run(project).accelerator == "git"
     assert os.path.realpath(project.source) not in watched_roots()
+
+
+def test_releases_mode_with_watchman_builds_the_new_release_from_the_change(cli, project, snapshot) -> None:
+    project.env(exclude='["node_modules/", "*.log"]', watchman="true", mode='"releases"')
+    make_repo(project)
+    assert cli("target", "init", project.target, "--role", "apiserver")[0] == 0
+    try:
+        first = run(project)
+        assert first.accelerator == "walk" and first.release
+        project.write("packages/lib/lib.js", "v2\n")
+        (project.source / "apps/web/page.js").unlink()
+        second = run(project)
+        assert second.accelerator == "watchman" and second.release != first.release
+        assert second.changes.as_dict() == {
+            "added": [],
+            "modified": ["packages/lib/lib.js"],
+            "deleted": ["apps/web/page.js"],
+        }
+        assert snapshot(project.target / "current") == expected_tree(project, snapshot)
+        # The previous release is untouched (hard links are never written through).
+        old = snapshot(project.target / "releases" / first.release)
+        assert old["packages/lib/lib.js"] == b"lib\n" and "apps/web/page.js" in old
+    finally:
+        wm("watch-del", os.path.realpath(project.source))
