@@ -207,3 +207,10 @@ def test_releases_mode_with_watchman_builds_the_new_release_from_the_change(cli,
         assert old["packages/lib/lib.js"] == b"lib\n" and "apps/web/page.js" in old
     finally:
         wm("watch-del", os.path.realpath(project.source))
+
+
+def test_bad_watchman_value_names_the_line_and_the_choices(cli, project) -> None:
+    project.env(watchman='"sometimes"')
+    code, out, err = cli("sync", project.source, "--env", "api")
+    assert code == 2 and err.count("\n") == 1
+    assert "stageflow.toml:4:" in err and 'watchman must be true, false or "auto"' in err

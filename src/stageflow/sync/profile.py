@@ -61,6 +61,13 @@ class EnvironmentProfile(BaseModel):
             raise ValueError("role must be one non-empty word, e.g. 'apiserver'")
         return value
 
+    @field_validator("watchman", mode="before")
+    @classmethod
+    def _watchman_setting(cls, value: Any) -> bool | str:
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError(f'watchman must be true, false or "auto", not {value!r}')
+
     @field_validator("ssh_persist", mode="before")
     @classmethod
     def _persist_duration(cls, value: Any) -> float:
