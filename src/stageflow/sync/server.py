@@ -147,6 +147,10 @@ def forward(args: list[str]) -> int | None:
     except (OSError, ValueError, AttributeError):
         sock.close()
         return None  # no server, a stale socket, or a closed stdio descriptor: run in-process
+    except KeyboardInterrupt:  # before the server said anything: closing stops a child that started
+        sock.close()
+        sys.stderr.write("stageflow: interrupted\n")
+        return 130
     try:
         if not first or json.loads(first).get("stale"):
             return None  # not taken (idle exit, or the code changed): nothing ran
