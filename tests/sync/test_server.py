@@ -146,6 +146,13 @@ def test_idle_exit_off_bad_value_and_target_close(served) -> None:
     assert off.returncode == 0
     time.sleep(1.0)  # nothing to wait for: no server may appear
     assert not sockets()
+    in_ci = {k: v for k, v in os.environ.items() if k != server.ENV}
+    ci = subprocess.run(
+        [STAGEFLOW, "sync", str(served.source), "--env", "api"], env={**in_ci, "CI": "true"}, check=False
+    )
+    assert ci.returncode == 0
+    time.sleep(1.0)
+    assert not sockets()  # CI set, STAGEFLOW_SYNC_SERVER unset: no server
     bad = stageflow("sync", str(served.source), "--env", "api", STAGEFLOW_SYNC_SERVER="soon")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "STAGEFLOW_SYNC_SERVER" in bad.stderr
     start_server_again = stageflow("sync", str(served.source), "--env", "api")

@@ -28,9 +28,9 @@ Safety:
   exits, and the client runs in-process (and starts a fresh server).
 - Ctrl-C in the client (the terminal's foreground process) reaches the child as SIGINT, so the
   sync stops as an in-process one would; the client then waits for the child's exit code.
-- The server exits after ``STAGEFLOW_SYNC_SERVER`` (default "10m") without a request; ``0`` turns
-  the server off; ``stageflow target close`` stops it now. ``--prefect`` and ``--help`` always run
-  in-process.
+- The server exits after ``STAGEFLOW_SYNC_SERVER`` (default "10m"; off when ``CI`` is set, as
+  Turborepo's daemon) without a request; ``0`` turns the server off; ``stageflow target close``
+  stops it now. ``--prefect`` and ``--help`` always run in-process.
 
 The client half (:func:`forward`, :func:`start_in_background`) imports only the standard library
 modules a Python start-up has already loaded, so a served sync costs about one interpreter start.
@@ -78,7 +78,9 @@ def idle_seconds() -> float:
     Raises ValueError naming the variable for a value that is not a duration."""
     raw = os.environ.get(ENV)
     if raw is None or not raw.strip():
-        return DEFAULT_IDLE_S
+        # As Turborepo's daemon: not in CI (a job's runner wants no process outliving its steps).
+        ci = os.environ.get("CI", "").strip().lower()
+        return 0.0 if ci and ci not in ("0", "false", "no") else DEFAULT_IDLE_S
     from stageflow.settings import parse_duration
 
     return parse_duration(raw.strip(), ENV, DEFAULT_IDLE_S)
