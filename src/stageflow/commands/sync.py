@@ -66,6 +66,7 @@ def sync_cmd(
     """Ship what changed in SOURCE to the environment's target, behind the role safety net.
 
     Leaves a warm sync server for the next sync (STAGEFLOW_SYNC_SERVER: idle time, default 10m; 0: off).
+    There is none when CI is set and STAGEFLOW_SYNC_SERVER is not.
     `stageflow target close` stops it and the ssh connections kept between syncs.
     watchman = true in the environment asks watchman what changed instead of git status."""
     from stageflow.sync.engine import SyncRequest
