@@ -143,6 +143,9 @@ class Prepared:
     git: gitscan.StatusRun | None = None
     #: watchman's answer (or just its clock), taken before git or the walk look at the tree.
     watch: watch.WatchView | None = None
+    #: The target's local manifest cache, opened to read watchman's recorded clock; the first
+    #: :func:`plan` takes it instead of opening it again.
+    local: LocalState | None = None
 
 
 # ------------------------------------------------------------------------------------------ prepare
@@ -216,10 +219,10 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
         transport = plugins.build("transports", transport_name, options)
     except PluginError as exc:
         raise ConfigError(f"{where}: sync.environments.{request.environment}.transport: {exc}") from None
-    watched = None
+    watched = local = None
     if request.use_git and profile.watchman is not False:
-        recorded = LocalState.peek_meta(_store_key(target)).get("watchman")
-        watched = watch.look(source, profile.watchman, recorded)
+        local = LocalState.open(_store_key(target), read_only=request.dry_run)
+        watched = watch.look(source, profile.watchman, local.meta.get("watchman") if local else None)
     need_git = request.use_git and (watched is None or watched.changed is None)
     git = gitscan.StatusRun(source, rules.skip_lines) if need_git else None
     try:
@@ -230,6 +233,8 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
     except BaseException:
         if git is not None:
             git.cancel()
+        if local is not None:
+            local.close()
         target.close()
         raise
     return Prepared(
@@ -248,6 +253,7 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
         snapshot,
         git,
         watched,
+        local,
     )
 
 
@@ -480,7 +486,9 @@ def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: st
     with contextlib.suppress(json.JSONDecodeError, TypeError):
         pending = json.loads(pending_text) if pending_text else {}
     state = releases.parse_state(texts[releases.STATE_FILE])
-    local = LocalState.open(_store_key(prep.target), read_only=prep.request.dry_run)
+    local, prep.local = prep.local, None
+    if local is None:
+        local = LocalState.open(_store_key(prep.target), read_only=prep.request.dry_run)
     base_id, local_ok, from_target = _baseline(prep, release, state, local)
     dirty = set(pending.get("paths", [])) if pending.get("mode") == "in-place" else set()
     watched = prep.watch  # asked in prepare, before git or any stat
@@ -545,10 +553,9 @@ def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: st
             walk_roots=old.get("walk_roots", []),
         )
     if watched is not None:
-        unchanged = use_watch and not watched.changed and local is not None
-        recorded = local.meta.get("watchman") if unchanged and local is not None else None
-        kept = recorded.get("clock") if isinstance(recorded, dict) else None
-        meta["watchman"] = watched.record(keep_clock=kept)
+        # Nothing changed: keep the recorded clock, so a no-change sync writes nothing.
+        recorded = local.meta.get("watchman") if use_watch and not watched.changed and local else None
+        meta["watchman"] = recorded if isinstance(recorded, dict) else watched.record()
     meta.update(skipped_links=scanned.skipped_links, unmatched=unmatched)
     # Paths now excluded or protected are left alone on the target (as rsync leaves excluded files).
     changes.deleted = [p for p in changes.deleted if not rules.skip_file(p)]
@@ -602,9 +609,11 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
         prep.target.close()
         if prep.git is not None:
             prep.git.cancel()
+        if prep.local is not None:  # prepared, never planned
+            prep.local.close()
         _close_local(planned)
     result.duration_s = time.perf_counter() - prep.started
-    result.control_bytes = getattr(prep.target, "control_bytes", 0)
+    result.control_bytes = prep.target.control_bytes
     return result
 
 

@@ -76,17 +76,6 @@ class LocalState:
         except (OSError, sqlite3.Error, ValueError, SettingsError):
             return None  # an unwritable home only costs the accelerator
 
-    @classmethod
-    def peek_meta(cls, key: str) -> dict[str, Any]:
-        """The metadata of target ``key`` ({} when there is none); creates and changes nothing."""
-        state = cls.open(key, read_only=True)
-        if state is None:
-            return {}
-        try:
-            return state.meta
-        finally:
-            state.close()
-
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()

@@ -44,6 +44,7 @@ import os
 import socket
 import struct
 import sys
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -178,7 +179,8 @@ def forward(args: list[str]) -> int | None:
 def start_in_background(args: list[str]) -> None:
     """After an in-process sync: leave a server for the next one (never raises)."""
     try:
-        if not _eligible(args) or idle_seconds() <= 0:
+        idle = idle_seconds() if _eligible(args) else 0.0
+        if idle <= 0:
             return
         path = _socket_path(create=True)
         if path is None:
@@ -187,7 +189,7 @@ def start_in_background(args: list[str]) -> None:
 
         subprocess.Popen(
             # -P: the server's sys.path does not start with its working directory ("/")
-            [sys.executable, "-P", "-m", "stageflow.sync.server", str(path), str(idle_seconds())],
+            [sys.executable, "-P", "-m", "stageflow.sync.server", str(path), str(idle)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -219,16 +221,21 @@ def stop_servers() -> int:
 
 
 # ------------------------------------------------------------------------------------------ server
-def _stamp() -> list[tuple[str, int]]:
-    """(path, mtime_ns) of every loaded module's file and of every sys.path directory."""
+def _stamped_paths() -> list[str]:
+    """Every loaded module's file and every sys.path directory (listed once, after the imports)."""
     paths = {m.__file__ for m in list(sys.modules.values()) if isinstance(getattr(m, "__file__", None), str)}
     paths.update(p for p in sys.path if p)
+    return sorted(paths)
+
+
+def _stamp(paths: list[str]) -> list[int]:
+    """The mtime_ns of each of ``paths`` (-1: gone), compared before every request."""
     out = []
-    for p in sorted(paths):
+    for p in paths:
         try:
-            out.append((p, os.stat(p).st_mtime_ns))
+            out.append(os.stat(p).st_mtime_ns)
         except OSError:
-            out.append((p, -1))
+            out.append(-1)
     return out
 
 
@@ -267,7 +274,8 @@ def serve(path: str, idle: float) -> None:
     from stageflow.sync import engine, fastcli  # noqa: F401
 
     engine.PRELOADED_PLUGINS = engine._sync_plugins()
-    stamp = _stamp()
+    stamped = _stamped_paths()
+    stamp = _stamp(stamped)
     sock = _bind(path)
     if sock is None:
         return
@@ -285,7 +293,7 @@ def serve(path: str, idle: float) -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     children: set[int] = set()
-    last = _now()
+    last = time.monotonic()
     try:
         while not stopping:
             for pid in list(children):
@@ -293,8 +301,8 @@ def serve(path: str, idle: float) -> None:
                     if os.waitpid(pid, os.WNOHANG)[0] == pid:
                         children.discard(pid)
             if children:
-                last = _now()
-            elif _now() - last > idle:
+                last = time.monotonic()
+            elif time.monotonic() - last > idle:
                 break
             try:
                 ready, _, _ = select.select([sock], [], [], 0.5)
@@ -306,11 +314,11 @@ def serve(path: str, idle: float) -> None:
                 conn, _ = sock.accept()
             except OSError:
                 continue
-            last = _now()
+            last = time.monotonic()
             if not _same_user(conn):
                 conn.close()
                 continue
-            if _stamp() != stamp:
+            if _stamp(stamped) != stamp:
                 with contextlib.suppress(OSError):
                     conn.sendall(b'{"stale": true}\n')
                 conn.close()
@@ -330,12 +338,6 @@ def serve(path: str, idle: float) -> None:
                 os.unlink(path)
                 os.unlink(pid_file)
         sock.close()
-
-
-def _now() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def _same_user(conn: socket.socket) -> bool:

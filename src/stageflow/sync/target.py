@@ -105,6 +105,8 @@ class Target:
     spec: str
     root: str
     remote: bool = False
+    #: Bytes of the sync's own traffic to a remote host (SshTarget counts them); 0 locally.
+    control_bytes: int = 0
 
     def join(self, rel: str) -> str:
         return self.root.rstrip("/") + "/" + rel if rel else self.root

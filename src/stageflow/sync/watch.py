@@ -48,10 +48,9 @@ class WatchView:
     changed: set[str] | None = None
     reason: str | None = None
 
-    def record(self, keep_clock: str | None = None) -> dict[str, str]:
-        """The bookkeeping a successful sync saves (``keep_clock``: the recorded clock when nothing
-        changed, so a no-change sync writes nothing)."""
-        return {"root": self.root, "relative": self.relative, "clock": keep_clock or self.clock}
+    def record(self) -> dict[str, str]:
+        """The bookkeeping a successful sync saves (what :func:`look` takes next time)."""
+        return {"root": self.root, "relative": self.relative, "clock": self.clock}
 
 
 def _call(command: list[Any], spawn: bool) -> dict[str, Any]:
