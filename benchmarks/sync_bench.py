@@ -290,8 +290,10 @@ def run(
         kinds += ("engine", "walk", "cli", "rsync") + (("rsync-warm",) if prefix else ())
         samples: dict[str, list[float]] = {k: [] for k in kinds}
         samples.update({f"noop-{k}": [] for k in kinds})
-        sent: list[tuple[int, int, int]] = []
-        sent_wm: list[tuple[int, int, int]] = []
+        #: (bytes_sent, control_bytes, changed bytes) per changed round, per engine variant
+        sent: dict[str, list[tuple[int, int, int]]] = {"engine": []}
+        if use_watchman:
+            sent["watchman"] = []
         modes: dict[str, set[str]] = {"engine": set(), "walk": set(), "watchman": set()}
         loads = [os.getloadavg()[0]]
 
@@ -306,18 +308,13 @@ def run(
         def one(what: str, noop: bool, changed: int) -> None:
             key = f"noop-{what}" if noop else what
             t = time.perf_counter()
-            if what == "engine":
-                result = engine()
-                modes["engine"].add(result.accelerator)
+            if what in sent:  # the engine, with git or with watchman
+                result = engine() if what == "engine" else watched()
+                modes[what].add(result.accelerator)
                 if not noop:
-                    sent.append((result.bytes_sent, result.control_bytes, changed))
+                    sent[what].append((result.bytes_sent, result.control_bytes, changed))
             elif what == "walk":
                 modes["walk"].add(walk().accelerator)
-            elif what == "watchman":
-                result = watched()
-                modes["watchman"].add(result.accelerator)
-                if not noop:
-                    sent_wm.append((result.bytes_sent, result.control_bytes, changed))
             elif what == "cli":
                 subprocess.run(cli_argv, check=True, capture_output=True)
             elif what == "rsync-warm":
@@ -378,10 +375,8 @@ def run(
             n = f"noop-{k}"
             print(f"    {n:<12} {med[n]:8.1f} ms   noop-rsync/{n} = {med['noop-rsync'] / med[n]:.2f}x")
         how = "rsync's Total bytes sent (wire)" if prefix else "bytes of the files copied"
-        changed_med = statistics.median(c for _, _, c in sent)
-        for label, rows in (("engine", sent), ("watchman engine", sent_wm)):
-            if not rows:
-                continue
+        changed_med = statistics.median(c for _, _, c in sent["engine"])
+        for label, rows in sent.items():
             ratio = statistics.median(s / c for s, _, c in rows)
             line = f"[{variant}] bytes sent / changed bytes ({label}, median): {ratio:.3f}"
             if prefix:
