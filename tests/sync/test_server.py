@@ -49,12 +49,50 @@ def sockets() -> list[Path]:
     return sorted(path.parent.glob("*.sock")) if path is not None else []
 
 
+def server_processes() -> list[int]:
+    """This test's sync servers (their argv names its socket directory), from the moment they are
+    spawned: the CLI that starts one returns after the fork, long before the server listens, so a
+    socket check alone can pass before the server exists."""
+    path = server._socket_path(create=False)
+    if path is None:
+        return []
+    mine = str(path.parent).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"stageflow.sync.server" in argv and any(a.startswith(mine) for a in argv):
+            found.append(int(proc.name))
+    return found
+
+
+def listening() -> list[int]:
+    """The pids of this test's servers that listen: a server writes its pid file after listen()."""
+    pids = []
+    for sock in sockets():
+        try:
+            pids.append(int(sock.with_suffix(".pid").read_text()))
+        except (OSError, ValueError):
+            pass
+    return pids
+
+
+def idle() -> bool:
+    """No server of this test runs, listens or is recorded."""
+    path = server._socket_path(create=False)
+    return not server_processes() and not sockets() and not (path and list(path.parent.glob("*.pid")))
+
+
 def start_server(project) -> None:
     """An in-process sync, which leaves a server; returns once the server listens."""
     first = stageflow("sync", str(project.source), "--env", "api")
     assert first.returncode == 0, first.stderr
     assert (project.target / "hook.out").read_text() == "served= my=\n"
-    wait_for(lambda: len(sockets()) == 1, "the server's socket")
+    wait_for(lambda: len(listening()) == 1, "the server to listen")
 
 
 def test_second_sync_is_served_with_the_callers_cwd_env_and_stdio(served) -> None:
@@ -123,41 +161,44 @@ def test_a_changed_sys_path_directory_sends_the_request_back_in_process(served, 
     env = {"PYTHONPATH": str(extra)}
     first = stageflow("sync", str(served.source), "--env", "api", **env)
     assert first.returncode == 0
-    wait_for(lambda: len(sockets()) == 1, "the server's socket")
+    wait_for(lambda: len(listening()) == 1, "the server to listen")
+    stale = listening()
     (extra / "new_plugin.py").write_text("")  # as installing a plugin changes site-packages
     served.write("apps/web/page.js", "v2\n")
     done = stageflow("sync", str(served.source), "--env", "api", **env)
     assert done.returncode == 0 and (served.target / "hook.out").read_text() == "served= my=\n"
-    wait_for(lambda: len(sockets()) == 1, "a fresh server")  # the stale one left, a new one listens
+    # the stale one left, a new one listens
+    wait_for(lambda: len(listening()) == 1 and listening() != stale, "a fresh server")
     served.write("apps/web/page.js", "v3\n")
     done = stageflow("sync", str(served.source), "--env", "api", **env)
     assert done.returncode == 0 and (served.target / "hook.out").read_text() != "served= my=\n"
     # Another plugin set is another server.
     stageflow("sync", str(served.source), "--env", "api", STAGEFLOW_LOAD_PLUGINS="x", **env)
-    wait_for(lambda: len(sockets()) == 2, "a second server")
+    wait_for(lambda: len(listening()) == 2, "a second server")
 
 
 def test_idle_exit_off_bad_value_and_target_close(served) -> None:
     first = stageflow("sync", str(served.source), "--env", "api", STAGEFLOW_SYNC_SERVER="1")
     assert first.returncode == 0
-    wait_for(lambda: not sockets() and not list(server._socket_path(False).parent.glob("*.pid")), "idle exit")
+    # The server is spawned before the CLI exits: it exists now, though it may not listen yet.
+    assert server_processes(), "the sync left no server"
+    wait_for(lambda: len(sockets()) == 1 or not server_processes(), "the server's socket")
+    wait_for(idle, "the server's idle exit")
     served.write("apps/web/page.js", "v2\n")
     off = stageflow("sync", str(served.source), "--env", "api", STAGEFLOW_SYNC_SERVER="0")
     assert off.returncode == 0
-    time.sleep(1.0)  # nothing to wait for: no server may appear
-    assert not sockets()
+    assert idle()  # a server would have been spawned before the CLI returned: none was
     in_ci = {k: v for k, v in os.environ.items() if k != server.ENV}
     ci = subprocess.run(
         [STAGEFLOW, "sync", str(served.source), "--env", "api"], env={**in_ci, "CI": "true"}, check=False
     )
     assert ci.returncode == 0
-    time.sleep(1.0)
-    assert not sockets()  # CI set, STAGEFLOW_SYNC_SERVER unset: no server
+    assert idle()  # CI set, STAGEFLOW_SYNC_SERVER unset: no server
     bad = stageflow("sync", str(served.source), "--env", "api", STAGEFLOW_SYNC_SERVER="soon")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "STAGEFLOW_SYNC_SERVER" in bad.stderr
     start_server_again = stageflow("sync", str(served.source), "--env", "api")
     assert start_server_again.returncode == 0
-    wait_for(lambda: len(sockets()) == 1, "the server's socket")
+    wait_for(lambda: len(listening()) == 1, "the server to listen")
     closed = stageflow("target", "close")
     assert closed.returncode == 0 and "stopped 1 sync server(s)" in closed.stdout
-    wait_for(lambda: not sockets(), "the server to stop")
+    wait_for(idle, "the server to stop")
