@@ -38,7 +38,7 @@ def test_pm2_start_reload_and_health_with_real_pm2(cli, project, tmp_path, monke
         apps='["api-server"]',
         exclude='["node_modules/", "*.log"]',
         hooks=f'[{{ use = "pm2", config = "ecosystem.apiserver.config.cjs", pm2 = "{PM2}" }}, '
-        f'{{ use = "health", url = "{url}", timeout = 20, interval = 0.2 }}]',
+        f'{{ use = "health", url = "{url}", timeout = 60, interval = 0.2 }}]',
     )
     assert cli("target", "init", project.target, "--role", "apiserver")[0] == 0
     try:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-SSHD = "/usr/sbin/sshd"
+# Found on PATH first (tests/stress.sh puts a delaying shim there), then where Debian installs it.
+SSHD = shutil.which("sshd", path=f"{os.environ.get('PATH', '')}:/usr/sbin") or "/usr/sbin/sshd"
 pytestmark = pytest.mark.skipif(
     not os.path.exists(SSHD) or shutil.which("ssh") is None, reason="needs openssh-server and openssh-client"
 )
@@ -38,6 +39,14 @@ class Sshd:
         return self.log.read_text(errors="replace").count("Starting session")
 
 
+def _proc_state(pid: int) -> str:
+    """The state letter of a process ("" once it is gone); a killed master not yet reaped is "Z"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,26 +60,33 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
     (d / "authorized_keys").write_text((d / "client.pub").read_text())
     os.chmod(d / "authorized_keys", 0o600)
-    port = _free_port()
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\n"
-        f"AuthorizedKeysFile {d / 'authorized_keys'}\n"
-        f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        f"PermitRootLogin prohibit-password\nPidFile {d / 'sshd.pid'}\nLogLevel VERBOSE\n"
-    )
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
     log = d / "sshd.log"
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=log.open("wb"))
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    for _attempt in range(3):  # a free port can be taken by another process before sshd binds it
+        port = _free_port()
+        (d / "sshd_config").write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\n"
+            f"AuthorizedKeysFile {d / 'authorized_keys'}\n"
+            f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+            f"PermitRootLogin prohibit-password\nPidFile {d / 'sshd.pid'}\nLogLevel VERBOSE\n"
+        )
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=log.open("wb"))
+        deadline = time.monotonic() + 60  # generous: a busy machine starts sshd in seconds, not ms
+        while proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.fail(f"sshd did not listen within 60 s: {log.read_text()[-300:]}")
+                time.sleep(0.05)
+        if proc.poll() is None:
             break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.skip(f"sshd did not start: {log.read_text()[-300:]}")
-            time.sleep(0.05)
+        if "Address already in use" not in log.read_text(errors="replace"):
+            pytest.fail(f"sshd did not start: {log.read_text()[-300:]}")
+    else:
+        pytest.fail(f"sshd found no free port: {log.read_text()[-300:]}")
     ssh = (
         f"ssh -p {port} -i {d / 'client'} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
         "-o LogLevel=ERROR"
@@ -79,7 +95,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 
     yield Sshd(ssh, getpass.getuser(), log)
     proc.terminate()
-    proc.wait(timeout=10)
+    proc.wait(timeout=60)
 
 
 @pytest.fixture(autouse=True)
@@ -267,7 +283,10 @@ def test_stale_control_socket_is_replaced(cli, project, sshd) -> None:
     )
     pid = int(check.stderr.split("pid=")[1].split(")")[0])
     os.kill(pid, 9)  # the master we started; its socket file stays behind
-    time.sleep(0.2)
+    deadline = time.monotonic() + 60
+    while os.path.exists(f"/proc/{pid}") and "Z" not in _proc_state(pid):
+        assert time.monotonic() < deadline, "the killed master is still running"
+        time.sleep(0.05)
     assert os.path.exists(sock)
     accepted = sshd.accepted()
     project.write("packages/lib/lib.js", "v2\n")
