@@ -14,12 +14,14 @@ import os
 import time
 
 _DELAY = float(os.environ.get("STAGEFLOW_STRESS_DELAY", "1.5") or 0)
+#: Each helper: words that all appear in its argv (argv entries and their basenames).
 _HELPERS = (
-    ("stageflow.sync.server",),
-    ("prefect", "server", "start"),
-    ("prefect", "worker", "start"),
-    ("stageflow", "serve"),
-    ("uvicorn",),
+    {"stageflow.sync.server"},
+    {"prefect", "server", "start"},
+    {"prefect", "worker", "start"},
+    {"stageflow", "serve"},
+    {"stageflow.cli", "serve"},
+    {"uvicorn"},
 )
 
 
@@ -33,8 +35,8 @@ def _argv() -> list[str]:
 
 
 def _is_helper(argv: list[str]) -> bool:
-    words = [os.path.basename(a) for a in argv]
-    return any(all(any(w == part or w.endswith(part) for w in words) for part in parts) for parts in _HELPERS)
+    words = set(argv) | {os.path.basename(a) for a in argv}
+    return any(parts <= words for parts in _HELPERS)
 
 
 if _DELAY > 0:
