@@ -102,6 +102,15 @@ class LoopbackServer:
     def fail_next(self, *faults: Fault) -> None:
         self.faults.extend(faults)
 
+    def wait_requests(self, count: int, timeout: float = 60.0) -> list[Request]:
+        """The requests once ``count`` have arrived: a request a client gave up on may still sit in
+        the listen backlog on a busy machine, so counting it right away would race the server."""
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            assert time.monotonic() < deadline, f"{len(self.requests)} of {count} requests arrived"
+            time.sleep(0.02)
+        return list(self.requests)
+
     def calls(self, contains: str = "") -> list[Request]:
         return [r for r in self.requests if contains in r.path]
 
