@@ -92,7 +92,8 @@ def test_health_times_out_and_rolls_back_release(cli, project, health_server) ->
     project.write("packages/lib/lib.js", "v2")
     project.env(
         mode='"releases"',
-        hooks=f'[{{ use = "health", url = "{health_server.url}", timeout = 0.3, interval = 0.05, request_timeout = 60 }}]',
+        hooks=f'[{{ use = "health", url = "{health_server.url}", timeout = 0.3, interval = 0.05, '
+        "request_timeout = 60 }]",
     )
     code, out, err = cli("sync", project.source, "--env", "api")
     assert code == 1 and "HTTP 500" in err and "rolled back to release" in err
