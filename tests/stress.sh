@@ -4,8 +4,9 @@
 #   - the start-up of background helpers delayed from outside the product: tests/stress/sitecustomize.py
 #     on PYTHONPATH (the warm sync server, Prefect servers/workers, `stageflow serve`, the tests' HTTP
 #     servers) and tests/stress/shim.sh first on PATH as `node` and `sshd` (warm tsc workers, PM2, sshd).
-# Usage: bash tests/stress.sh [--runs N] [pytest args...]   (STAGEFLOW_STRESS_DELAY=seconds, default 1.5;
-#        STAGEFLOW_STRESS_HOGS=N CPU hogs, default 2 x cores). Exit code: the first failing run's.
+# Usage: bash tests/stress.sh [--runs N] [pytest args...]     (or, from nothing: STAGEFLOW_CI_STRESS=N bash .ci/run)
+#   STAGEFLOW_STRESS_DELAY=seconds (default 1.5), STAGEFLOW_STRESS_HOGS=N CPU hogs (default 2 x cores).
+#   Exit code: the first failing run's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=1
