@@ -110,7 +110,9 @@ def ts_source(name: str, deps: list[str], lines: int = 150) -> str:
     return "\n".join(imports + body) + "\n"
 
 
-def generate(root: Path, n: int, deps_dir: Path) -> dict[str, tuple[str, list[str]]]:
+def generate(
+    root: Path, n: int, deps_dir: Path, typescript: str = "5.9.3"
+) -> dict[str, tuple[str, list[str]]]:
     layout = shape(n)
     root.mkdir(parents=True)
     (root / "package.json").write_text(
@@ -121,7 +123,7 @@ def generate(root: Path, n: int, deps_dir: Path) -> dict[str, tuple[str, list[st
                 "packageManager": "npm@" + _out(["npm", "--version"]),
                 "workspaces": ["packages/*", "apps/*"],
                 "devDependencies": {
-                    "typescript": "5.9.3",
+                    "typescript": typescript,
                     "turbo": _out([str(deps_dir / "node_modules/.bin/turbo"), "--version"]),
                 },
             },

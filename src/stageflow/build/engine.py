@@ -244,6 +244,8 @@ def build_backends(plan: BuildPlan, plugins: Any = None) -> tuple[Any, Any]:
     runner_opts = dict(cfg.runner_options)
     if plan.options.warm_tsc is not None:
         runner_opts["warm_tsc"] = plan.options.warm_tsc
+        if plan.options.warm_tsc is False:  # --no-warm-tsc: every tsc its own, plain process
+            runner_opts.setdefault("native_tsc", False)
 
     def runner() -> Any:
         return manager().build("build_runners", cfg.runner or plan.graph.manager, runner_opts)
