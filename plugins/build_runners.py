@@ -52,14 +52,38 @@ class ScriptRunner:
         self._pre_post: dict[Any, bool] = {}
         self._lock = threading.Lock()
 
-    def run(self, task: BuildTask) -> BuildOutcome:
+    def _pre_post_for(self, root: Any) -> bool:
         from stageflow.build import scripts
 
         pre_post = self.pre_post
         if pre_post is None:  # what the package manager does in that repo: read once per build
-            pre_post = self._pre_post.get(task.root)
+            with self._lock:
+                pre_post = self._pre_post.get(root)
             if pre_post is None:
-                pre_post = self._pre_post[task.root] = scripts.manager_runs_pre_post(self.manager, task.root)
+                pre_post = scripts.manager_runs_pre_post(self.manager, root)
+                with self._lock:
+                    self._pre_post[root] = pre_post
+        return pre_post
+
+    def coalesces(self, workspace: Any, root: Any, task: str) -> bool:
+        """Whether this workspace's build is one TypeScript 7 compilation the native runner batches
+        with others (the scheduler then starts it as soon as it is ready: stageflow.build.nativetsc)."""
+        if not (self.config.native_tsc and self.config.direct):
+            return False
+        import os
+
+        from stageflow.build import nativetsc, scripts
+
+        chain = scripts.command_chain(workspace, task, pre_post=self._pre_post_for(root))
+        if len(chain) != 1 or not scripts.direct_is_safe(chain, root):
+            return False
+        path = os.pathsep.join([*scripts.bin_path(workspace.path, root), os.environ.get("PATH", "")])
+        return nativetsc.coalesces(chain[0][1], workspace.path, {"PATH": path})
+
+    def run(self, task: BuildTask) -> BuildOutcome:
+        from stageflow.build import scripts
+
+        pre_post = self._pre_post_for(task.root)
         chain = scripts.command_chain(task.workspace, task.task, pre_post=pre_post)
         if not chain:
             return BuildOutcome(0, "", 0.0)

@@ -174,6 +174,15 @@ def config_path(cwd: Path, args: list[str]) -> Path | None:
     return path.resolve() if path.is_file() else None
 
 
+def coalesces(command: str, cwd: Path, env: Mapping[str, str]) -> bool:
+    """Whether :class:`NativeTsc` would batch ``command`` run in ``cwd`` (for the scheduler)."""
+    args = plain_tsc_args(command)
+    if args is None or native_tsc_for(env) is None:
+        return False
+    config = config_path(cwd, args)
+    return config is not None and batchable(config) is not None
+
+
 # ------------------------------------------------------------------------------------------ runner
 def batch_key(exe: str, env: Mapping[str, str]) -> tuple[str, str]:
     """Jobs batch together when they run the same binary in the same environment, apart from what
