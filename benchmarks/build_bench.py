@@ -13,7 +13,10 @@ runs in parallel with no tool around them) for the cold build, whether each rebu
 turbo's and the changed package plus its dependents, and a breakdown of the no-change time
 (interpreter, console-script imports, the stdlib-only fast path alone, end to end).
 
-stageflow's warm tsc workers outlive a build (``warm_tsc_persist``), so its changed-package columns are
+Each size is measured once per TypeScript version (``--typescript``; default 5.9.3 and 7.0.2, the
+native compiler, which stageflow runs without its node launcher and batches ready workspaces into
+one ``tsc -b``: stageflow.build.nativetsc). stageflow's warm tsc workers (TypeScript 5) outlive a
+build (``warm_tsc_persist``), so its changed-package columns are
 a user's next build, on workers the runs before it left; column ``sf 1st build`` stops them before
 each run (node start, TypeScript load and the lib.d.ts parse included) and ``sf no-warm`` runs every
 ``tsc`` as its own process. The benchmark uses a STAGEFLOW_HOME of its own and stops its workers at
@@ -110,7 +113,9 @@ def ts_source(name: str, deps: list[str], lines: int = 150) -> str:
     return "\n".join(imports + body) + "\n"
 
 
-def generate(root: Path, n: int, deps_dir: Path) -> dict[str, tuple[str, list[str]]]:
+def generate(
+    root: Path, n: int, deps_dir: Path, typescript: str = "5.9.3"
+) -> dict[str, tuple[str, list[str]]]:
     layout = shape(n)
     root.mkdir(parents=True)
     (root / "package.json").write_text(
@@ -121,7 +126,7 @@ def generate(root: Path, n: int, deps_dir: Path) -> dict[str, tuple[str, list[st
                 "packageManager": "npm@" + _out(["npm", "--version"]),
                 "workspaces": ["packages/*", "apps/*"],
                 "devDependencies": {
-                    "typescript": "5.9.3",
+                    "typescript": typescript,
                     "turbo": _out([str(deps_dir / "node_modules/.bin/turbo"), "--version"]),
                 },
             },
@@ -333,11 +338,13 @@ def bump(path: Path, counter: list[int]) -> None:
         fh.write(f"export const bump{counter[0]} = {counter[0]};\n")
 
 
-def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) -> None:
+def bench(
+    n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None, typescript: str = "5.9.3"
+) -> None:
     base = keep or Path(tempfile.mkdtemp(prefix=f"stageflow-bench-{n}-"))
-    root = base / f"mono{n}"
+    root = base / f"mono{n}-ts{typescript}"
     shutil.rmtree(root, ignore_errors=True)
-    layout = generate(root, n, deps_dir)
+    layout = generate(root, n, deps_dir, typescript)
     counter = [0]
     core = root / CORE_DIR / "src/index.ts"
     app = root / APP_DIR / "src/index.ts"
@@ -394,7 +401,10 @@ def bench(n: int, reps: int, cold_reps: int, deps_dir: Path, keep: Path | None) 
     med = {s: {t: statistics.median(v) for t, v in tools.items()} for s, tools in results.items()}
     load_after = os.getloadavg()
     load = ", ".join(f"{x:.2f}" for x in load_before) + " -> " + ", ".join(f"{x:.2f}" for x in load_after)
-    print(f"\n## {n} workspaces ({CORES} cores; medians of {reps} runs, cold of {cold_reps}; load {load})")
+    print(
+        f"\n## {n} workspaces, TypeScript {typescript} ({CORES} cores; medians of {reps} runs, cold of "
+        f"{cold_reps}; load {load})"
+    )
     print(
         f"direct tsc per-layer floor: cold {statistics.median(floors):.2f}s, "
         f"core-lib-changed (its rebuilt set) {statistics.median(core_floors):.2f}s"
@@ -441,6 +451,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--cold-reps", type=int, default=1)
     parser.add_argument("--keep", type=Path, default=None, help="Generate fixtures here and keep them.")
+    parser.add_argument(
+        "--typescript",
+        nargs="+",
+        default=["5.9.3", "7.0.2"],
+        help="TypeScript versions, each measured in the same run (default: 5.9.3 and 7.0.2, the native "
+        "compiler: what `npm i -D typescript` installs today)",
+    )
     args = parser.parse_args()
     deps_dir = Path(tempfile.mkdtemp(prefix="stageflow-bench-deps-"))
     (deps_dir / "package.json").write_text('{"name": "bench-deps", "private": true}')
@@ -461,7 +478,8 @@ def main() -> None:
     ENV["STAGEFLOW_HOME"] = str(home)
     try:
         for n in args.sizes:
-            bench(n, args.reps, args.cold_reps, deps_dir, args.keep)
+            for typescript in args.typescript:
+                bench(n, args.reps, args.cold_reps, deps_dir, args.keep, typescript)
     finally:
         stop_workers()
         shutil.rmtree(home, ignore_errors=True)

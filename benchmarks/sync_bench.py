@@ -1,11 +1,17 @@
 """deploy-sync benchmark (not a test): change 10 files in a generated monorepo-like tree (a real git
 repository; node_modules/, .cache/ and dist/ git-ignored and excluded), then time, alternating in the
-same run, `stageflow sync` end to end (a subprocess), the engine alone (in process) with the git
-accelerator and with the whole-tree walk (``use_git=False``), and the baseline `rsync -a --delete
---exclude-from` over the whole tree; then the same with no change. Prints medians and ratios, the
-load average, bytes sent against changed bytes, and whether each target tree is identical to rsync's.
+same run, `stageflow sync` end to end (a subprocess) with the default configuration (``cli``: no
+``watchman`` setting, no watchman started by the benchmark; the warm sync server the first run left
+answers from its inotify watch), the engine alone (in process) with the git accelerator and with the
+whole-tree walk (``use_git=False``), and the baseline `rsync -a --delete --exclude-from` over the
+whole tree; then the same with no change. Prints medians and ratios, the load average, the floors
+(``git status``, and rsync with nothing to send), bytes sent against changed bytes, and whether each
+target tree (files and directories) is identical to rsync's.
 
     .venv/bin/python benchmarks/sync_bench.py --files 20000 --files 100000 [--repeats 7] [--sshd]
+
+``--watchman`` adds the ``watchman = true`` variant (the engine in process asking a watchman the
+benchmark starts; needs watchman installed).
 
 ``--sshd`` starts a private sshd on 127.0.0.1 (a free port, a throwaway key, as tests/sync/test_ssh.py
 does; needs /usr/sbin/sshd) and also runs the ssh variant; ``--ssh HOST`` uses an existing one
@@ -27,6 +33,7 @@ contents of the 10 changed files.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shlex
@@ -108,12 +115,13 @@ def generate(root: Path, files: int, text: str = "text", seed: int = 7) -> list[
 
 
 def write_config(source: Path, targets: dict[str, str], ssh_command: str, watched: set[str]) -> None:
-    """One environment per target; those in ``watched`` use watchman (``watchman = true``), the
-    others never ask it (git, or the walk)."""
+    """One environment per target; those in ``watched`` use watchman (``watchman = true``), ``cli``
+    has the default (no setting), the others never ask watchman (git, or the walk)."""
     body = ""
     for name, target in targets.items():
         body += f'[sync.environments.{name}]\nrole = "bench"\ntarget = "{target}"\n'
-        body += f"watchman = {'true' if name in watched else 'false'}\n"
+        if name != "cli":
+            body += f"watchman = {'true' if name in watched else 'false'}\n"
         body += f"exclude = {EXCLUDES!r}\n".replace("'", '"')
         if ":" in target:
             body += f'ssh_command = "{ssh_command}"\n'
@@ -121,10 +129,12 @@ def write_config(source: Path, targets: dict[str, str], ssh_command: str, watche
 
 
 def tree_digest(root: str, ssh: str | None) -> str:
-    """sha256 over (path, content hash) of every file, .stageflow excluded; over ssh when remote."""
+    """sha256 over (path, content hash) of every file and the list of directories (empty ones
+    included), .stageflow excluded; over ssh when remote."""
     script = (
-        "cd {r} && find . -path ./.stageflow -prune -o -type f -print0 | LC_ALL=C sort -z | "
-        "xargs -0 sha256sum | sha256sum"
+        "cd {r} && {{ find . -path ./.stageflow -prune -o -type f -print0 | LC_ALL=C sort -z | "
+        "xargs -0 sha256sum; find . -path ./.stageflow -prune -o -type d -print | LC_ALL=C sort; }} | "
+        "sha256sum"
     )
     if ":" in root:
         host, path = root.split(":", 1)
@@ -191,8 +201,8 @@ def wait_for_sync_server(timeout: float = 30.0) -> bool:
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        path = server._socket_path(create=False)
-        if path is not None and path.exists():
+        path = server._socket_path(create=False)  # the CLI's key may differ (its sys.executable)
+        if path is not None and any(path.parent.glob("*.sock")):
             return True
         time.sleep(0.1)
     return False
@@ -246,7 +256,7 @@ def run(
         if use_watchman:
             targets["watchman"] = f"{prefix}{work}/{variant}-watchman"
         rsync_dest = f"{prefix}{work}/{variant}-rsync/"
-        write_config(src, targets, ssh_command, {"watchman", "cli"} if use_watchman else set())
+        write_config(src, targets, ssh_command, {"watchman"} if use_watchman else set())
         for spec in targets.values():
             if not prefix:
                 Path(spec).mkdir(parents=True)
@@ -281,8 +291,12 @@ def run(
             f"[{variant}] first full sync: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in first.items())
         )
         # A second, no-change round lets every local manifest settle (the first sync has no git baseline).
-        engine(), walk(), subprocess.run(cli_argv, check=True, capture_output=True)
+        engine(), walk()
         print(f"[{variant}] cli: warm sync server listening: {wait_for_sync_server()}")
+        # The first served sync starts the server's watch (and uses git); later ones ask the watch.
+        for _ in range(2):
+            served = subprocess.run([*cli_argv, "--json"], check=True, capture_output=True, text=True)
+        print(f"[{variant}] cli (default config) settled on: {json.loads(served.stdout)['accelerator']}")
         if use_watchman:
             watched()
 
@@ -294,7 +308,7 @@ def run(
         sent: dict[str, list[tuple[int, int, int]]] = {"engine": []}
         if use_watchman:
             sent["watchman"] = []
-        modes: dict[str, set[str]] = {"engine": set(), "walk": set(), "watchman": set()}
+        modes: dict[str, set[str]] = {"engine": set(), "walk": set(), "watchman": set(), "cli": set()}
         loads = [os.getloadavg()[0]]
 
         def change10() -> int:
@@ -316,7 +330,8 @@ def run(
             elif what == "walk":
                 modes["walk"].add(walk().accelerator)
             elif what == "cli":
-                subprocess.run(cli_argv, check=True, capture_output=True)
+                out = subprocess.run([*cli_argv, "--json"], check=True, capture_output=True, text=True)
+                modes["cli"].add(json.loads(out.stdout)["accelerator"])
             elif what == "rsync-warm":
                 subprocess.run(rsync_warm_argv, check=True)
             else:
@@ -358,6 +373,7 @@ def run(
             loads.append(os.getloadavg()[0])
         med = {k: median_ms(v) for k, v in samples.items()}
         warm_note = " (ssh: warm master)" if prefix else ""
+        floors["rsync, nothing to send"] = samples["noop-rsync"]
         print(
             f"[{variant}] floors (medians): "
             + ", ".join(f"{name} {median_ms(v):.0f} ms" for name, v in floors.items())
@@ -365,7 +381,7 @@ def run(
         print(
             f"[{variant}] medians over {repeats} runs{warm_note}, 10 files changed (accelerators: "
             + "; ".join(f"{k} {'/'.join(sorted(v))}" for k, v in modes.items() if v)
-            + f"; cli: {'watchman' if use_watchman else 'git'}); "
+            + "; cli = the default configuration, served); "
             f"1-min load average during the run {min(loads):.1f}..{max(loads):.1f}:"
         )
         for k in kinds:
@@ -422,7 +438,7 @@ def main() -> None:
         "few lines, or random bytes rewritten whole (incompressible: the worst case for bytes sent)",
     )
     parser.add_argument(
-        "--no-watchman", action="store_true", help="leave out the watchman variant (and the CLI's use of it)"
+        "--watchman", action="store_true", help="add the watchman = true variant (starts a watchman)"
     )
     parser.add_argument("--ssh", metavar="HOST", help="also benchmark HOST:/path over ssh")
     parser.add_argument("--ssh-command", default="ssh", help="ssh command line (default: ssh)")
@@ -439,8 +455,8 @@ def main() -> None:
             Path(tempfile.mkdtemp(prefix="sync-bench-sshd-")), args.ssh_user
         )
     try:
-        use_watchman = not args.no_watchman and shutil.which("watchman") is not None
-        if not use_watchman and not args.no_watchman:
+        use_watchman = args.watchman and shutil.which("watchman") is not None
+        if args.watchman and not use_watchman:
             print("watchman is not installed: the watchman variant is left out (apt-get install watchman)")
         for text in args.content or ["text"]:
             for files in args.files or [20000]:

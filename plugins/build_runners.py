@@ -32,6 +32,11 @@ class RunnerConfig(BaseModel):
     #: process) to connect to instead of starting node and parsing lib.d.ts again; 0: stopped when
     #: the build ends. ``stageflow build --stop-workers`` stops them at once.
     warm_tsc_persist: float = Field(default=600.0, ge=0)
+    #: Run plain ``tsc`` / ``tsc -p X`` commands whose ``tsc`` is TypeScript >= 7 (the native
+    #: compiler) on its binary directly, without the node launcher, and compile the workspaces that
+    #: start together in one ``tsc -b`` process (stageflow.build.nativetsc); outputs, diagnostics and
+    #: exit codes are plain tsc's.
+    native_tsc: bool = True
 
 
 class ScriptRunner:
@@ -43,17 +48,42 @@ class ScriptRunner:
         self.config = config
         self.pre_post = config.pre_post  # None: what the package manager itself does in that repo
         self._warm: Any = None
+        self._native: Any = None
         self._pre_post: dict[Any, bool] = {}
         self._lock = threading.Lock()
 
-    def run(self, task: BuildTask) -> BuildOutcome:
+    def _pre_post_for(self, root: Any) -> bool:
         from stageflow.build import scripts
 
         pre_post = self.pre_post
         if pre_post is None:  # what the package manager does in that repo: read once per build
-            pre_post = self._pre_post.get(task.root)
+            with self._lock:
+                pre_post = self._pre_post.get(root)
             if pre_post is None:
-                pre_post = self._pre_post[task.root] = scripts.manager_runs_pre_post(self.manager, task.root)
+                pre_post = scripts.manager_runs_pre_post(self.manager, root)
+                with self._lock:
+                    self._pre_post[root] = pre_post
+        return pre_post
+
+    def coalesces(self, workspace: Any, root: Any, task: str) -> bool:
+        """Whether this workspace's build is one TypeScript 7 compilation the native runner batches
+        with others (the scheduler then starts it as soon as it is ready: stageflow.build.nativetsc)."""
+        if not (self.config.native_tsc and self.config.direct):
+            return False
+        import os
+
+        from stageflow.build import nativetsc, scripts
+
+        chain = scripts.command_chain(workspace, task, pre_post=self._pre_post_for(root))
+        if len(chain) != 1 or not scripts.direct_is_safe(chain, root):
+            return False
+        path = os.pathsep.join([*scripts.bin_path(workspace.path, root), os.environ.get("PATH", "")])
+        return nativetsc.coalesces(chain[0][1], workspace.path, {"PATH": path})
+
+    def run(self, task: BuildTask) -> BuildOutcome:
+        from stageflow.build import scripts
+
+        pre_post = self._pre_post_for(task.root)
         chain = scripts.command_chain(task.workspace, task.task, pre_post=pre_post)
         if not chain:
             return BuildOutcome(0, "", 0.0)
@@ -63,14 +93,26 @@ class ScriptRunner:
         return scripts.run_via_manager([self.manager, "run", task.task], task)
 
     def _handler(self, concurrency: int) -> Any:
-        if not self.config.warm_tsc:
+        if not self.config.warm_tsc and not self.config.native_tsc:
             return None
         with self._lock:
-            if self._warm is None:
+            if self._warm is None and self.config.warm_tsc:
                 from stageflow.build.warmtsc import WarmTsc
 
                 self._warm = WarmTsc(concurrency, persist=self.config.warm_tsc_persist)
-            return self._warm.run
+            if self._native is None and self.config.native_tsc:
+                from stageflow.build.nativetsc import NativeTsc
+
+                self._native = NativeTsc(builders=concurrency)
+            warm, native = self._warm, self._native
+
+        def handler(command: str, cwd: Any, env: Any, tracker: Any) -> tuple[int, str] | None:
+            answer = native.run(command, cwd, env, tracker) if native is not None else None
+            if answer is None and warm is not None:
+                answer = warm.run(command, cwd, env, tracker)
+            return answer
+
+        return handler
 
     def close(self) -> None:
         """Let the warm tsc workers go (the engine calls this when a build ends): idle for

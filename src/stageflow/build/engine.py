@@ -244,6 +244,8 @@ def build_backends(plan: BuildPlan, plugins: Any = None) -> tuple[Any, Any]:
     runner_opts = dict(cfg.runner_options)
     if plan.options.warm_tsc is not None:
         runner_opts["warm_tsc"] = plan.options.warm_tsc
+        if plan.options.warm_tsc is False:  # --no-warm-tsc: every tsc its own, plain process
+            runner_opts.setdefault("native_tsc", False)
 
     def runner() -> Any:
         return manager().build("build_runners", cfg.runner or plan.graph.manager, runner_opts)
@@ -353,6 +355,14 @@ def execute(
         return _build_one(plan, name, runner, cache, tracker, at_once)
 
     deps = {n: plan.graph.workspaces[n].internal for n in plan.selection.run}
+    shared = None
+    if candidates > 1 and callable(getattr(runner, "coalesces", None)):  # TypeScript 7 batches
+
+        def shared(name: str) -> bool:
+            return bool(plan.chains[name]) and runner.coalesces(
+                plan.graph.workspaces[name], plan.graph.root, plan.task
+            )
+
     try:
         results = scheduler.schedule(
             [n for lvl in plan.order for n in lvl],
@@ -363,6 +373,7 @@ def execute(
             tracker=tracker,
             on_start=on_start,
             on_done=on_done,
+            shared=shared,
         )
     finally:
         _close(runner)

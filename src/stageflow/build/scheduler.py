@@ -1,6 +1,9 @@
 """The parallel scheduler: runs one unit of work per workspace as soon as its dependencies have
-finished, up to ``concurrency`` at once. A failure blocks the failed workspace's dependents while
-independent work continues; ``fail_fast`` stops everything (running processes are terminated).
+finished, up to ``concurrency`` at once. Work the runner coalesces (``shared``: TypeScript 7 builds
+that one compiler process runs together, stageflow.build.nativetsc) is started as soon as it is
+ready, whatever the count, and all of it running together takes one slot. A failure blocks the
+failed workspace's dependents while independent work continues; ``fail_fast`` stops everything
+(running processes are terminated).
 
 Knows nothing about caches, runners or git: it calls ``work(name)`` and reads the status it returns.
 """
@@ -28,6 +31,7 @@ def schedule(
     tracker: ProcessTracker,
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[TaskResult], None] | None = None,
+    shared: Callable[[str], bool] | None = None,
 ) -> dict[str, TaskResult]:
     """Run ``work`` for each of ``names`` in dependency order; return every name's result."""
     subset = set(names)
@@ -40,7 +44,11 @@ def schedule(
     ready = sorted((n for n, ds in waiting.items() if not ds), key=order.__getitem__)
     results: dict[str, TaskResult] = {}
     running: dict[Future[TaskResult], str] = {}
+    in_shared: set[str] = set()  # running work that shares one slot
     stopped = False
+
+    def slots_used() -> int:
+        return len(running) - len(in_shared) + (1 if in_shared else 0)
 
     def finish(result: TaskResult) -> None:
         results[result.name] = result
@@ -57,10 +65,20 @@ def schedule(
             ready[:] = [r for r in ready if r != n]
             stack.extend(dependents[n])
 
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="stageflow-build") as pool:
+    threads = max(1, concurrency) + (min(len(names), 64) if shared is not None else 0)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stageflow-build") as pool:
         while ready or running:
-            while ready and len(running) < concurrency and not stopped:
-                name = ready.pop(0)
+            for name in list(ready):
+                if stopped:
+                    break
+                coalesced = shared is not None and shared(name)
+                if not coalesced and slots_used() >= concurrency:
+                    continue
+                if coalesced and not in_shared and slots_used() >= concurrency:
+                    continue
+                ready.remove(name)
+                if coalesced:
+                    in_shared.add(name)
                 if on_start is not None:
                     on_start(name)
                 running[pool.submit(work, name)] = name
@@ -69,6 +87,7 @@ def schedule(
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in sorted(done, key=lambda f: order[running[f]]):
                 name = running.pop(future)
+                in_shared.discard(name)
                 try:
                     result = future.result()
                 except Exception as exc:  # a bug in work(): report it as this workspace's failure

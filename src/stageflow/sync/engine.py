@@ -26,7 +26,7 @@ from typing import Any
 
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import BadInput, ConfigError, JobFailed, PluginError
-from stageflow.sync import gitscan, releases, watch
+from stageflow.sync import gitscan, notify, releases, watch
 from stageflow.sync.hooks import DeployContext, HookOutcome, PlannedHook, run_hooks
 from stageflow.sync.localstate import LocalState
 from stageflow.sync.manifest import (
@@ -92,7 +92,8 @@ class SyncResult:
     skipped_links: list[str] = field(default_factory=list)
     rolled_back_to: str | None = None
     error: str | None = None
-    #: "git" / "watchman": only the paths git or watchman (or the last sync) named were examined.
+    #: "git" / "watchman" / "inotify": only the paths git, watchman or the sync server's inotify
+    #: watch (or the last sync) named were examined.
     accelerator: str = "walk"
     accelerator_reason: str | None = None  # why the whole tree was walked
 
@@ -141,7 +142,8 @@ class Prepared:
     #: ``git status``, started before the safety net so the two overlap (None: --no-git, or watchman
     #: answered).
     git: gitscan.StatusRun | None = None
-    #: watchman's answer (or just its clock), taken before git or the walk look at the tree.
+    #: watchman's or the server's inotify answer (or just its clock), taken before git or the walk
+    #: look at the tree.
     watch: watch.WatchView | None = None
     #: The target's local manifest cache, opened to read watchman's recorded clock; the first
     #: :func:`plan` takes it instead of opening it again.
@@ -220,9 +222,13 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
     except PluginError as exc:
         raise ConfigError(f"{where}: sync.environments.{request.environment}.transport: {exc}") from None
     watched = local = None
-    if request.use_git and profile.watchman is not False:
+    if request.use_git and (profile.watchman is not False or notify.CHANNEL is not None):
         local = LocalState.open(_store_key(target), read_only=request.dry_run)
-        watched = watch.look(source, profile.watchman, local.meta.get("watchman") if local else None)
+        recorded = local.meta if local else {}
+        if profile.watchman is not True:  # a served sync: the server's own inotify watch
+            watched = notify.look(source, recorded.get(notify.KEY))
+        if watched is None and profile.watchman is not False:
+            watched = watch.look(source, profile.watchman, recorded.get("watchman"))
     need_git = request.use_git and (watched is None or watched.changed is None)
     git = gitscan.StatusRun(source, rules.skip_lines) if need_git else None
     try:
@@ -456,13 +462,22 @@ def _git_scan(
 
 
 def _watch_scan(
-    prep: Prepared, changed: set[str], local: LocalState, pending_paths: set[str]
+    prep: Prepared, view: watch.WatchView, local: LocalState, pending_paths: set[str]
 ) -> tuple[ScanResult, Manifest, set[str], set[str]]:
-    """The watchman accelerator: stat/hash only the paths watchman says changed since the last sync
-    (and those an interrupted sync left pending). Same shape as :func:`_git_scan`; no walked roots."""
-    candidates = changed | pending_paths
+    """The watchman / inotify accelerator: stat/hash only the paths the watch says changed since the
+    last sync (and those an interrupted sync left pending), and walk the directories it names whole
+    (created, moved in or away). Same shape as :func:`_git_scan`."""
+    assert view.changed is not None
+    rules = prep.rules
+    roots = _outermost({d for d in view.dirs if not rules.skip_tree(d)})
+    candidates = {c for c in view.changed | pending_paths if not _under(c, roots) and c not in roots}
     previous = local.get(candidates)
-    return scan_paths(prep.source, prep.rules, candidates, previous), previous, set(), candidates
+    for root in roots:
+        previous.update(local.under(root))
+    scanned = scan_paths(prep.source, rules, candidates, previous)
+    for root in sorted(roots):
+        _merge(scanned, scan(prep.source, rules, previous, under=root))
+    return scanned, previous, roots, candidates
 
 
 def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: str | None = None) -> Plan:
@@ -505,8 +520,8 @@ def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: st
     if reason is None and local is not None:
         try:
             if use_watch:
-                assert watched is not None and watched.changed is not None
-                scanned, previous, roots, candidates = _watch_scan(prep, watched.changed, local, dirty)
+                assert watched is not None
+                scanned, previous, roots, candidates = _watch_scan(prep, watched, local, dirty)
             else:
                 assert view is not None
                 scanned, previous, roots, candidates = _git_scan(prep, view, local, dirty)
@@ -554,13 +569,14 @@ def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: st
         )
     if watched is not None:
         # Nothing changed: keep the recorded clock, so a no-change sync writes nothing.
-        recorded = local.meta.get("watchman") if use_watch and not watched.changed and local else None
-        meta["watchman"] = recorded if isinstance(recorded, dict) else watched.record()
+        unchanged = use_watch and not watched.changed and not watched.dirs
+        recorded = local.meta.get(watched.key) if unchanged and local else None
+        meta[watched.key] = recorded if isinstance(recorded, dict) else watched.record()
     meta.update(skipped_links=scanned.skipped_links, unmatched=unmatched)
     # Paths now excluded or protected are left alone on the target (as rsync leaves excluded files).
     changes.deleted = [p for p in changes.deleted if not rules.skip_file(p)]
     result = _new_result(prep, scanned, changes, release, unmatched)
-    result.accelerator = "walk" if reason else ("watchman" if use_watch else "git")
+    result.accelerator = "walk" if reason else (watched.key if use_watch and watched else "git")
     result.accelerator_reason = reason
     if prep.request.dry_run or not changes:
         why = "dry run" if prep.request.dry_run else "no changes"

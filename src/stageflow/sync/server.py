@@ -271,7 +271,10 @@ def serve(path: str, idle: float) -> None:
     import signal
 
     from stageflow import cli  # noqa: F401  (the Typer app: a terminal's progress-bar path)
-    from stageflow.sync import engine, fastcli  # noqa: F401
+    from stageflow.sync import engine, fastcli, notify  # noqa: F401
+
+    registry = notify.Registry()  # the inotify watches of the sources served (stageflow.sync.notify)
+    channels: dict[socket.socket, int] = {}  # the server's end of each running sync's channel
 
     engine.PRELOADED_PLUGINS = engine._sync_plugins()
     stamped = _stamped_paths()
@@ -304,11 +307,19 @@ def serve(path: str, idle: float) -> None:
                 last = time.monotonic()
             elif time.monotonic() - last > idle:
                 break
+            trees = registry.fds()
             try:
-                ready, _, _ = select.select([sock], [], [], 0.5)
+                ready, _, _ = select.select([sock, *channels, *trees], [], [], 0.5)
             except InterruptedError:
                 continue
-            if not ready:
+            for tree in trees:
+                if tree in ready:  # keep the kernel's event queue short between syncs
+                    registry.pump(tree)
+            for channel in [c for c in channels if c in ready]:
+                if not notify.serve_channel(registry, channel):
+                    channels.pop(channel)
+                    channel.close()
+            if sock not in ready:
                 continue
             try:
                 conn, _ = sock.accept()
@@ -323,16 +334,25 @@ def serve(path: str, idle: float) -> None:
                     conn.sendall(b'{"stale": true}\n')
                 conn.close()
                 break
+            ours, theirs = socket.socketpair()
             pid = os.fork()
             if pid == 0:  # the child: never returns to this loop, whatever happens
                 try:
                     sock.close()
+                    ours.close()
+                    for channel in channels:
+                        channel.close()
+                    registry.forget_in_child()
+                    notify.CHANNEL = theirs
                     _child(conn)
                 finally:
                     os._exit(1)
             conn.close()
+            theirs.close()
+            channels[ours] = pid
             children.add(pid)
     finally:
+        registry.close()
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == inode:
                 os.unlink(path)

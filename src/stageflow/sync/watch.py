@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +47,10 @@ class WatchView:
     #: clock; None when there is no usable recorded clock (``reason`` says why).
     changed: set[str] | None = None
     reason: str | None = None
+    #: Directories to walk whole (created, moved in or away since the clock; the inotify detector).
+    dirs: set[str] = field(default_factory=set)
+    #: The detector: the accelerator's name and the key its bookkeeping is saved under.
+    key: str = "watchman"
 
     def record(self) -> dict[str, str]:
         """The bookkeeping a successful sync saves (what :func:`look` takes next time)."""
