@@ -408,12 +408,25 @@ def build_analysis(plugins: StageflowPluginManager, config: VideoConfig) -> Anal
     return Analysis(analyzer, commerce, load_patterns(config))
 
 
+def evidence_boxes(record: dict[str, Any], job: DecodedJob, max_side: int) -> list[tuple[float, Any]]:
+    """``(t, box)`` of every OCR text and detection of ``record`` in source-video pixels (kept frames
+    are scaled down to ``max_side``): what a vertical clip's crop window follows."""
+    w, h = job.info.width or 0, job.info.height or 0
+    scale = min(1.0, max_side / max(w, h)) if w and h else 1.0
+    return [
+        (float(item["t"]), tuple(float(v) / scale for v in item["box"]))
+        for item in [*record.get("ocr", []), *record.get("detections", [])]
+        if item.get("box")
+    ]
+
+
 def make_clipper(
-    job: DecodedJob, video: Path, config: VideoConfig
+    job: DecodedJob, video: Path, config: VideoConfig, focus: Sequence[tuple[float, Any]] = ()
 ) -> Callable[[float, float], tuple[str, str]]:
     """Part 1's clip stage for part 2: ``(start, end) -> (clip.mp4, thumbnail.jpg)`` in the job's
     ``clips/`` dir, named by the range; an existing clip is reused (written under a temporary name,
-    then renamed, so a crash never leaves a half clip behind)."""
+    then renamed, so a crash never leaves a half clip behind). A vertical clip's crop follows the
+    ``focus`` boxes seen inside its padded range."""
     import os
 
     from stageflow.video.clips import cut_clip, thumbnail
@@ -426,8 +439,16 @@ def make_clipper(
         mp4, jpg = dest / f"{name}.mp4", dest / f"{name}.jpg"
         if not mp4.is_file():
             part = dest / f".{name}.part.mp4"
+            lo, hi = start - opts.padding_s, end + opts.padding_s
             cut_clip(
-                video, start, end, part, padding_s=opts.padding_s, vertical=opts.vertical, height=opts.height
+                video,
+                start,
+                end,
+                part,
+                padding_s=opts.padding_s,
+                vertical=opts.vertical,
+                height=opts.height,
+                focus=[(t, box) for t, box in focus if lo <= t <= hi],
             )
             os.replace(part, mp4)
         if not jpg.is_file():
@@ -463,7 +484,11 @@ def analyze_candidates(
         return outcome
     from stageflow.video.channels import influencer_stats
 
-    clipper = make_clipper(job, video, config) if job is not None and video is not None else None
+    clipper = (
+        make_clipper(job, video, config, evidence_boxes(record, job, config.sampling.max_side))
+        if job is not None and video is not None
+        else None
+    )
     try:
         result = run_engine(
             VideoEvidence.from_part1(record, channel=influencer_stats(store, record["id"], config)),
