@@ -203,3 +203,22 @@ def test_cli_success_exits_0(cli_app, media, project, tmp_path, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "file:audio_only.mp4" in out and "frames 0/0 kept" in out
+
+
+def test_spoken_language_channel_file_over_channel_table_over_video_default(tmp_path):
+    from stageflow.video.analyze import VideoRef, _channels, spoken_language
+    from stageflow.video.settings import VideoConfig
+
+    chans = tmp_path / "channels.toml"
+    chans.write_text(
+        '[[channel]]\nfeed = "https://example.invalid/f.xml"\nlanguage = "ko"\n', encoding="utf-8"
+    )
+    assert _channels(chans)[0]["language"] == "ko"
+    config = VideoConfig.model_validate({"language": "en", "channels": {"UCkr": {"language": "ja"}}})
+    ref = VideoRef("rss:1", "rss", "t", "x.mp4", channel="UCkr")
+    assert spoken_language(ref, config) == "ja"
+    assert (
+        spoken_language(VideoRef("rss:1", "rss", "t", "x.mp4", channel="UCkr", language="ko"), config) == "ko"
+    )
+    assert spoken_language(VideoRef("f", "file", "t", "x.mp4"), config) == "en"
+    assert spoken_language(VideoRef("f", "file", "t", "x.mp4"), VideoConfig()) is None

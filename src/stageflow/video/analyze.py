@@ -44,6 +44,8 @@ class VideoRef:
     title: str
     location: str  # a local path or a URL
     error: str | None = None
+    channel: str | None = None  # the feed's channel id, when known
+    language: str | None = None  # spoken language from the channels file; wins over [video] language
 
 
 # --------------------------------------------------------------------------- inputs
@@ -53,17 +55,28 @@ def _is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
-def _ref(item: MediaItem) -> VideoRef:
+def _ref(item: MediaItem, language: str | None = None) -> VideoRef:
     location = str(item.extra.get("path") or item.extra.get("media_url") or item.url)
-    return VideoRef(f"{item.source}:{item.item_id}", item.source, item.title, location)
+    return VideoRef(
+        f"{item.source}:{item.item_id}", item.source, item.title, location, None, item.channel, language
+    )
 
 
-def _feed_refs(plugins: StageflowPluginManager, options: dict[str, Any], label: str) -> list[VideoRef]:
+def _feed_refs(
+    plugins: StageflowPluginManager, options: dict[str, Any], label: str, language: str | None = None
+) -> list[VideoRef]:
     try:
         items = plugins.build("sources", "rss", options).discover()
     except StageflowError as exc:
         return [VideoRef(label, "rss", label, label, error=str(exc))]
-    return [_ref(i) for i in items]
+    return [_ref(i, language) for i in items]
+
+
+def spoken_language(ref: VideoRef, config: VideoConfig) -> str | None:
+    """The language Whisper is told: the channels file's ``language`` for this channel, else
+    ``[video.channels."<id>"] language``, else ``[video] language``; None lets Whisper detect it."""
+    channel = config.channels.get(ref.channel or "") if ref.channel else None
+    return ref.language or (channel.language if channel else None) or config.language
 
 
 def _channels(path: Path) -> list[dict[str, Any]]:
@@ -80,7 +93,15 @@ def _channels(path: Path) -> list[dict[str, Any]]:
         if not isinstance(ch, dict) or "feed" not in ch:
             raise BadInput(f"{path}: channel {n} has no feed")
         opts: dict[str, Any] = {"feeds": [ch["feed"]]}
-        for key in ("max_age_days", "skip_shorts", "keywords", "timeout_s", "retries", "backoff_s"):
+        for key in (
+            "language",
+            "max_age_days",
+            "skip_shorts",
+            "keywords",
+            "timeout_s",
+            "retries",
+            "backoff_s",
+        ):
             if key in ch:
                 opts[key] = ch[key]
         out.append(opts)
@@ -110,7 +131,8 @@ def resolve_inputs(
         elif path.suffix.lower() in CHANNEL_SUFFIXES and path.is_file():
             try:
                 for opts in _channels(path):
-                    refs.extend(_feed_refs(plugins, {**extra, **opts}, opts["feeds"][0]))
+                    language = opts.pop("language", None)
+                    refs.extend(_feed_refs(plugins, {**extra, **opts}, opts["feeds"][0], language))
             except BadInput as exc:
                 refs.append(VideoRef(raw, "channels", path.name, raw, error=str(exc)))
         else:
@@ -296,7 +318,7 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
             path, workdir, sampling_of(ctx.config), video_id=ref.id, source=ref.source, title=ref.title
         )
         stage("transcribe")
-        transcript = transcribe(job, ctx.backends)
+        transcript = transcribe(job, ctx.backends, spoken_language(ref, ctx.config))
         stage("look")
         detections, ocr, batches, max_batch = look(job, ctx.backends, ctx.config.sampling.batch_size)
         result = InferenceResult(transcript, detections, ocr, batches, max_batch)

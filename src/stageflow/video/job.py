@@ -158,10 +158,11 @@ class InferenceResult:
         )
 
 
-def transcribe(job: DecodedJob, backends: Backends) -> Transcript | None:
+def transcribe(job: DecodedJob, backends: Backends, language: str | None = None) -> Transcript | None:
+    """The job's transcript in ``language`` (default: the run's ``[video] language``)."""
     if backends.transcriber is None or not job.info.has_audio:
         return None
-    transcript = backends.transcriber.transcribe(load_audio(job), backends.language)
+    transcript = backends.transcriber.transcribe(load_audio(job), language or backends.language)
     return clamp(transcript, job.info.duration_s) if job.info.duration_s > 0 else transcript
 
 

@@ -58,6 +58,7 @@ class ChannelOptions(BaseModel):
     engagement_rate: float | None = Field(None, ge=0)
     consistency: float | None = Field(None, ge=0, le=1)
     authenticity: float | None = Field(None, ge=0, le=1)
+    language: str | None = None  # what the channel speaks (Whisper's language code, e.g. "ko")
 
 
 class VideoConfig(BaseModel):
