@@ -67,14 +67,16 @@ def test_video_analysis_flow_end_to_end(material, tmp_path):
         assert "corrupt or truncated" in bad["error"] and bad["candidates"] == []
         assert good["error"] is None and "sink_errors" not in doc
         [cand] = good["candidates"]
-        assert (cand["product_name"], cand["status"]) == ("LOGITECHMXMASTER", "filtered_no_coupang")
+        # read from the caption's box (how the engine spaces the words varies with the kept frames)
+        name = cand["product_name"]
+        assert (name.replace(" ", ""), cand["status"]) == ("LOGITECHMXMASTER", "filtered_no_coupang")
         assert Path(cand["clip"]).is_file() and Path(cand["thumbnail"]).is_file()
         assert 0 <= cand["start"] <= cand["end"] <= good["duration_s"]
         rows = sheets.sheets["sheet-1"]["Review"]
         assert [r[0] for r in rows] == ["id", cand["id"]] and rows[1][2] == "filtered_no_coupang"
         [posted] = slack.posted
         assert posted["text"].startswith("video analysis: 1 candidates from 2 videos")
-        assert "LOGITECHMXMASTER" in posted["text"] and "corrupt or truncated" in posted["text"]
+        assert name in posted["text"] and "corrupt or truncated" in posted["text"]
 
         again = video_analysis(params)  # the same videos again: nothing duplicated anywhere
         assert again["videos"][1]["candidates"] == [cand]

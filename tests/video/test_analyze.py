@@ -24,6 +24,7 @@ KEYS = [
     "transcript",
     "detections",
     "ocr",
+    "texts",
     "candidates",
     "error",
 ]

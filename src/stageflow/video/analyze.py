@@ -25,6 +25,7 @@ from stageflow.plugin_manager import StageflowPluginManager
 from stageflow.stages import MediaItem
 from stageflow.video.decode import VIDEO_SUFFIXES, SamplingConfig, check_file
 from stageflow.video.job import Backends, DecodedJob, InferenceResult, decode_job, look, transcribe
+from stageflow.video.regions import spans
 from stageflow.video.settings import ANALYSIS_KEYS, VideoConfig
 
 RESULTS_TABLE = "video_analyses"
@@ -157,7 +158,12 @@ def build_backends(plugins: StageflowPluginManager, config: VideoConfig) -> Back
         else None
     )
     ocr = [plugins.build("ocr_engines", name, config.options(name)) for name in config.ocr]
-    return Backends(transcriber, detector, ocr, config.language)
+    regions = None
+    if config.ocr and config.ocr_regions:
+        regions = next((e for e in ocr if hasattr(e, "detect_boxes")), None) or plugins.build(
+            "ocr_engines", "rapidocr", config.options("rapidocr")
+        )
+    return Backends(transcriber, detector, ocr, config.language, regions)
 
 
 def config_key(config: VideoConfig) -> str:
@@ -229,6 +235,7 @@ def empty_record(ref: VideoRef) -> dict[str, Any]:
         "transcript": [],
         "detections": [],
         "ocr": [],
+        "texts": [],
         "candidates": [],
         "error": ref.error,
     }
@@ -250,6 +257,7 @@ def result_record(ref: VideoRef, job: DecodedJob, result: InferenceResult) -> di
             for d in result.detections
         ],
         ocr=[{"t": o.t, "text": o.text, "confidence": o.confidence, "box": list(o.box)} for o in result.ocr],
+        texts=[x.to_dict() for x in (result.texts or spans(result.ocr))],
     )
     return record
 
@@ -321,7 +329,7 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
         transcript = transcribe(job, ctx.backends, spoken_language(ref, ctx.config))
         stage("look")
         detections, ocr, batches, max_batch = look(job, ctx.backends, ctx.config.sampling.batch_size)
-        result = InferenceResult(transcript, detections, ocr, batches, max_batch)
+        result = InferenceResult(transcript, detections, ocr, batches, max_batch, spans(ocr))
         record = result_record(ref, job, result)
         full = {"record": record, "sha256": sha, "job": job.to_dict(), "inference": result.to_dict()}
         (workdir / "result.json").write_text(json.dumps(full, indent=1, ensure_ascii=False), encoding="utf-8")

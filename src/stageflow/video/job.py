@@ -27,6 +27,7 @@ from stageflow.video.decode import (
     sample_frames,
 )
 from stageflow.video.ocrtext import merge
+from stageflow.video.regions import TextSpan, read_regions, spans
 
 JOB_FILE = "job.json"
 
@@ -124,6 +125,7 @@ class Backends:
     detector: Any = None
     ocr: Sequence[Any] = ()
     language: str | None = None
+    text_regions: Any = None  # a TextDetector: OCR engines then read its boxes' crops (regions.py)
 
 
 @dataclass
@@ -133,6 +135,7 @@ class InferenceResult:
     ocr: list[OcrText]
     batches: int = 0
     max_batch: int = 0
+    texts: list[TextSpan] = field(default_factory=list)  # ``ocr`` folded per on-screen interval
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,6 +158,7 @@ class InferenceResult:
             ocr=[OcrText(**{**o, "box": tuple(o["box"])}) for o in data["ocr"]],
             batches=data.get("batches", 0),
             max_batch=data.get("max_batch", 0),
+            texts=[TextSpan(**{**x, "box": tuple(x["box"])}) for x in data.get("texts", ())],
         )
 
 
@@ -193,20 +197,26 @@ def look(
     batches = max_batch = 0
     if backends.detector is None and not backends.ocr:
         return detections, [], 0, 0
+    by_region = [e for e in backends.ocr if backends.text_regions is not None and hasattr(e, "recognise")]
+    whole = [e for e in backends.ocr if e not in by_region]
+    regions: list[OcrText] = []
     for batch in frame_batches(job, batch_size):
         batches += 1
         max_batch = max(max_batch, len(batch))
         if backends.detector is not None:
             detections.extend(backends.detector.detect(batch))
+        if by_region:
+            regions.extend(read_regions(batch, backends.text_regions, by_region))
         for i, engine in enumerate(backends.ocr):
-            reads[i].extend(engine.read(batch))
+            if engine in whole:
+                reads[i].extend(engine.read(batch))
         if on_batch is not None:
             on_batch(len(batch))
-    return detections, merge(reads), batches, max_batch
+    return detections, merge([regions, *reads]), batches, max_batch
 
 
 def run_inference(job: DecodedJob, backends: Backends, batch_size: int = 16) -> InferenceResult:
     """Transcript, detections and merged OCR of a decoded job."""
     transcript = transcribe(job, backends)
     detections, ocr, batches, max_batch = look(job, backends, batch_size)
-    return InferenceResult(transcript, detections, ocr, batches, max_batch)
+    return InferenceResult(transcript, detections, ocr, batches, max_batch, spans(ocr))

@@ -72,6 +72,9 @@ class VideoConfig(BaseModel):
     transcriber: str = "faster-whisper"
     detector: str = "ultralytics"
     ocr: list[str] = Field(default_factory=lambda: ["rapidocr"])
+    # OCR engines read the crops of text boxes that rapidocr's detector finds once per frame (false:
+    # each engine reads whole frames)
+    ocr_regions: bool = True
     analyzer: str = "rules"
     commerce: str = ""  # e.g. "coupang"; "" -> no commerce (candidates route to filtered_no_coupang)
     commerce_limit: int = Field(10, ge=1)  # search results considered per keyword variant
@@ -103,9 +106,9 @@ class VideoConfig(BaseModel):
         for key, value in (self.model_extra or {}).items():
             if not isinstance(value, dict):
                 raise ValueError(
-                    f"unknown key '{key}' (known: transcriber, detector, ocr, analyzer, commerce, "
-                    "commerce_limit, sinks, ppl_patterns, channel, channels, review_in_ui, review_timeout_s, "
-                    "review_poll_s, language, sampling, clips, or a "
+                    f"unknown key '{key}' (known: transcriber, detector, ocr, ocr_regions, analyzer, "
+                    "commerce, commerce_limit, sinks, ppl_patterns, channel, channels, review_in_ui, "
+                    "review_timeout_s, review_poll_s, language, sampling, clips, or a "
                     "[video.<backend>] table)"
                 )
         return self
