@@ -96,7 +96,8 @@ def test_one_bad_video_never_stops_the_others(media, video_settings, tmp_path):
 
     silent = videos["silent"]  # no audio track: frames only, not an error
     assert silent["error"] is None and silent["transcript"] == []
-    assert [o["text"] for o in silent["ocr"]] == ["SILENT"]
+    assert {o["text"] for o in silent["ocr"]} == {"SILENT"}  # scene frame + a steady frame at 2 s
+    assert [(x["text"], x["first_t"], x["last_t"]) for x in silent["texts"]] == [("SILENT", 0.0, 2.0)]
     only = videos["audio_only"]  # no video track: transcript only
     assert only["error"] is None and only["frames_decoded"] == only["frames_kept"] == 0
     assert only["ocr"] == only["detections"] == [] and only["transcript"]

@@ -15,7 +15,7 @@ import hashlib
 import json
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -185,6 +185,7 @@ def sampling_of(config: VideoConfig) -> SamplingConfig:
         min_scene_diff=s.min_scene_diff,
         max_side=s.max_side,
         batch_size=s.batch_size,
+        evidence_interval_s=s.evidence_interval_s,
     )
 
 
@@ -199,24 +200,48 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pick_downloader(plugins: StageflowPluginManager, url: str) -> Any:
-    """The first downloader that handles ``url``; third-party ones (e.g. yt-dlp) before built-ins."""
+def pick_downloader(
+    plugins: StageflowPluginManager, url: str, options: Callable[[str], dict[str, Any]] | None = None
+) -> Any:
+    """The first installed downloader that handles ``url``: third-party ones before built-ins, and
+    of the built-ins ``http`` (direct media files) before ``yt-dlp`` (pages, YouTube, HLS).
+    ``options(name)`` gives a downloader's ``[video.<name>]`` table."""
     registry = plugins.registry("downloaders")
     specs = sorted(registry.specs(), key=lambda s: s.distribution == "stageflow")
+    missing = []
     for spec in specs:
-        backend = registry.build(spec.name, None)
+        if spec.missing():
+            missing.append(
+                f"{spec.name} (pip install 'stageflow[{spec.extra}]')" if spec.extra else spec.name
+            )
+            continue
+        backend = registry.build(spec.name, options(spec.name) if options else None)
         if backend.can_handle(url):
             return backend
+    hint = f"; not installed: {', '.join(missing)}" if missing else ""
     raise BadInput(
-        f"{url}: no downloader handles this URL (installed: {', '.join(registry.names()) or 'none'}); "
-        "give a direct media URL or install a downloader plugin (e.g. one wrapping yt-dlp)"
+        f"{url}: no downloader handles this URL (installed: {', '.join(registry.names()) or 'none'}{hint}); "
+        "give a direct media URL or install a downloader plugin"
     )
 
 
-def acquire(ref: VideoRef, plugins: StageflowPluginManager, downloads: Path) -> Path:
+def read_download_meta(path: Path) -> dict[str, Any]:
+    """What a downloader recorded about ``path`` (``<file>.meta.json``: title, channel, duration_s)."""
+    meta = path.with_name(path.name + ".meta.json")
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def acquire(
+    ref: VideoRef, plugins: StageflowPluginManager, downloads: Path, config: VideoConfig | None = None
+) -> Path:
     """A local file for ``ref`` (downloaded when it is a URL), checked before decoding."""
     path = (
-        pick_downloader(plugins, ref.location).download(ref.location, downloads)
+        pick_downloader(plugins, ref.location, config.options if config else None).download(
+            ref.location, downloads
+        )
         if _is_url(ref.location)
         else Path(ref.location).expanduser()
     )
@@ -306,7 +331,16 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
         return empty_record(ref)
     try:
         stage("fetch")
-        path = acquire(ref, ctx.plugins, ctx.out_dir / "downloads")
+        path = acquire(ref, ctx.plugins, ctx.out_dir / "downloads", ctx.config)
+        meta = read_download_meta(path)
+        if meta:  # what the downloader learnt (yt-dlp's metadata) fills what the input lacked
+            ref = replace(
+                ref,
+                title=ref.title
+                if ref.title and ref.title != ref.location
+                else meta.get("title") or ref.title,
+                channel=ref.channel or meta.get("channel_id") or None,
+            )
         sha = sha256_file(path)
         key = f"{ref.id}|{sha}|{config_key(ctx.config)}"
         stored = None if ctx.force else stored_result(ctx.store, key)
@@ -463,6 +497,7 @@ def make_clipper(
 
     dest = Path(job.workdir) / "clips"
     opts = config.clips
+    text_times = {t for t, _ in focus}  # kept frames that showed text or objects
 
     def clip(start: float, end: float) -> tuple[str, str]:
         name = f"{round(start * 1000):08d}-{round(end * 1000):08d}"
@@ -482,7 +517,7 @@ def make_clipper(
             )
             os.replace(part, mp4)
         if not jpg.is_file():
-            thumbnail(job, start, end, jpg)
+            thumbnail(job, start, end, jpg, text_times)
         return str(mp4), str(jpg)
 
     return clip

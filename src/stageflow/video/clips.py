@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -179,20 +179,26 @@ def cut_clip(
     return Clip(str(dest), round(t0, 3), round(t1, 3), out_w, out_h, aout is not None)
 
 
-def pick_thumbnail(frames: list[KeptFrame], start: float, end: float) -> KeptFrame | None:
-    """The sharpest kept frame in ``[start, end]``; else the kept frame nearest the range's middle."""
+def pick_thumbnail(
+    frames: list[KeptFrame], start: float, end: float, text_times: Collection[float] = ()
+) -> KeptFrame | None:
+    """The sharpest kept frame in ``[start, end]`` that shows text (a time in ``text_times``), else
+    the sharpest in the range; else the kept frame nearest the range's middle."""
     inside = [f for f in frames if start <= f.t <= end]
-    if inside:
-        return max(inside, key=lambda f: f.sharpness)
+    with_text = [f for f in inside if f.t in set(text_times)]
+    if with_text or inside:
+        return max(with_text or inside, key=lambda f: f.sharpness)
     if not frames:
         return None
     middle = (start + end) / 2
     return min(frames, key=lambda f: abs(f.t - middle))
 
 
-def thumbnail(job: DecodedJob, start: float, end: float, dest: Path) -> Thumbnail:
-    """Copy the chosen kept frame's JPEG to ``dest``."""
-    chosen = pick_thumbnail(job.frames, start, end)
+def thumbnail(
+    job: DecodedJob, start: float, end: float, dest: Path, text_times: Collection[float] = ()
+) -> Thumbnail:
+    """Copy the chosen kept frame's JPEG to ``dest`` (see :func:`pick_thumbnail`)."""
+    chosen = pick_thumbnail(job.frames, start, end, text_times)
     if chosen is None:
         raise MediaError(f"thumbnail {job.path}: no kept frames (audio-only or all frames rejected)")
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,8 @@ class SamplingOptions(BaseModel):
     min_scene_diff: float = 6.0
     max_side: int = 1280
     batch_size: int = Field(16, ge=1)
+    # a static shot keeps a frame this often while it shows text or objects (0: scene changes only)
+    evidence_interval_s: float = Field(2.0, ge=0)
 
 
 class ClipOptions(BaseModel):
