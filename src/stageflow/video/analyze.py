@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,15 @@ class VideoRef:
 
 def _is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
+
+
+def is_page_url(url: str) -> bool:
+    """A YouTube watch/shorts/youtu.be link or an HLS playlist: one video, not a feed."""
+    parsed = urlparse(url)
+    host = parsed.netloc.lower().removeprefix("www.").removeprefix("m.")
+    if host == "youtu.be" or parsed.path.lower().endswith(".m3u8"):
+        return True
+    return host == "youtube.com" and parsed.path.startswith(("/watch", "/shorts/", "/live/"))
 
 
 def _ref(item: MediaItem, language: str | None = None) -> VideoRef:
@@ -120,6 +130,8 @@ def resolve_inputs(
             if Path(urlparse(raw).path).suffix.lower() in VIDEO_SUFFIXES:
                 items = plugins.build("sources", "urls", {"urls": [raw]}).discover()
                 refs.extend(_ref(i) for i in items)
+            elif is_page_url(raw):  # a watch page or playlist: a downloader (yt-dlp) fetches it
+                refs.append(VideoRef(f"url:{raw}", "url", "", raw))
             else:
                 refs.extend(_feed_refs(plugins, {**extra, "feeds": [raw]}, raw))
             continue
@@ -137,8 +149,18 @@ def resolve_inputs(
             except BadInput as exc:
                 refs.append(VideoRef(raw, "channels", path.name, raw, error=str(exc)))
         else:
-            refs.append(VideoRef(f"file:{path.name}", "file", path.stem, str(path)))
+            refs.append(VideoRef(file_id(path), "file", path.stem, str(path)))
     return refs
+
+
+def file_id(path: Path) -> str:
+    """A local file's video id: ``file:`` + the first 16 hex digits of its content's SHA-256, so two
+    files with one name never share a row and a moved file keeps its results (``file:<path>`` when
+    it cannot be read: the error is reported when it is fetched)."""
+    try:
+        return f"file:{sha256_file(path)[:16]}"
+    except OSError:
+        return f"file:{path}"
 
 
 # --------------------------------------------------------------------------- backends
@@ -249,9 +271,14 @@ def acquire(
     return path
 
 
+#: Stages whose wall time ``--json`` reports per video in ``timings_s``.
+TIMED_STAGES = ("fetch", "decode", "transcribe", "look", "analyze")
+
+
 def empty_record(ref: VideoRef) -> dict[str, Any]:
     return {
         "id": ref.id,
+        "input": ref.location,
         "source": ref.source,
         "title": ref.title,
         "duration_s": None,
@@ -322,13 +349,24 @@ class AnalyzeContext:
 def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: int = 1) -> dict[str, Any]:
     """Analyse one video; never raises for a problem with this video (it goes to ``error``)."""
 
+    timings: dict[str, float] = {}
+    current: list[Any] = [None, time.perf_counter()]  # the running stage and when it started
+
     def stage(name: str) -> None:
+        now = time.perf_counter()
+        if current[0] is not None:
+            timings[current[0]] = round(timings.get(current[0], 0.0) + now - current[1], 3)
+        current[:] = [name if name in TIMED_STAGES else None, now]
         if ctx.on_stage is not None:
             ctx.on_stage(number, total, ref.id, name)
 
+    def timed(record: dict[str, Any]) -> dict[str, Any]:
+        record["timings_s"] = dict(timings)
+        return record
+
     if ref.error is not None:
         stage("failed")
-        return empty_record(ref)
+        return timed(empty_record(ref))
     try:
         stage("fetch")
         path = acquire(ref, ctx.plugins, ctx.out_dir / "downloads", ctx.config)
@@ -353,7 +391,8 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
                 ctx.outcomes.append(
                     analyze_candidates(record, job, path, ctx.config, ctx.analysis, store=ctx.store)
                 )
-            return record
+            stage("done")
+            return timed({**record, "input": ref.location})
         stage("decode")
         workdir = ctx.out_dir / "jobs" / _safe_name(f"{ref.id}-{sha[:12]}")
         job = decode_job(
@@ -375,7 +414,7 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
                 analyze_candidates(record, job, path, ctx.config, ctx.analysis, store=ctx.store)
             )
         stage("failed" if record["error"] else "done")
-        return record
+        return timed(record)
     except StageflowError as exc:
         record = empty_record(ref)
         record["error"] = str(exc)
@@ -383,7 +422,7 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
         record = empty_record(ref)
         record["error"] = f"{type(exc).__name__}: {exc}"
     stage("failed")
-    return record
+    return timed(record)
 
 
 def analyze(refs: Iterable[VideoRef], ctx: AnalyzeContext) -> dict[str, Any]:
