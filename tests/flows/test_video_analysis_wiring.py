@@ -144,3 +144,32 @@ def test_review_sync_flow_applies_sheet_statuses(tmp_path):
         assert [h["actor"] for h in store.status_history(rows[1][0])][-2:] == ["sheet", "sheet"]
     finally:
         store.close()
+
+
+def test_a_run_where_every_video_failed_ends_failed_and_partial_failures_warn(material, tmp_path):
+    from prefect.client.orchestration import get_client
+    from stageflow.flows.video import AnalysisParams, video_analysis
+
+    video = {"transcriber": "", "detector": "", "ocr": []}
+    state = video_analysis(
+        AnalysisParams(inputs=[str(material["bad"])], out=str(tmp_path / "o1"), video=video),
+        return_state=True,
+    )
+    assert state.is_failed() and "1 of 1 videos failed; first: " in state.message
+    doc = state.result(raise_on_failure=False)
+    assert "corrupt or truncated" in doc["videos"][0]["error"]
+    partial = video_analysis(
+        AnalysisParams(
+            inputs=[str(material["bad"]), str(material["good"])], out=str(tmp_path / "o2"), video=video
+        ),
+        return_state=True,
+    )
+    assert partial.is_completed()
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts()
+    warning = [
+        a
+        for a in arts
+        if a.key == "video-analysis-warnings" and a.flow_run_id == partial.state_details.flow_run_id
+    ]
+    assert warning and "bad.mp4" in warning[0].data

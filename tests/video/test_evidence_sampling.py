@@ -97,3 +97,16 @@ def test_pick_thumbnail_prefers_a_frame_with_text_over_a_sharper_one():
     frames = [KeptFrame(1.0, 10, 500.0, "a"), KeptFrame(2.0, 20, 90.0, "b"), KeptFrame(9.0, 90, 999.0, "c")]
     assert pick_thumbnail(frames, 0.5, 3.0, {2.0}).file == "b"
     assert pick_thumbnail(frames, 0.5, 3.0).file == "a"
+
+
+def test_a_one_frame_video_and_a_caption_on_screen_for_the_whole_video(rapid, tmp_path):
+    one = s.make_video(tmp_path / "one.mp4", [s.Scene(0.1, "SALE 50")], size=(640, 360))
+    job = decode_job(one, tmp_path / "j1")
+    assert [f.t for f in job.frames] == [0.0]
+    _, ocr, _, _ = look(job, Backends(ocr=[rapid], text_regions=rapid), batch_size=4)
+    assert [o.text for o in ocr] == ["SALE 50"]
+    whole = s.make_video(tmp_path / "whole.mp4", [s.Scene(9.0, "SALE 50")], size=(640, 360))
+    job = decode_job(whole, tmp_path / "j2")
+    _, ocr, _, _ = look(job, Backends(ocr=[rapid], text_regions=rapid), batch_size=4)
+    [span] = spans(ocr)
+    assert (span.text, span.first_t, span.last_t) == ("SALE 50", 0.0, 8.0)  # its whole window

@@ -166,3 +166,22 @@ def test_format_is_configurable_and_bad_options_are_one_line():
     assert _ytdlp(format="ba/b").config.format == "ba/b"
     with pytest.raises(BadInput, match="formats"):
         _ytdlp(formats="x")
+
+
+def test_analysis_goes_on_after_a_url_yt_dlp_cannot_handle(server, tmp_path):
+    from stageflow.video.settings import VideoConfig
+
+    plugins = get_plugin_manager()
+    config = VideoConfig.model_validate(
+        {"transcriber": "", "detector": "", "ocr": [], "yt-dlp": {"retries": 0}}
+    )
+    ctx = analyze.AnalyzeContext(plugins, config, analyze.build_backends(plugins, config), tmp_path / "out")
+    inputs = [f"{server}/missing/index.m3u8", f"{server}/hls/index.m3u8"]
+    doc = analyze.analyze(analyze.resolve_inputs(inputs, plugins), ctx)
+    bad, good = doc["videos"]
+    assert (
+        bad["input"] == inputs[0] and "yt-dlp cannot download it: " in bad["error"] and "404" in bad["error"]
+    )
+    assert "\n" not in bad["error"] and "Traceback" not in bad["error"]
+    assert good["error"] is None and good["duration_s"] == pytest.approx(3.0, abs=0.3)
+    assert good["id"] == f"url:{inputs[1]}" and good["title"] == "index"  # the title from yt-dlp's metadata

@@ -114,7 +114,7 @@ def analyze_cmd(
     if prefect:
         from stageflow.flows.video import AnalysisParams, video_analysis
 
-        doc = video_analysis(
+        state = video_analysis(
             AnalysisParams(
                 inputs=list(inputs),
                 out=str(out_dir),
@@ -122,8 +122,13 @@ def analyze_cmd(
                 force=force,
                 notifier=project.notify.backend,
                 notifier_options=project.notify.options,
-            )
+            ),
+            return_state=True,
         )
+        # every video failed: the run is Failed and carries the document; it is printed the same way
+        doc = state.result(raise_on_failure=False)
+        if isinstance(doc, BaseException):
+            raise doc
     else:
         doc = run_analysis(
             list(inputs),
