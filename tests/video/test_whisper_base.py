@@ -79,3 +79,58 @@ def test_defaults_keep_the_fallback_and_loop_protection():
     cfg = FasterWhisperConfig()
     assert cfg.temperature == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # faster-whisper's own fallback schedule
     assert (cfg.condition_on_previous_text, cfg.vad, cfg.word_timestamps) == (False, True, True)
+
+
+def test_a_realistic_english_and_korean_video_end_to_end(whisper_base, tmp_path):
+    """Speech at known times, captions (English and Korean, Nanum) on static shots at known windows:
+    transcript starts near the speech without loops, each caption read inside its window, a clip
+    whose video stream lasts as long as its audio, and a thumbnail from inside the range."""
+    import av
+
+    from stageflow.plugin_manager import get_plugin_manager
+    from stageflow.video import analyze
+    from stageflow.video.settings import VideoConfig
+
+    shots = [(0.0, 6.0, "DOKDO TONER"), (6.0, 14.0, "라운드랩 독도 토너"), (14.0, 20.0, "SUN CREAM")]
+    audio, onsets = _speech_at_known_times()
+    speech = np.zeros(RATE * 20, np.int16)
+    speech[: len(audio)] = (audio * 32768).astype(np.int16)[: RATE * 20]
+    video = s.make_video(
+        tmp_path / "talk.mp4",
+        [s.Scene(end - start, text, (230, 240, 250)) for start, end, text in shots],
+        size=(640, 360),
+        fps=10,
+        audio=speech,
+    )
+    plugins = get_plugin_manager()
+    config = VideoConfig.model_validate(
+        {
+            "transcriber": "faster-whisper",
+            "detector": "",
+            "ocr": ["tesseract", "rapidocr"],
+            "language": "en",
+            "faster-whisper": {"model": str(whisper_base), "cpu_threads": 2},
+        }
+    )
+    ctx = analyze.AnalyzeContext(plugins, config, analyze.build_backends(plugins, config), tmp_path / "out")
+    [record] = analyze.analyze(analyze.resolve_inputs([str(video)], plugins), ctx)["videos"]
+    assert record["error"] is None
+    starts = [seg["start"] for seg in record["transcript"]]
+    assert len(starts) == 3 and all(abs(a - b) <= 0.5 for a, b in zip(starts, onsets, strict=True))
+    assert not any(_loops(seg["text"]) for seg in record["transcript"])
+    for start, end, text in shots:
+        spans = [x for x in record["texts"] if x["text"] == text]
+        assert spans, (text, record["texts"])
+        assert all(start <= x["first_t"] <= x["last_t"] < end for x in spans)
+        assert max(x["last_t"] for x in spans) - min(x["first_t"] for x in spans) >= (end - start) - 2.5
+    job = analyze.DecodedJob.load(next((tmp_path / "out" / "jobs").iterdir()))
+    clipper = analyze.make_clipper(job, video, config, analyze.evidence_boxes(record, job, 1280))
+    mp4, jpg = clipper(7.0, 12.0)
+    with av.open(mp4) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        vdur, adur = float(v.duration * v.time_base), float(a.duration * a.time_base)
+    assert vdur == pytest.approx(adur, abs=0.15) and vdur == pytest.approx(8.0, abs=0.2)
+    thumb_t = next(
+        f.t for f in job.frames if (Path(job.workdir) / f.file).read_bytes() == Path(jpg).read_bytes()
+    )
+    assert 7.0 <= thumb_t <= 12.0

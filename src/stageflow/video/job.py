@@ -207,6 +207,9 @@ def look(
         return detections, [], 0, 0
     steady = {f.index for f in job.frames if f.steady}
 
+    boxes: dict[int, list[Any]] = {}  # text boxes per scene frame index, reused by its steady frames
+    reuse: dict[int, list[Any]] = {}  # steady frame index -> its scene frame's boxes
+
     def run(frames: list[Frame]) -> set[int]:
         """Detection and OCR of ``frames``; the indexes of the frames that showed something."""
         if not frames:
@@ -217,7 +220,7 @@ def look(
             detections.extend(found)
             times.update(d.t for d in found)
         if by_region:
-            got = read_regions(frames, backends.text_regions, by_region)
+            got = read_regions(frames, backends.text_regions, by_region, known_boxes=reuse, found_boxes=boxes)
             reads[0].extend(got)
             times.update(o.t for o in got)
         for i, engine in enumerate(whole, start=1):
@@ -239,6 +242,8 @@ def look(
                 anchor = frame.index
             elif anchor is not None and anchor in shown:
                 repeats.append(frame)
+                if boxes.get(anchor):  # a repeat of the scene frame: its text sits in the same boxes
+                    reuse[frame.index] = boxes[anchor]
         run(repeats)
         if on_batch is not None:
             on_batch(len(batch))

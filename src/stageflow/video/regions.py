@@ -12,7 +12,7 @@ model itself: the detector and engines arrive built.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -48,14 +48,28 @@ def crop(image: np.ndarray, box: Box, pad: int = 4) -> np.ndarray:
 
 
 def read_regions(
-    frames: Sequence[Frame], detector: TextDetector, engines: Sequence[CropRecogniser]
+    frames: Sequence[Frame],
+    detector: TextDetector,
+    engines: Sequence[CropRecogniser],
+    *,
+    known_boxes: Mapping[int, list[Box]] | None = None,
+    found_boxes: dict[int, list[Box]] | None = None,
 ) -> list[OcrText]:
     """Per frame: the detector's boxes, each read by every engine; the most confident read that its
     engine's filter keeps wins the box (so rapidocr's Latin-only recogniser loses Korean captions to
-    tesseract's garbage-free read, and tesseract loses Latin captions it misreads)."""
+    tesseract's garbage-free read, and tesseract loses Latin captions it misreads).
+
+    ``known_boxes`` (frame index -> boxes) skips detection for those frames (a steady frame reuses
+    its scene frame's boxes); ``found_boxes`` collects the boxes detected per frame index."""
     out: list[OcrText] = []
     for frame in frames:
-        boxes = [b for b in detector.detect_boxes(frame.image) if b[2] - b[0] >= 4 and b[3] - b[1] >= 4]
+        if known_boxes is not None and frame.index in known_boxes:
+            boxes = known_boxes[frame.index]
+        else:
+            found = detector.detect_boxes(frame.image)
+            boxes = [b for b in found if b[2] - b[0] >= 4 and b[3] - b[1] >= 4]
+            if found_boxes is not None:
+                found_boxes[frame.index] = boxes
         if not boxes:
             continue
         crops = [crop(frame.image, b) for b in boxes]
