@@ -439,4 +439,27 @@ def video_analysis(params: AnalysisParams) -> dict[str, Any]:
         doc["review"] = review_report
     if output_errors:
         doc["sink_errors"] = output_errors
+    return analysis_outcome(doc)
+
+
+def analysis_outcome(doc: dict[str, Any]) -> Any:
+    """The flow run's end: Failed (with the document as its data) when every video failed; else the
+    document, with a warning artifact listing the failed videos when some did."""
+    videos = doc["videos"]
+    failed = [v for v in videos if v["error"]]
+    if not failed:
+        return doc
+    first = failed[0]
+    name = first.get("input") or first["id"]
+    summary = f"{len(failed)} of {len(videos)} videos failed; first: {name}: {first['error']}"
+    if len(failed) == len(videos):
+        from prefect.states import Failed
+
+        return Failed(message=summary, data=doc)
+    publish_markdown(
+        "video-analysis-warnings",
+        "\n".join(f"- `{v.get('input') or v['id']}`: {v['error']}" for v in failed),
+        description=summary,
+    )
+    print(f"warning: {summary}")
     return doc

@@ -2,14 +2,19 @@
 det/rec/dict paths configurable, e.g. for a Korean recogniser) and ``tesseract`` (the Debian binary
 with tesseract-ocr-kor, run through subprocess with TSV output; reads Korean offline).
 
-Both return one :class:`OcrText` per text line with confidence, box and frame time, after the noise
-filter in :mod:`stageflow.video.ocrtext`. Never downloads models; heavy imports only inside backends.
+Both read whole frames (``read``) and text-region crops (``recognise``, used by
+:mod:`stageflow.video.regions` with rapidocr's detector: ``detect_boxes``). Tesseract reads all crops
+of a batch in one process (a list file, one TSV page per crop) with ``--psm 7`` and
+``OMP_THREAD_LIMIT`` set only in that subprocess's environment (set process-wide it made
+faster-whisper return zero segments). Never downloads models; heavy imports only inside backends.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,15 +34,19 @@ class RapidOcrConfig(BaseModel):
     rec_keys_path: str | None = Field(None, description="character dictionary of the rec model")
     min_confidence: float = 0.5
     min_chars: int = 2
+    min_script_share: float = Field(0.6, ge=0, le=1, description="share of Hangul/Latin/digits")
     max_side: int = Field(1280, ge=64, description="frames are downscaled to this longest side first")
+    det_max_side: int = Field(960, ge=64, description="longest side for text-region detection")
 
 
 class RapidOcrEngine:
+    name = "rapidocr"
+
     def __init__(self, config: RapidOcrConfig):
         from stageflow.video.offline import MODELS
 
         self.config = config
-        self.filter = NoiseFilter(config.min_confidence, config.min_chars)
+        self.filter = NoiseFilter(config.min_confidence, config.min_chars, config.min_script_share)
         kwargs: dict[str, str] = {}
         for option in ("det_model_path", "rec_model_path", "rec_keys_path"):
             value = getattr(config, option)
@@ -69,6 +78,26 @@ class RapidOcrEngine:
                     out.append(item)
         return out
 
+    def detect_boxes(self, image: Any) -> list[tuple[float, float, float, float]]:
+        """Text line boxes of an RGB frame (rapidocr's DB detector only, no recognition)."""
+        small, scale = _downscale(image, self.config.det_max_side)
+        result, _ = self.engine(small[..., ::-1].copy(), use_det=True, use_cls=False, use_rec=False)
+        boxes = []
+        for points in result or []:
+            xs = [float(p[0]) / scale for p in points]
+            ys = [float(p[1]) / scale for p in points]
+            boxes.append((min(xs), min(ys), max(xs), max(ys)))
+        return boxes
+
+    def recognise(self, crops: Sequence[Any]) -> list[tuple[str, float]]:
+        """One ``(text, confidence)`` per text-line crop (rapidocr's recogniser only)."""
+        out = []
+        for image in crops:
+            result, _ = self.engine(image[..., ::-1].copy(), use_det=False, use_cls=False, use_rec=True)
+            text, score = (result[0][0], float(result[0][1])) if result else ("", 0.0)
+            out.append((str(text), score))
+        return out
+
 
 def _downscale(image: Any, max_side: int) -> tuple[Any, float]:
     """``image`` resized so its longest side is at most ``max_side``; and the scale applied."""
@@ -86,14 +115,20 @@ def _downscale(image: Any, max_side: int) -> tuple[Any, float]:
 class TesseractConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     languages: str = "kor+eng"
-    psm: int = 6
+    psm: int = 6  # whole frames
+    region_psm: int = 7  # text-region crops: one line each
     binary: str = "tesseract"
     min_confidence: float = 0.5
     min_chars: int = 2
+    min_script_share: float = Field(0.6, ge=0, le=1, description="share of Hangul/Latin/digits")
     timeout_s: float = 60.0
+    threads: int = Field(1, ge=1, description="OMP_THREAD_LIMIT of the tesseract subprocess only")
+    min_crop_height: int = Field(40, ge=8, description="shorter crops are upscaled to this height")
 
 
 class TesseractEngine:
+    name = "tesseract"
+
     def __init__(self, config: TesseractConfig):
         exe = shutil.which(config.binary)
         if exe is None:
@@ -110,7 +145,9 @@ class TesseractEngine:
             )
         self.exe = exe
         self.config = config
-        self.filter = NoiseFilter(config.min_confidence, config.min_chars)
+        self.filter = NoiseFilter(config.min_confidence, config.min_chars, config.min_script_share)
+        # only the subprocess: OMP_THREAD_LIMIT in this process breaks faster-whisper
+        self.env = {**os.environ, "OMP_THREAD_LIMIT": str(config.threads)}
 
     def read(self, frames: Sequence[Frame]) -> list[OcrText]:
         out: list[OcrText] = []
@@ -128,7 +165,7 @@ class TesseractEngine:
         cmd = [self.exe, "stdin", "stdout", "-l", self.config.languages, "--psm", str(self.config.psm), "tsv"]
         try:
             proc = subprocess.run(
-                cmd, input=buf.getvalue(), capture_output=True, timeout=self.config.timeout_s
+                cmd, input=buf.getvalue(), capture_output=True, timeout=self.config.timeout_s, env=self.env
             )
         except subprocess.TimeoutExpired:
             raise JobFailed(
@@ -138,6 +175,63 @@ class TesseractEngine:
             err = proc.stderr.decode(errors="replace").strip().splitlines()
             raise JobFailed(f"tesseract: exit {proc.returncode}: {err[-1] if err else ''}")
         return parse_tsv(proc.stdout.decode("utf-8", errors="replace"), frame.t)
+
+    def recognise(self, crops: Sequence[Any]) -> list[tuple[str, float]]:
+        """One ``(text, confidence)`` per text-line crop: one tesseract process for all of them."""
+        from PIL import Image
+
+        if not crops:
+            return []
+        with tempfile.TemporaryDirectory(prefix="stageflow-ocr-") as tmp:
+            names = []
+            for i, image in enumerate(crops):
+                img = Image.fromarray(image)
+                if img.height < self.config.min_crop_height:
+                    f = self.config.min_crop_height / max(1, img.height)
+                    img = img.resize((max(1, round(img.width * f)), self.config.min_crop_height))
+                names.append(str(Path(tmp) / f"{i:05d}.png"))
+                img.save(names[-1])
+            listing = Path(tmp) / "crops.txt"
+            listing.write_text("\n".join(names) + "\n", encoding="utf-8")
+            cmd = [self.exe, str(listing), "stdout", "-l", self.config.languages]
+            cmd += ["--psm", str(self.config.region_psm), "tsv"]
+            timeout = self.config.timeout_s * max(1, len(crops) // 8 + 1)
+            try:
+                proc = subprocess.run(cmd, capture_output=True, timeout=timeout, env=self.env)
+            except subprocess.TimeoutExpired:
+                raise JobFailed(f"tesseract: timed out after {timeout} s on {len(crops)} crops") from None
+            if proc.returncode != 0:
+                err = proc.stderr.decode(errors="replace").strip().splitlines()
+                raise JobFailed(f"tesseract: exit {proc.returncode}: {err[-1] if err else ''}")
+        return parse_tsv_lines(proc.stdout.decode("utf-8", errors="replace"), len(crops))
+
+
+def parse_tsv_lines(tsv: str, pages: int) -> list[tuple[str, float]]:
+    """One ``(text, mean confidence)`` per TSV page (a ``--psm 7`` crop is one line). Words closer
+    than 0.3 of the line height are joined without a space (tesseract's Korean model often splits a
+    word into syllables)."""
+    words: dict[int, list[tuple[str, float, int, int, int]]] = {}
+    for row in tsv.splitlines()[1:]:
+        cols = row.split("\t")
+        if len(cols) < 12 or cols[0] != "5" or not cols[11].strip() or float(cols[10]) < 0:
+            continue
+        left, width, height = int(cols[6]), int(cols[8]), int(cols[9])
+        words.setdefault(int(cols[1]) - 1, []).append(
+            (cols[11].strip(), float(cols[10]) / 100.0, left, left + width, height)
+        )
+    out = []
+    for page in range(pages):
+        ws = sorted(words.get(page, []), key=lambda w: w[2])
+        if not ws:
+            out.append(("", 0.0))
+            continue
+        line_h = max(w[4] for w in ws)
+        text, right = ws[0][0], ws[0][3]
+        for w in ws[1:]:
+            text += ("" if w[2] - right < 0.3 * line_h else " ") + w[0]
+            right = max(right, w[3])
+        out.append((text, sum(w[1] for w in ws) / len(ws)))
+    return out
 
 
 def parse_tsv(tsv: str, t: float) -> list[OcrText]:

@@ -1,6 +1,11 @@
 """Built-in transcriber ``faster-whisper``: VAD on, word timestamps, device and compute type automatic
 (cuda + float16 when a GPU is present, else cpu + int8), BatchedInferencePipeline on GPU.
 
+Tuned for real speech: faster-whisper's temperature fallback (a window whose text repeats itself or
+has a low log-probability is decoded again at a higher temperature; a single ``temperature = 0.0``
+turns that off, and on Korean speech gave one 40 s "요, 요, 요…" segment) and
+``condition_on_previous_text = False`` (a loop in one window cannot seed the next).
+
 Imports faster_whisper only inside the backend; a model is a local directory, or a name fetched by
 faster-whisper only when downloads are allowed (STAGEFLOW_ALLOW_DOWNLOADS=1).
 """
@@ -24,7 +29,8 @@ class FasterWhisperConfig(BaseModel):
     vad: bool = True
     word_timestamps: bool = True
     beam_size: int = 5
-    temperature: float | list[float] = 0.0
+    # faster-whisper's own default: the fallback schedule
+    temperature: float | list[float] = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     condition_on_previous_text: bool = False
     batch_size: int = 8  # BatchedInferencePipeline (GPU only)
     max_new_tokens: int | None = None

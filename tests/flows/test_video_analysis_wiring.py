@@ -67,14 +67,16 @@ def test_video_analysis_flow_end_to_end(material, tmp_path):
         assert "corrupt or truncated" in bad["error"] and bad["candidates"] == []
         assert good["error"] is None and "sink_errors" not in doc
         [cand] = good["candidates"]
-        assert (cand["product_name"], cand["status"]) == ("LOGITECHMXMASTER", "filtered_no_coupang")
+        # read from the caption's box (how the engine spaces the words varies with the kept frames)
+        name = cand["product_name"]
+        assert (name.replace(" ", ""), cand["status"]) == ("LOGITECHMXMASTER", "filtered_no_coupang")
         assert Path(cand["clip"]).is_file() and Path(cand["thumbnail"]).is_file()
         assert 0 <= cand["start"] <= cand["end"] <= good["duration_s"]
         rows = sheets.sheets["sheet-1"]["Review"]
         assert [r[0] for r in rows] == ["id", cand["id"]] and rows[1][2] == "filtered_no_coupang"
         [posted] = slack.posted
         assert posted["text"].startswith("video analysis: 1 candidates from 2 videos")
-        assert "LOGITECHMXMASTER" in posted["text"] and "corrupt or truncated" in posted["text"]
+        assert name in posted["text"] and "corrupt or truncated" in posted["text"]
 
         again = video_analysis(params)  # the same videos again: nothing duplicated anywhere
         assert again["videos"][1]["candidates"] == [cand]
@@ -142,3 +144,32 @@ def test_review_sync_flow_applies_sheet_statuses(tmp_path):
         assert [h["actor"] for h in store.status_history(rows[1][0])][-2:] == ["sheet", "sheet"]
     finally:
         store.close()
+
+
+def test_a_run_where_every_video_failed_ends_failed_and_partial_failures_warn(material, tmp_path):
+    from prefect.client.orchestration import get_client
+    from stageflow.flows.video import AnalysisParams, video_analysis
+
+    video = {"transcriber": "", "detector": "", "ocr": []}
+    state = video_analysis(
+        AnalysisParams(inputs=[str(material["bad"])], out=str(tmp_path / "o1"), video=video),
+        return_state=True,
+    )
+    assert state.is_failed() and "1 of 1 videos failed; first: " in state.message
+    doc = state.result(raise_on_failure=False)
+    assert "corrupt or truncated" in doc["videos"][0]["error"]
+    partial = video_analysis(
+        AnalysisParams(
+            inputs=[str(material["bad"]), str(material["good"])], out=str(tmp_path / "o2"), video=video
+        ),
+        return_state=True,
+    )
+    assert partial.is_completed()
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts()
+    warning = [
+        a
+        for a in arts
+        if a.key == "video-analysis-warnings" and a.flow_run_id == partial.state_details.flow_run_id
+    ]
+    assert warning and "bad.mp4" in warning[0].data

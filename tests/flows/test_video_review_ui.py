@@ -83,7 +83,7 @@ def _params(tmp_path: Path, coupang, **video: Any):
         **video,
     }  # fmt: skip
     config_key = analyze.config_key(VideoConfig.model_validate(config))
-    key = f"file:review.mp4|{analyze.sha256_file(clip)}|{config_key}"
+    key = f"{analyze.file_id(clip)}|{analyze.sha256_file(clip)}|{config_key}"
     store = open_store()
     try:
         store.upsert_records(

@@ -16,6 +16,7 @@ from stageflow.video.settings import VideoConfig, apply_overrides
 
 KEYS = [
     "id",
+    "input",
     "source",
     "title",
     "duration_s",
@@ -24,8 +25,10 @@ KEYS = [
     "transcript",
     "detections",
     "ocr",
+    "texts",
     "candidates",
     "error",
+    "timings_s",
 ]
 
 
@@ -75,7 +78,7 @@ def test_one_bad_video_never_stops_the_others(media, video_settings, tmp_path):
     inputs = [media.truncated, media.talk, media.empty, media.unsupported, media.silent, media.audio_only]
     ctx = _ctx(video_settings, tmp_path / "out")
     doc = analyze.analyze(analyze.resolve_inputs([str(p) for p in inputs], ctx.plugins), ctx)
-    videos = {Path(v["id"].split(":", 1)[1]).stem: v for v in doc["videos"]}
+    videos = {Path(v["input"]).stem: v for v in doc["videos"]}
     assert [list(v) for v in doc["videos"]] == [KEYS] * 6
     assert "corrupt or truncated" in videos["truncated"]["error"]
     assert videos["empty"]["error"].endswith("empty file (0 bytes)")
@@ -95,7 +98,8 @@ def test_one_bad_video_never_stops_the_others(media, video_settings, tmp_path):
 
     silent = videos["silent"]  # no audio track: frames only, not an error
     assert silent["error"] is None and silent["transcript"] == []
-    assert [o["text"] for o in silent["ocr"]] == ["SILENT"]
+    assert {o["text"] for o in silent["ocr"]} == {"SILENT"}  # scene frame + a steady frame at 2 s
+    assert [(x["text"], x["first_t"], x["last_t"]) for x in silent["texts"]] == [("SILENT", 0.0, 2.0)]
     only = videos["audio_only"]  # no video track: transcript only
     assert only["error"] is None and only["frames_decoded"] == only["frames_kept"] == 0
     assert only["ocr"] == only["detections"] == [] and only["transcript"]
@@ -122,9 +126,35 @@ def test_a_processed_video_is_skipped_by_content(media, video_settings, tmp_path
         other = analyze.analyze(analyze.resolve_inputs([str(copy)], ctx.plugins), ctx)
     finally:
         store.close()
-    assert again == first
-    assert stages.count("decode") == 2 and stages.count("cached") == 1  # the renamed copy is a new id
-    assert other["videos"][0]["ocr"] == first["videos"][0]["ocr"]
+
+    def untimed(doc):
+        return [{k: v for k, v in video.items() if k != "timings_s"} for video in doc["videos"]]
+
+    assert untimed(again) == untimed(first)
+    # the id is the content's: a renamed copy is the same video, answered from the store
+    assert stages.count("decode") == 1 and stages.count("cached") == 2
+    assert other["videos"][0]["id"] == first["videos"][0]["id"]
+    assert other["videos"][0]["input"] == str(copy) and other["videos"][0]["ocr"] == first["videos"][0]["ocr"]
+    assert set(first["videos"][0]["timings_s"]) == {"fetch", "decode", "transcribe", "look"}
+
+
+def test_two_files_with_one_name_get_two_ids(media, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copyfile(media.silent, tmp_path / "a" / "clip.mp4")
+    shutil.copyfile(media.talk, tmp_path / "b" / "clip.mp4")
+    refs = analyze.resolve_inputs([str(tmp_path / "a" / "clip.mp4"), str(tmp_path / "b" / "clip.mp4")], None)
+    assert len({r.id for r in refs}) == 2 and all(r.id.startswith("file:") for r in refs)
+
+
+def test_page_urls_are_single_videos():
+    refs = analyze.resolve_inputs(
+        ["https://www.youtube.com/watch?v=AAA", "https://cdn.example/live/index.m3u8"], None
+    )
+    assert [(r.id, r.source) for r in refs] == [
+        ("url:https://www.youtube.com/watch?v=AAA", "url"),
+        ("url:https://cdn.example/live/index.m3u8", "url"),
+    ]
 
 
 def test_overrides_and_config_errors():
@@ -164,7 +194,8 @@ def test_cli_json_reports_failures_and_exits_1(cli_app, media, project, tmp_path
     assert doc["videos"][0]["detections"] == []  # --detector "" skips the stage
     last = captured.err.strip().splitlines()[-1]
     assert (
-        last.startswith("stageflow: error: 1 of 2 videos failed; first: file:empty.mp4")
+        last.startswith("stageflow: error: 1 of 2 videos failed; first: ")
+        and "empty.mp4: " in last
         and "Traceback" not in captured.err
     )
 
@@ -202,4 +233,23 @@ def test_cli_success_exits_0(cli_app, media, project, tmp_path, capsys):
         )
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "file:audio_only.mp4" in out and "frames 0/0 kept" in out
+    assert "audio_only.mp4 [file:" in out and "frames 0/0 kept" in out and "decode " in out
+
+
+def test_spoken_language_channel_file_over_channel_table_over_video_default(tmp_path):
+    from stageflow.video.analyze import VideoRef, _channels, spoken_language
+    from stageflow.video.settings import VideoConfig
+
+    chans = tmp_path / "channels.toml"
+    chans.write_text(
+        '[[channel]]\nfeed = "https://example.invalid/f.xml"\nlanguage = "ko"\n', encoding="utf-8"
+    )
+    assert _channels(chans)[0]["language"] == "ko"
+    config = VideoConfig.model_validate({"language": "en", "channels": {"UCkr": {"language": "ja"}}})
+    ref = VideoRef("rss:1", "rss", "t", "x.mp4", channel="UCkr")
+    assert spoken_language(ref, config) == "ja"
+    assert (
+        spoken_language(VideoRef("rss:1", "rss", "t", "x.mp4", channel="UCkr", language="ko"), config) == "ko"
+    )
+    assert spoken_language(VideoRef("f", "file", "t", "x.mp4"), config) == "en"
+    assert spoken_language(VideoRef("f", "file", "t", "x.mp4"), VideoConfig()) is None

@@ -91,8 +91,8 @@ def test_cli_yields_candidates_with_clip_and_thumbnail_and_no_duplicates(
     [cand] = video["candidates"]
     assert list(cand) == FIELDS
     # on-screen text only (no speech stage): the branded text is the name, never invented
-    assert (cand["product_name"], cand["brand"]) == ("LOGITECHMXMASTER", "로지텍")
-    assert cand["evidence"]["ocr_texts"][1] == "LOGITECHMXMASTER" and cand["evidence"]["quotes"] == []
+    assert (cand["product_name"], cand["brand"]) == ("LOGITECH MX MASTER", "로지텍")
+    assert cand["evidence"]["ocr_texts"][1] == "LOGITECH MX MASTER" and cand["evidence"]["quotes"] == []
     assert cand["commerce"] is None and cand["status"] == "filtered_no_coupang"  # no commerce configured
     assert 0 <= cand["start"] <= cand["end"] <= video["duration_s"]
 

@@ -165,8 +165,11 @@ def test_urls_source_and_downloader_choice(server, tmp_path):
     [item] = plugins.build("sources", "urls", {"urls": [f"{server}/video.mp4"]}).discover()
     assert item.source == "urls" and item.title == "video"
     assert analyze.pick_downloader(plugins, f"{server}/video.mp4").can_handle(item.url)
-    with pytest.raises(BadInput, match="no downloader handles this URL.*yt-dlp"):
-        analyze.pick_downloader(plugins, "https://www.youtube.com/watch?v=AAA")
+    assert analyze.pick_downloader(plugins, f"{server}/video.mp4").__class__.__name__ == "HttpDownloader"
+    yt = analyze.pick_downloader(plugins, "https://www.youtube.com/watch?v=AAA")
+    assert yt.__class__.__name__ == "YtDlpDownloader"
+    with pytest.raises(BadInput, match="no downloader handles this URL"):
+        analyze.pick_downloader(plugins, "rtmp://example.invalid/live")
     with pytest.raises(BadInput, match="not an http"):
         plugins.build("sources", "urls", {"urls": ["ftp://x/y.mp4"]})
 

@@ -114,7 +114,7 @@ def analyze_cmd(
     if prefect:
         from stageflow.flows.video import AnalysisParams, video_analysis
 
-        doc = video_analysis(
+        state = video_analysis(
             AnalysisParams(
                 inputs=list(inputs),
                 out=str(out_dir),
@@ -122,8 +122,13 @@ def analyze_cmd(
                 force=force,
                 notifier=project.notify.backend,
                 notifier_options=project.notify.options,
-            )
+            ),
+            return_state=True,
         )
+        # every video failed: the run is Failed and carries the document; it is printed the same way
+        doc = state.result(raise_on_failure=False)
+        if isinstance(doc, BaseException):
+            raise doc
     else:
         doc = run_analysis(
             list(inputs),
@@ -141,7 +146,7 @@ def analyze_cmd(
     if failed:
         first = failed[0]
         raise JobFailed(
-            f"{len(failed)} of {len(doc['videos'])} videos failed; first: {first['id']}: {first['error']}"
+            f"{len(failed)} of {len(doc['videos'])} videos failed; first: {_name(first)}: {first['error']}"
         )
     if output_errors:
         raise JobFailed(f"{len(output_errors)} output(s) failed; first: {output_errors[0]}")
@@ -199,22 +204,29 @@ def run_analysis(
     return doc
 
 
+def _name(video: dict[str, Any]) -> str:
+    """How a user named the video: its input path or URL (the id when there is none)."""
+    return str(video.get("input") or video["id"])
+
+
 def _print(doc: dict[str, Any], *, as_json: bool) -> None:
     for v in doc["videos"]:
         if v["error"]:
-            typer.echo(f"stageflow: {v['id']}: {v['error']}", err=True)
+            typer.echo(f"stageflow: {_name(v)}: {v['error']}", err=True)
     if as_json:
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         return
     for v in doc["videos"]:
         if v["error"]:
-            typer.echo(f"{v['id']}: FAILED ({v['error']})")
+            typer.echo(f"{_name(v)}: FAILED ({v['error']})")
             continue
+        timings = ", ".join(f"{k} {t:.1f} s" for k, t in (v.get("timings_s") or {}).items())
         typer.echo(
-            f"{v['id']}: {v['title']!r} {v['duration_s']} s, "
+            f"{_name(v)} [{v['id']}]: {v['title']!r} {v['duration_s']} s, "
             f"frames {v['frames_kept']}/{v['frames_decoded']} kept, "
-            f"{len(v['transcript'])} segments, {len(v['detections'])} detections, {len(v['ocr'])} texts, "
-            f"{len(v['candidates'])} candidates"
+            f"{len(v['transcript'])} segments, {len(v['detections'])} detections, "
+            f"{len(v.get('texts') or v['ocr'])} texts, {len(v['candidates'])} candidates"
+            + (f" ({timings})" if timings else "")
         )
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -25,6 +26,7 @@ from stageflow.plugin_manager import StageflowPluginManager
 from stageflow.stages import MediaItem
 from stageflow.video.decode import VIDEO_SUFFIXES, SamplingConfig, check_file
 from stageflow.video.job import Backends, DecodedJob, InferenceResult, decode_job, look, transcribe
+from stageflow.video.regions import spans
 from stageflow.video.settings import ANALYSIS_KEYS, VideoConfig
 
 RESULTS_TABLE = "video_analyses"
@@ -44,6 +46,8 @@ class VideoRef:
     title: str
     location: str  # a local path or a URL
     error: str | None = None
+    channel: str | None = None  # the feed's channel id, when known
+    language: str | None = None  # spoken language from the channels file; wins over [video] language
 
 
 # --------------------------------------------------------------------------- inputs
@@ -53,17 +57,37 @@ def _is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
-def _ref(item: MediaItem) -> VideoRef:
+def is_page_url(url: str) -> bool:
+    """A YouTube watch/shorts/youtu.be link or an HLS playlist: one video, not a feed."""
+    parsed = urlparse(url)
+    host = parsed.netloc.lower().removeprefix("www.").removeprefix("m.")
+    if host == "youtu.be" or parsed.path.lower().endswith(".m3u8"):
+        return True
+    return host == "youtube.com" and parsed.path.startswith(("/watch", "/shorts/", "/live/"))
+
+
+def _ref(item: MediaItem, language: str | None = None) -> VideoRef:
     location = str(item.extra.get("path") or item.extra.get("media_url") or item.url)
-    return VideoRef(f"{item.source}:{item.item_id}", item.source, item.title, location)
+    return VideoRef(
+        f"{item.source}:{item.item_id}", item.source, item.title, location, None, item.channel, language
+    )
 
 
-def _feed_refs(plugins: StageflowPluginManager, options: dict[str, Any], label: str) -> list[VideoRef]:
+def _feed_refs(
+    plugins: StageflowPluginManager, options: dict[str, Any], label: str, language: str | None = None
+) -> list[VideoRef]:
     try:
         items = plugins.build("sources", "rss", options).discover()
     except StageflowError as exc:
         return [VideoRef(label, "rss", label, label, error=str(exc))]
-    return [_ref(i) for i in items]
+    return [_ref(i, language) for i in items]
+
+
+def spoken_language(ref: VideoRef, config: VideoConfig) -> str | None:
+    """The language Whisper is told: the channels file's ``language`` for this channel, else
+    ``[video.channels."<id>"] language``, else ``[video] language``; None lets Whisper detect it."""
+    channel = config.channels.get(ref.channel or "") if ref.channel else None
+    return ref.language or (channel.language if channel else None) or config.language
 
 
 def _channels(path: Path) -> list[dict[str, Any]]:
@@ -80,7 +104,15 @@ def _channels(path: Path) -> list[dict[str, Any]]:
         if not isinstance(ch, dict) or "feed" not in ch:
             raise BadInput(f"{path}: channel {n} has no feed")
         opts: dict[str, Any] = {"feeds": [ch["feed"]]}
-        for key in ("max_age_days", "skip_shorts", "keywords", "timeout_s", "retries", "backoff_s"):
+        for key in (
+            "language",
+            "max_age_days",
+            "skip_shorts",
+            "keywords",
+            "timeout_s",
+            "retries",
+            "backoff_s",
+        ):
             if key in ch:
                 opts[key] = ch[key]
         out.append(opts)
@@ -98,6 +130,8 @@ def resolve_inputs(
             if Path(urlparse(raw).path).suffix.lower() in VIDEO_SUFFIXES:
                 items = plugins.build("sources", "urls", {"urls": [raw]}).discover()
                 refs.extend(_ref(i) for i in items)
+            elif is_page_url(raw):  # a watch page or playlist: a downloader (yt-dlp) fetches it
+                refs.append(VideoRef(f"url:{raw}", "url", "", raw))
             else:
                 refs.extend(_feed_refs(plugins, {**extra, "feeds": [raw]}, raw))
             continue
@@ -110,12 +144,23 @@ def resolve_inputs(
         elif path.suffix.lower() in CHANNEL_SUFFIXES and path.is_file():
             try:
                 for opts in _channels(path):
-                    refs.extend(_feed_refs(plugins, {**extra, **opts}, opts["feeds"][0]))
+                    language = opts.pop("language", None)
+                    refs.extend(_feed_refs(plugins, {**extra, **opts}, opts["feeds"][0], language))
             except BadInput as exc:
                 refs.append(VideoRef(raw, "channels", path.name, raw, error=str(exc)))
         else:
-            refs.append(VideoRef(f"file:{path.name}", "file", path.stem, str(path)))
+            refs.append(VideoRef(file_id(path), "file", path.stem, str(path)))
     return refs
+
+
+def file_id(path: Path) -> str:
+    """A local file's video id: ``file:`` + the first 16 hex digits of its content's SHA-256, so two
+    files with one name never share a row and a moved file keeps its results (``file:<path>`` when
+    it cannot be read: the error is reported when it is fetched)."""
+    try:
+        return f"file:{sha256_file(path)[:16]}"
+    except OSError:
+        return f"file:{path}"
 
 
 # --------------------------------------------------------------------------- backends
@@ -135,7 +180,12 @@ def build_backends(plugins: StageflowPluginManager, config: VideoConfig) -> Back
         else None
     )
     ocr = [plugins.build("ocr_engines", name, config.options(name)) for name in config.ocr]
-    return Backends(transcriber, detector, ocr, config.language)
+    regions = None
+    if config.ocr and config.ocr_regions:
+        regions = next((e for e in ocr if hasattr(e, "detect_boxes")), None) or plugins.build(
+            "ocr_engines", "rapidocr", config.options("rapidocr")
+        )
+    return Backends(transcriber, detector, ocr, config.language, regions)
 
 
 def config_key(config: VideoConfig) -> str:
@@ -157,6 +207,7 @@ def sampling_of(config: VideoConfig) -> SamplingConfig:
         min_scene_diff=s.min_scene_diff,
         max_side=s.max_side,
         batch_size=s.batch_size,
+        evidence_interval_s=s.evidence_interval_s,
     )
 
 
@@ -171,24 +222,48 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pick_downloader(plugins: StageflowPluginManager, url: str) -> Any:
-    """The first downloader that handles ``url``; third-party ones (e.g. yt-dlp) before built-ins."""
+def pick_downloader(
+    plugins: StageflowPluginManager, url: str, options: Callable[[str], dict[str, Any]] | None = None
+) -> Any:
+    """The first installed downloader that handles ``url``: third-party ones before built-ins, and
+    of the built-ins ``http`` (direct media files) before ``yt-dlp`` (pages, YouTube, HLS).
+    ``options(name)`` gives a downloader's ``[video.<name>]`` table."""
     registry = plugins.registry("downloaders")
     specs = sorted(registry.specs(), key=lambda s: s.distribution == "stageflow")
+    missing = []
     for spec in specs:
-        backend = registry.build(spec.name, None)
+        if spec.missing():
+            missing.append(
+                f"{spec.name} (pip install 'stageflow[{spec.extra}]')" if spec.extra else spec.name
+            )
+            continue
+        backend = registry.build(spec.name, options(spec.name) if options else None)
         if backend.can_handle(url):
             return backend
+    hint = f"; not installed: {', '.join(missing)}" if missing else ""
     raise BadInput(
-        f"{url}: no downloader handles this URL (installed: {', '.join(registry.names()) or 'none'}); "
-        "give a direct media URL or install a downloader plugin (e.g. one wrapping yt-dlp)"
+        f"{url}: no downloader handles this URL (installed: {', '.join(registry.names()) or 'none'}{hint}); "
+        "give a direct media URL or install a downloader plugin"
     )
 
 
-def acquire(ref: VideoRef, plugins: StageflowPluginManager, downloads: Path) -> Path:
+def read_download_meta(path: Path) -> dict[str, Any]:
+    """What a downloader recorded about ``path`` (``<file>.meta.json``: title, channel, duration_s)."""
+    meta = path.with_name(path.name + ".meta.json")
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def acquire(
+    ref: VideoRef, plugins: StageflowPluginManager, downloads: Path, config: VideoConfig | None = None
+) -> Path:
     """A local file for ``ref`` (downloaded when it is a URL), checked before decoding."""
     path = (
-        pick_downloader(plugins, ref.location).download(ref.location, downloads)
+        pick_downloader(plugins, ref.location, config.options if config else None).download(
+            ref.location, downloads
+        )
         if _is_url(ref.location)
         else Path(ref.location).expanduser()
     )
@@ -196,9 +271,14 @@ def acquire(ref: VideoRef, plugins: StageflowPluginManager, downloads: Path) -> 
     return path
 
 
+#: Stages whose wall time ``--json`` reports per video in ``timings_s``.
+TIMED_STAGES = ("fetch", "decode", "transcribe", "look", "analyze")
+
+
 def empty_record(ref: VideoRef) -> dict[str, Any]:
     return {
         "id": ref.id,
+        "input": ref.location,
         "source": ref.source,
         "title": ref.title,
         "duration_s": None,
@@ -207,6 +287,7 @@ def empty_record(ref: VideoRef) -> dict[str, Any]:
         "transcript": [],
         "detections": [],
         "ocr": [],
+        "texts": [],
         "candidates": [],
         "error": ref.error,
     }
@@ -228,6 +309,7 @@ def result_record(ref: VideoRef, job: DecodedJob, result: InferenceResult) -> di
             for d in result.detections
         ],
         ocr=[{"t": o.t, "text": o.text, "confidence": o.confidence, "box": list(o.box)} for o in result.ocr],
+        texts=[x.to_dict() for x in (result.texts or spans(result.ocr))],
     )
     return record
 
@@ -267,16 +349,36 @@ class AnalyzeContext:
 def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: int = 1) -> dict[str, Any]:
     """Analyse one video; never raises for a problem with this video (it goes to ``error``)."""
 
+    timings: dict[str, float] = {}
+    current: list[Any] = [None, time.perf_counter()]  # the running stage and when it started
+
     def stage(name: str) -> None:
+        now = time.perf_counter()
+        if current[0] is not None:
+            timings[current[0]] = round(timings.get(current[0], 0.0) + now - current[1], 3)
+        current[:] = [name if name in TIMED_STAGES else None, now]
         if ctx.on_stage is not None:
             ctx.on_stage(number, total, ref.id, name)
 
+    def timed(record: dict[str, Any]) -> dict[str, Any]:
+        record["timings_s"] = dict(timings)
+        return record
+
     if ref.error is not None:
         stage("failed")
-        return empty_record(ref)
+        return timed(empty_record(ref))
     try:
         stage("fetch")
-        path = acquire(ref, ctx.plugins, ctx.out_dir / "downloads")
+        path = acquire(ref, ctx.plugins, ctx.out_dir / "downloads", ctx.config)
+        meta = read_download_meta(path)
+        if meta:  # what the downloader learnt (yt-dlp's metadata) fills what the input lacked
+            ref = replace(
+                ref,
+                title=ref.title
+                if ref.title and ref.title != ref.location
+                else meta.get("title") or ref.title,
+                channel=ref.channel or meta.get("channel_id") or None,
+            )
         sha = sha256_file(path)
         key = f"{ref.id}|{sha}|{config_key(ctx.config)}"
         stored = None if ctx.force else stored_result(ctx.store, key)
@@ -289,17 +391,18 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
                 ctx.outcomes.append(
                     analyze_candidates(record, job, path, ctx.config, ctx.analysis, store=ctx.store)
                 )
-            return record
+            stage("done")
+            return timed({**record, "input": ref.location})
         stage("decode")
         workdir = ctx.out_dir / "jobs" / _safe_name(f"{ref.id}-{sha[:12]}")
         job = decode_job(
             path, workdir, sampling_of(ctx.config), video_id=ref.id, source=ref.source, title=ref.title
         )
         stage("transcribe")
-        transcript = transcribe(job, ctx.backends)
+        transcript = transcribe(job, ctx.backends, spoken_language(ref, ctx.config))
         stage("look")
         detections, ocr, batches, max_batch = look(job, ctx.backends, ctx.config.sampling.batch_size)
-        result = InferenceResult(transcript, detections, ocr, batches, max_batch)
+        result = InferenceResult(transcript, detections, ocr, batches, max_batch, spans(ocr))
         record = result_record(ref, job, result)
         full = {"record": record, "sha256": sha, "job": job.to_dict(), "inference": result.to_dict()}
         (workdir / "result.json").write_text(json.dumps(full, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -311,7 +414,7 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
                 analyze_candidates(record, job, path, ctx.config, ctx.analysis, store=ctx.store)
             )
         stage("failed" if record["error"] else "done")
-        return record
+        return timed(record)
     except StageflowError as exc:
         record = empty_record(ref)
         record["error"] = str(exc)
@@ -319,7 +422,7 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
         record = empty_record(ref)
         record["error"] = f"{type(exc).__name__}: {exc}"
     stage("failed")
-    return record
+    return timed(record)
 
 
 def analyze(refs: Iterable[VideoRef], ctx: AnalyzeContext) -> dict[str, Any]:
@@ -408,30 +511,52 @@ def build_analysis(plugins: StageflowPluginManager, config: VideoConfig) -> Anal
     return Analysis(analyzer, commerce, load_patterns(config))
 
 
+def evidence_boxes(record: dict[str, Any], job: DecodedJob, max_side: int) -> list[tuple[float, Any]]:
+    """``(t, box)`` of every OCR text and detection of ``record`` in source-video pixels (kept frames
+    are scaled down to ``max_side``): what a vertical clip's crop window follows."""
+    w, h = job.info.width or 0, job.info.height or 0
+    scale = min(1.0, max_side / max(w, h)) if w and h else 1.0
+    return [
+        (float(item["t"]), tuple(float(v) / scale for v in item["box"]))
+        for item in [*record.get("ocr", []), *record.get("detections", [])]
+        if item.get("box")
+    ]
+
+
 def make_clipper(
-    job: DecodedJob, video: Path, config: VideoConfig
+    job: DecodedJob, video: Path, config: VideoConfig, focus: Sequence[tuple[float, Any]] = ()
 ) -> Callable[[float, float], tuple[str, str]]:
     """Part 1's clip stage for part 2: ``(start, end) -> (clip.mp4, thumbnail.jpg)`` in the job's
     ``clips/`` dir, named by the range; an existing clip is reused (written under a temporary name,
-    then renamed, so a crash never leaves a half clip behind)."""
+    then renamed, so a crash never leaves a half clip behind). A vertical clip's crop follows the
+    ``focus`` boxes seen inside its padded range."""
     import os
 
     from stageflow.video.clips import cut_clip, thumbnail
 
     dest = Path(job.workdir) / "clips"
     opts = config.clips
+    text_times = {t for t, _ in focus}  # kept frames that showed text or objects
 
     def clip(start: float, end: float) -> tuple[str, str]:
         name = f"{round(start * 1000):08d}-{round(end * 1000):08d}"
         mp4, jpg = dest / f"{name}.mp4", dest / f"{name}.jpg"
         if not mp4.is_file():
             part = dest / f".{name}.part.mp4"
+            lo, hi = start - opts.padding_s, end + opts.padding_s
             cut_clip(
-                video, start, end, part, padding_s=opts.padding_s, vertical=opts.vertical, height=opts.height
+                video,
+                start,
+                end,
+                part,
+                padding_s=opts.padding_s,
+                vertical=opts.vertical,
+                height=opts.height,
+                focus=[(t, box) for t, box in focus if lo <= t <= hi],
             )
             os.replace(part, mp4)
         if not jpg.is_file():
-            thumbnail(job, start, end, jpg)
+            thumbnail(job, start, end, jpg, text_times)
         return str(mp4), str(jpg)
 
     return clip
@@ -463,7 +588,11 @@ def analyze_candidates(
         return outcome
     from stageflow.video.channels import influencer_stats
 
-    clipper = make_clipper(job, video, config) if job is not None and video is not None else None
+    clipper = (
+        make_clipper(job, video, config, evidence_boxes(record, job, config.sampling.max_side))
+        if job is not None and video is not None
+        else None
+    )
     try:
         result = run_engine(
             VideoEvidence.from_part1(record, channel=influencer_stats(store, record["id"], config)),

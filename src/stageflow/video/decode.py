@@ -51,6 +51,10 @@ class SamplingConfig:
     analysis_width: int = 320
     max_side: int = 1280
     batch_size: int = 16
+    # a static shot keeps a "steady" frame this often (0: never), so a caption on screen for a while is
+    # seen across its whole window; inference reads a steady frame only when the scene frame it
+    # repeats showed text or objects
+    evidence_interval_s: float = 2.0
 
 
 @dataclass
@@ -60,6 +64,7 @@ class SamplingStats:
     blurry: int = 0
     duplicate: int = 0
     kept_times: list[float] = field(default_factory=list)
+    steady: set[int] = field(default_factory=set)  # indexes of kept steady (repeat) frames
 
 
 def check_file(path: Path) -> None:
@@ -183,6 +188,7 @@ def sample_frames(
         next_t = 0.0
         last_hash: int | None = None
         last_thumb: np.ndarray | None = None
+        last_kept_t = -1e9
         batch: list[Frame] = []
         try:
             for frame in container.decode(stream):
@@ -201,12 +207,22 @@ def sample_frames(
                 dhash = difference_hash(gray)
                 next_t = t + cfg.interval_s
                 thumb = thumbnail(gray)
+                repeat = False
                 if last_hash is not None and last_thumb is not None:
                     moved = float(np.abs(thumb - last_thumb).mean())
                     if hamming(dhash, last_hash) < cfg.min_hash_distance and moved < cfg.min_scene_diff:
-                        st.duplicate += 1
-                        continue
-                last_hash, last_thumb = dhash, thumb
+                        steady_due = (
+                            cfg.evidence_interval_s > 0 and t - last_kept_t >= cfg.evidence_interval_s - 1e-6
+                        )
+                        if not steady_due:
+                            st.duplicate += 1
+                            continue
+                        repeat = True
+                if repeat:
+                    st.steady.add(index)
+                else:
+                    last_hash, last_thumb = dhash, thumb
+                last_kept_t = t
                 scale = min(1.0, cfg.max_side / max(frame.width, frame.height))
                 if scale < 1.0:
                     w = max(2, round(frame.width * scale) // 2 * 2)

@@ -27,6 +27,7 @@ from stageflow.video.decode import (
     sample_frames,
 )
 from stageflow.video.ocrtext import merge
+from stageflow.video.regions import TextSpan, read_regions, spans
 
 JOB_FILE = "job.json"
 
@@ -37,6 +38,7 @@ class KeptFrame:
     index: int
     sharpness: float
     file: str  # relative to the job directory
+    steady: bool = False  # a repeat of the last scene frame, kept for evidence in a static shot
 
 
 @dataclass
@@ -92,7 +94,8 @@ def decode_job(
             for frame in batch:
                 name = f"frame-{frame.index:06d}.jpg"
                 Image.fromarray(frame.image).save(workdir / name, quality=95)
-                job.frames.append(KeptFrame(frame.t, frame.index, frame.sharpness, name))
+                steady = frame.index in stats.steady
+                job.frames.append(KeptFrame(frame.t, frame.index, frame.sharpness, name, steady))
     job.frames_decoded, job.frames_kept = stats.decoded, stats.kept
     (workdir / JOB_FILE).write_text(json.dumps(job.to_dict(), indent=1), encoding="utf-8")
     return job
@@ -124,6 +127,7 @@ class Backends:
     detector: Any = None
     ocr: Sequence[Any] = ()
     language: str | None = None
+    text_regions: Any = None  # a TextDetector: OCR engines then read its boxes' crops (regions.py)
 
 
 @dataclass
@@ -133,6 +137,7 @@ class InferenceResult:
     ocr: list[OcrText]
     batches: int = 0
     max_batch: int = 0
+    texts: list[TextSpan] = field(default_factory=list)  # ``ocr`` folded per on-screen interval
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,13 +160,15 @@ class InferenceResult:
             ocr=[OcrText(**{**o, "box": tuple(o["box"])}) for o in data["ocr"]],
             batches=data.get("batches", 0),
             max_batch=data.get("max_batch", 0),
+            texts=[TextSpan(**{**x, "box": tuple(x["box"])}) for x in data.get("texts", ())],
         )
 
 
-def transcribe(job: DecodedJob, backends: Backends) -> Transcript | None:
+def transcribe(job: DecodedJob, backends: Backends, language: str | None = None) -> Transcript | None:
+    """The job's transcript in ``language`` (default: the run's ``[video] language``)."""
     if backends.transcriber is None or not job.info.has_audio:
         return None
-    transcript = backends.transcriber.transcribe(load_audio(job), backends.language)
+    transcript = backends.transcriber.transcribe(load_audio(job), language or backends.language)
     return clamp(transcript, job.info.duration_s) if job.info.duration_s > 0 else transcript
 
 
@@ -186,21 +193,61 @@ def clamp(transcript: Transcript, duration_s: float) -> Transcript:
 def look(
     job: DecodedJob, backends: Backends, batch_size: int, on_batch: Callable[[int], None] | None = None
 ) -> tuple[list[Detection], list[OcrText], int, int]:
-    """Detection and OCR over kept frames, batch by batch; returns (detections, ocr, batches, max batch)."""
+    """Detection and OCR over kept frames, batch by batch; returns (detections, ocr, batches, max batch).
+
+    Scene frames are always read; a steady frame (a repeat kept in a static shot) only when the scene
+    frame it repeats showed text or objects, so a caption's whole window is covered without reading
+    every second of a static shot that shows nothing."""
     detections: list[Detection] = []
-    reads: list[list[OcrText]] = [[] for _ in backends.ocr]
+    by_region = [e for e in backends.ocr if backends.text_regions is not None and hasattr(e, "recognise")]
+    whole = [e for e in backends.ocr if e not in by_region]
+    reads: list[list[OcrText]] = [[] for _ in range(len(whole) + 1)]
     batches = max_batch = 0
     if backends.detector is None and not backends.ocr:
         return detections, [], 0, 0
+    steady = {f.index for f in job.frames if f.steady}
+
+    boxes: dict[int, list[Any]] = {}  # text boxes per scene frame index, reused by its steady frames
+    reuse: dict[int, list[Any]] = {}  # steady frame index -> its scene frame's boxes
+
+    def run(frames: list[Frame]) -> set[int]:
+        """Detection and OCR of ``frames``; the indexes of the frames that showed something."""
+        if not frames:
+            return set()
+        times: set[float] = set()
+        if backends.detector is not None:
+            found = backends.detector.detect(frames)
+            detections.extend(found)
+            times.update(d.t for d in found)
+        if by_region:
+            got = read_regions(frames, backends.text_regions, by_region, known_boxes=reuse, found_boxes=boxes)
+            reads[0].extend(got)
+            times.update(o.t for o in got)
+        for i, engine in enumerate(whole, start=1):
+            got = engine.read(frames)
+            reads[i].extend(got)
+            times.update(o.t for o in got)
+        return {f.index for f in frames if f.t in times}
+
+    anchor: int | None = None  # the latest scene frame's index
+    shown: set[int] = set()  # scene frames that showed text or objects
     for batch in frame_batches(job, batch_size):
         batches += 1
         max_batch = max(max_batch, len(batch))
-        if backends.detector is not None:
-            detections.extend(backends.detector.detect(batch))
-        for i, engine in enumerate(backends.ocr):
-            reads[i].extend(engine.read(batch))
+        scenes = [f for f in batch if f.index not in steady]
+        shown |= run(scenes)
+        repeats = []
+        for frame in batch:  # in time order: a steady frame repeats the scene frame before it
+            if frame.index not in steady:
+                anchor = frame.index
+            elif anchor is not None and anchor in shown:
+                repeats.append(frame)
+                if boxes.get(anchor):  # a repeat of the scene frame: its text sits in the same boxes
+                    reuse[frame.index] = boxes[anchor]
+        run(repeats)
         if on_batch is not None:
             on_batch(len(batch))
+    detections.sort(key=lambda d: d.t)
     return detections, merge(reads), batches, max_batch
 
 
@@ -208,4 +255,4 @@ def run_inference(job: DecodedJob, backends: Backends, batch_size: int = 16) -> 
     """Transcript, detections and merged OCR of a decoded job."""
     transcript = transcribe(job, backends)
     detections, ocr, batches, max_batch = look(job, backends, batch_size)
-    return InferenceResult(transcript, detections, ocr, batches, max_batch)
+    return InferenceResult(transcript, detections, ocr, batches, max_batch, spans(ocr))

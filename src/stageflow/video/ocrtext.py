@@ -33,18 +33,33 @@ def make_text(
     )
 
 
+def script_share(text: str) -> float:
+    """Share of Hangul, Latin letters and digits among the non-space characters of ``text``: what a
+    caption in Korean or English is made of (misread texture comes out as punctuation, stray CJK or
+    symbols)."""
+    chars = [c for c in text if not c.isspace()]
+    if not chars:
+        return 0.0
+    good = sum(
+        1 for c in chars if c.isdigit() or ("a" <= c.lower() <= "z") or "HANGUL" in unicodedata.name(c, "")
+    )
+    return good / len(chars)
+
+
 @dataclass(frozen=True)
 class NoiseFilter:
-    """Drops low-confidence reads, very short strings and strings with no letter or digit."""
+    """Drops low-confidence reads, very short strings, strings with no letter or digit, and strings
+    where Hangul/Latin letters and digits are under ``min_script_share`` of the characters."""
 
     min_confidence: float = 0.5
     min_chars: int = 2
+    min_script_share: float = 0.6
 
     def keep(self, item: OcrText) -> bool:
         text = item.text.strip()
         if item.confidence < self.min_confidence or len(text.replace(" ", "")) < self.min_chars:
             return False
-        return any(c.isalnum() for c in text)
+        return any(c.isalnum() for c in text) and script_share(text) >= self.min_script_share
 
 
 def _overlap(a: Sequence[float], b: Sequence[float]) -> float:

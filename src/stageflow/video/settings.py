@@ -24,6 +24,8 @@ class SamplingOptions(BaseModel):
     min_scene_diff: float = 6.0
     max_side: int = 1280
     batch_size: int = Field(16, ge=1)
+    # a static shot keeps a frame this often while it shows text or objects (0: scene changes only)
+    evidence_interval_s: float = Field(2.0, ge=0)
 
 
 class ClipOptions(BaseModel):
@@ -58,6 +60,7 @@ class ChannelOptions(BaseModel):
     engagement_rate: float | None = Field(None, ge=0)
     consistency: float | None = Field(None, ge=0, le=1)
     authenticity: float | None = Field(None, ge=0, le=1)
+    language: str | None = None  # what the channel speaks (Whisper's language code, e.g. "ko")
 
 
 class VideoConfig(BaseModel):
@@ -71,6 +74,9 @@ class VideoConfig(BaseModel):
     transcriber: str = "faster-whisper"
     detector: str = "ultralytics"
     ocr: list[str] = Field(default_factory=lambda: ["rapidocr"])
+    # OCR engines read the crops of text boxes that rapidocr's detector finds once per frame (false:
+    # each engine reads whole frames)
+    ocr_regions: bool = True
     analyzer: str = "rules"
     commerce: str = ""  # e.g. "coupang"; "" -> no commerce (candidates route to filtered_no_coupang)
     commerce_limit: int = Field(10, ge=1)  # search results considered per keyword variant
@@ -102,9 +108,9 @@ class VideoConfig(BaseModel):
         for key, value in (self.model_extra or {}).items():
             if not isinstance(value, dict):
                 raise ValueError(
-                    f"unknown key '{key}' (known: transcriber, detector, ocr, analyzer, commerce, "
-                    "commerce_limit, sinks, ppl_patterns, channel, channels, review_in_ui, review_timeout_s, "
-                    "review_poll_s, language, sampling, clips, or a "
+                    f"unknown key '{key}' (known: transcriber, detector, ocr, ocr_regions, analyzer, "
+                    "commerce, commerce_limit, sinks, ppl_patterns, channel, channels, review_in_ui, "
+                    "review_timeout_s, review_poll_s, language, sampling, clips, or a "
                     "[video.<backend>] table)"
                 )
         return self
