@@ -116,6 +116,18 @@ class RsyncTransportConfig(BaseModel):
     compress: bool | None = None
 
 
+#: rsync's lines that say *why* a file was not transferred, preferred over its summary line
+#: ("some files/attrs were not transferred").
+_RSYNC_REASONS = (
+    "could not make way",
+    "cannot delete non-empty directory",
+    "denied",
+    "No space left",
+    "Read-only file system",
+    "Disk quota",
+    "File name too long",
+    "Invalid or incomplete multibyte",
+)
 _SENT = re.compile(r"Total bytes sent:\s*([\d,.]+)")
 
 
@@ -166,7 +178,10 @@ class RsyncTransport:
             proc.returncode = 0  # parents of deleted paths are absent by design (--delete-missing-args)
         if proc.returncode != 0:
             err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            detail = next((ln for ln in err if "denied" in ln), err[-1] if err else f"exit {proc.returncode}")
+            detail = next(
+                (ln for ln in err if any(why in ln for why in _RSYNC_REASONS)),
+                err[-1] if err else f"exit {proc.returncode}",
+            )
             kind = "unreachable" if proc.returncode == 255 else "failed"
             raise JobFailed(f"rsync to {dest} {kind} (exit {proc.returncode}): {detail}")
         if changes.progress is not None:
