@@ -95,6 +95,15 @@ def close_masters(ssh_command: str = "ssh") -> int:
     return closed
 
 
+#: What a hook that does not ask for more gets from stageflow's environment.
+_CLEAN_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR")
+
+
+def clean_environment() -> dict[str, str]:
+    """The minimal environment of a user's hook: PATH, HOME, user, shell, locale, terminal, TZ."""
+    return {k: v for k, v in os.environ.items() if k in _CLEAN_ENV or (k.startswith("LC_") and k.isupper())}
+
+
 def is_remote(spec: str) -> bool:
     return bool(_REMOTE.match(spec)) and not os.path.exists(spec)
 
@@ -277,13 +286,22 @@ class LocalTarget(Target):
         )
 
     def run(
-        self, command: str, cwd_rel: str = "", env: dict[str, str] | None = None, timeout: float | None = None
+        self,
+        command: str,
+        cwd_rel: str = "",
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        inherit_env: bool = True,
     ) -> subprocess.CompletedProcess[str]:
+        """Run a shell command in the deployed tree. ``inherit_env=False``: the command gets only a
+        minimal environment (PATH, HOME, locale, ...) plus ``env`` (a user's hook: no stray secrets)."""
+        base = dict(os.environ) if inherit_env else clean_environment()
         return subprocess.run(
             command,
             shell=True,
             cwd=self.join(cwd_rel),
-            env={**os.environ, **(env or {})},
+            env={**base, **(env or {})},
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -568,10 +586,23 @@ class SshTarget(Target):
         return self.sh("hostname").stdout.strip()
 
     def run(
-        self, command: str, cwd_rel: str = "", env: dict[str, str] | None = None, timeout: float | None = None
+        self,
+        command: str,
+        cwd_rel: str = "",
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        inherit_env: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in (env or {}).items())
-        return self.sh(f"cd {self._q(cwd_rel)} && {exports}{command}", timeout=timeout, check=False)
+        """Run a shell command in the deployed tree on the host (its login environment). Values in
+        ``env`` travel on the session's stdin, never on a command line (``ps`` on either machine)."""
+        if not env:
+            return self.sh(f"cd {self._q(cwd_rel)} && {command}", timeout=timeout, check=False)
+        for name in env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"not an environment variable name: {name!r}")
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+        script = f'cd {self._q(cwd_rel)} && eval "$(cat)" && {{ {command}\n}} </dev/null'
+        return self.sh(script, stdin=exports, timeout=timeout, check=False)
 
     def run_quiet(self, command: str, cwd_rel: str = "") -> None:
         """Run a one-line shell command in ``cwd_rel``, output discarded and failures ignored: through
