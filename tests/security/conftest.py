@@ -124,6 +124,31 @@ class HostileUser:
 
 
 @pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory other users can traverse (pytest's tmp_path is private to its user)."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="stageflow-security-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def others_python() -> tuple[list[str], dict[str, str]]:
+    """A Python another user can run with stageflow importable: the system interpreter (the venv's
+    lives under /root) processing the venv's site-packages (its .pth files: the editable install)."""
+    import sysconfig
+
+    system = shutil.which("python3", path="/usr/bin:/bin")
+    if system is None:
+        pytest.skip("no system python3 for the second user")
+    site_dir = sysconfig.get_paths()["purelib"]
+    boot = f"import site; site.addsitedir({site_dir!r}); import sys; sys.argv[0] = 'stageflow'; "
+    return [system, "-c", boot + "from stageflow.cli import main; main(sys.argv[1:])"], {}
+
+
+@pytest.fixture
 def hostile_user() -> Iterator[HostileUser]:
     """A second local user, made with useradd for this test and removed after it."""
     if os.geteuid() != 0:

@@ -9,6 +9,7 @@ file contents, and never follows symlinks out of its root when removing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -20,13 +21,14 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import IO
 
-from stageflow.errors import JobFailed
+from stageflow.errors import JobFailed, Refused
 
 STATE_DIR = ".stageflow"
 _REMOTE = re.compile(r"^(?P<host>(?:[^@/:\s]+@)?[^@/:\s]+):(?P<path>.*)$")
+#: Files read only when at most this many bytes (the role marker: one line).
+_SMALL_FILES = {f"{STATE_DIR}/role": 4096}
 #: Default lifetime of the ssh master after a sync (``ssh_persist``).
 DEFAULT_PERSIST = 600.0
 #: A unix socket path holds at most 107 bytes; ssh first binds "<ControlPath>.<16 random chars>".
@@ -240,13 +242,75 @@ class LocalTarget(Target):
     def exists(self) -> bool:
         return os.path.isdir(self.root)
 
-    def read_text(self, rel: str) -> str | None:
+    def check_state_dir(self) -> None:
+        """Refuse a ``.stageflow`` that is a symlink: the lock, manifest and role marker would be
+        read and written in whatever directory it points to (another target)."""
+        path = self.join(STATE_DIR)
         try:
-            return Path(self.join(rel)).read_text(encoding="utf-8")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise Refused(
+                f"{path} is a symlink (to {os.readlink(path)}): stageflow keeps a target's lock, "
+                "manifest and role marker only in a real directory; replace the link with a directory "
+                f"and run `stageflow target init {self.spec} --role ROLE`"
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise Refused(f"{path} is not a directory: remove it and run `stageflow target init`")
+
+    def read_text(self, rel: str) -> str | None:
+        """A text file of the target; None when missing. Never blocks on a FIFO or device: a path that
+        is not a regular file, unreadable, or not UTF-8 is Refused (exit 3), naming it. Files under
+        ``.stageflow`` are never read through a symlink, and the role marker only when small."""
+        path = self.join(rel)
+        state = rel == STATE_DIR or rel.startswith(STATE_DIR + "/")
+        if state:
+            self.check_state_dir()
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if state else 0)
+        try:
+            fd = os.open(path, flags)
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise Refused(
+                    f"{path} is a symlink: stageflow reads its own state only from real files; "
+                    "remove the link"
+                ) from None
+            raise Refused(f"cannot read {path} ({exc.strerror}): check its owner and permissions") from None
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                return None
+            if not stat.S_ISREG(st.st_mode):
+                raise Refused(
+                    f"{path} is not a regular file (a FIFO, socket or device): remove or replace it"
+                )
+            limit = _SMALL_FILES.get(rel)
+            if limit is not None and st.st_size > limit:
+                raise Refused(
+                    f"{path} is {st.st_size} bytes, not a role marker (at most {limit}): "
+                    f"rewrite it with `stageflow target init {self.spec} --role ROLE`"
+                )
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        except OSError as exc:
+            raise Refused(f"cannot read {path} ({exc.strerror}): check the file") from None
+        finally:
+            os.close(fd)
+        try:
+            return b"".join(chunks).decode("utf-8")
+        except UnicodeDecodeError:
+            raise Refused(
+                f"{path} is not UTF-8 text: rewrite it (for the role marker: "
+                f"`stageflow target init {self.spec} --role ROLE`)"
+            ) from None
 
     def write_text(self, rel: str, text: str, mode: int = 0o644) -> None:
+        if rel.startswith(STATE_DIR + "/"):
+            self.check_state_dir()
         path = self.join(rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".stageflow-tmp-")
@@ -265,6 +329,8 @@ class LocalTarget(Target):
             os.unlink(self.join(rel))
 
     def append_text(self, rel: str, text: str) -> None:
+        if rel.startswith(STATE_DIR + "/"):
+            self.check_state_dir()
         path = self.join(rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:
@@ -277,6 +343,7 @@ class LocalTarget(Target):
         return socket.gethostname()
 
     def snapshot(self, files: list[str], env: list[str], links: list[str]) -> Snapshot:
+        self.check_state_dir()
         return Snapshot(
             self.spec,
             {rel: self.read_text(rel) for rel in files},
@@ -347,8 +414,10 @@ class LocalTarget(Target):
     @contextlib.contextmanager
     def lock(self, timeout: float, read: tuple[str, ...] = ()) -> Iterator[Held]:
         """Hold the target's lock; the Held it yields has the files in ``read``, read under it."""
+        self.check_state_dir()
         os.makedirs(self.join(STATE_DIR), exist_ok=True)
-        fd = os.open(self.join(f"{STATE_DIR}/lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        self.check_state_dir()
+        fd = os.open(self.join(f"{STATE_DIR}/lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             deadline = time.monotonic() + timeout
             while True:
