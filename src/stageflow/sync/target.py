@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import IO
 
 from stageflow.errors import JobFailed, Refused
@@ -56,17 +57,41 @@ def control_dir(create: bool = True) -> str | None:
         path = str(settings.socket_dir("ssh", _SOCKET_PATH_MAX - 50, create=create))
     except (SettingsError, OSError):
         return None
+    why = settings.untrusted_ancestor(Path(path))
+    if why is not None:
+        # Another user could swap the directory between our check and ssh's use of the path (ssh
+        # does not check who serves a ControlPath): every sync then uses its own private master.
+        if create:
+            _warn_once_ssh(f"persistent ssh masters not used: {why} (above {path}); make it private")
+        return None
     if not create:
         return path if os.path.isdir(path) else None
     try:
-        st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            return None  # a symlink or someone else's directory: never put our sockets there
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None  # a symlink or not a directory: never put our sockets there
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid():
+            return None  # someone else's directory
         if stat.S_IMODE(st.st_mode) != 0o700:
-            os.chmod(path, 0o700)
+            os.fchmod(fd, 0o700)  # the directory we checked, not whatever the name points to now
     except OSError:
         return None
+    finally:
+        os.close(fd)
     return path
+
+
+_ssh_warned: set[str] = set()
+
+
+def _warn_once_ssh(message: str) -> None:
+    import logging
+
+    if message not in _ssh_warned:
+        _ssh_warned.add(message)
+        logging.getLogger("stageflow.sync").warning(message)
 
 
 def close_masters(ssh_command: str = "ssh") -> int:
