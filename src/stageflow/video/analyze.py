@@ -171,12 +171,13 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pick_downloader(plugins: StageflowPluginManager, url: str) -> Any:
-    """The first downloader that handles ``url``; third-party ones (e.g. yt-dlp) before built-ins."""
+def pick_downloader(plugins: StageflowPluginManager, url: str, config: VideoConfig | None = None) -> Any:
+    """The first downloader that handles ``url``; third-party ones (e.g. yt-dlp) before built-ins.
+    Each is built with its ``[video.<name>]`` table (``[video.http] max_bytes``)."""
     registry = plugins.registry("downloaders")
     specs = sorted(registry.specs(), key=lambda s: s.distribution == "stageflow")
     for spec in specs:
-        backend = registry.build(spec.name, None)
+        backend = registry.build(spec.name, config.options(spec.name) if config is not None else None)
         if backend.can_handle(url):
             return backend
     raise BadInput(
@@ -185,10 +186,12 @@ def pick_downloader(plugins: StageflowPluginManager, url: str) -> Any:
     )
 
 
-def acquire(ref: VideoRef, plugins: StageflowPluginManager, downloads: Path) -> Path:
+def acquire(
+    ref: VideoRef, plugins: StageflowPluginManager, downloads: Path, config: VideoConfig | None = None
+) -> Path:
     """A local file for ``ref`` (downloaded when it is a URL), checked before decoding."""
     path = (
-        pick_downloader(plugins, ref.location).download(ref.location, downloads)
+        pick_downloader(plugins, ref.location, config).download(ref.location, downloads)
         if _is_url(ref.location)
         else Path(ref.location).expanduser()
     )
@@ -276,7 +279,7 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
         return empty_record(ref)
     try:
         stage("fetch")
-        path = acquire(ref, ctx.plugins, ctx.out_dir / "downloads")
+        path = acquire(ref, ctx.plugins, ctx.out_dir / "downloads", ctx.config)
         sha = sha256_file(path)
         key = f"{ref.id}|{sha}|{config_key(ctx.config)}"
         stored = None if ctx.force else stored_result(ctx.store, key)
