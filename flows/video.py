@@ -198,7 +198,7 @@ def decode_task(ref: dict[str, Any], video: dict[str, Any], out: str, force: boo
 
     config = VideoConfig.model_validate(video)
     vref = analyze.VideoRef(**ref)
-    path = analyze.acquire(vref, get_plugin_manager(), Path(out) / "downloads")
+    path = analyze.acquire(vref, get_plugin_manager(), Path(out) / "downloads", config)
     sha = analyze.sha256_file(path)
     key = f"{vref.id}|{sha}|{analyze.config_key(config)}"
     store = open_store()

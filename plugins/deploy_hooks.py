@@ -3,6 +3,8 @@ environment variable, mode 600), ``shell`` (a command in the deployed directory,
 remote), ``template-merge`` (merge a package.json scripts template, with a timestamped backup),
 ``pm2`` (reload or start an ecosystem config, then save) and ``health`` (HTTP GET until 2xx).
 
+A shell hook gets a clean environment (PATH, HOME, locale...) plus exactly its ``pass_env`` names;
+over ssh their values travel on the session's stdin, never on a command line.
 Hooks act through the DeployContext's target only. They never log or raise secret values: env-file
 reports the file it wrote and the byte count, nothing of the contents.
 """
@@ -91,7 +93,11 @@ class ShellHook:
         env = {k: os.environ[k] for k in self.config.pass_env if k in os.environ}
         try:
             proc = context.target.run(
-                self.config.run, cwd_rel=context.directory, env=env, timeout=self.config.timeout
+                self.config.run,
+                cwd_rel=context.directory,
+                env=env,
+                timeout=self.config.timeout,
+                inherit_env=False,  # a clean environment plus exactly the pass_env names
             )
         except Exception as exc:  # subprocess.TimeoutExpired and friends
             return HookOutcome("shell", "failed", f"`{self.config.run}`: {type(exc).__name__}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,15 @@ class JsonlSink:
             return 0
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{table}.jsonl"
+        lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            self._rewrite(path, records)
+        finally:
+            os.close(lock_fd)  # releases the lock
+        return len(records)
+
+    def _rewrite(self, path: Path, records: Sequence[Mapping[str, Any]]) -> None:
         lines: dict[Any, str] = {}
         loose: list[str] = []
         if path.exists():
@@ -77,14 +88,18 @@ class JsonlSink:
                 loose.append(line)
             else:
                 lines[ident] = line
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(lines.values())
-            fh.writelines(loose)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        return len(records)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.writelines(lines.values())
+                fh.writelines(loose)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 @hookimpl

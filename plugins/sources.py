@@ -1,9 +1,13 @@
 """Built-in sources: ``rss`` (RSS/Atom and YouTube channel feeds), ``folder`` (local video files) and
-``urls`` (direct media URLs, fetched later by a downloader)."""
+``urls`` (direct media URLs, fetched later by a downloader).
+
+A feed entry without guid or link gets an id derived from its content; a feed answer that is empty
+or an HTML page is reported with a warning instead of a silent "found 0"."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,7 +38,13 @@ class RssSource:
         self.config = config
 
     def discover(self) -> list[MediaItem]:
-        from stageflow.video.feeds import FeedFilter, filter_items, parse_feed, read_feed_bytes
+        from stageflow.video.feeds import (
+            FeedFilter,
+            filter_items,
+            not_a_feed,
+            parse_feed,
+            read_feed_bytes,
+        )
 
         rule = FeedFilter(self.config.max_age_days, self.config.skip_shorts, tuple(self.config.keywords))
         items: list[MediaItem] = []
@@ -42,6 +52,11 @@ class RssSource:
         for feed in self.config.feeds:
             data = read_feed_bytes(feed, self.config.timeout_s, self.config.retries, self.config.backoff_s)
             parsed = parse_feed(data, "rss")
+            why = not_a_feed(data) if not parsed else None
+            if why is not None:
+                logging.getLogger("stageflow.sources").warning(
+                    "stageflow: warning: feed %s: %s (0 items): check the feed URL", feed, why
+                )
             every.extend(parsed)
             items.extend(filter_items(parsed, rule))
         if self.config.channel_stats:

@@ -9,6 +9,7 @@ anything else on the target, and never follows a symlink (links are copied as li
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -31,8 +32,83 @@ class LocalTransportConfig(BaseModel):
     fsync: bool = False  # fsync each file before the rename (slower, survives power loss)
 
 
+class _Tree:
+    """The target directory, walked the way ``openat`` allows: every parent of a path is opened
+    relative to its own parent with ``O_NOFOLLOW``, so a symlink planted on the target is never
+    followed; like rsync, a symlink (or file) where the source has a directory is replaced by a real
+    directory. Directory descriptors are cached (a bounded number) while one transfer runs."""
+
+    _MAX_OPEN = 128
+
+    def __init__(self, root: str):
+        self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._fds: dict[str, int] = {}
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        os.close(self.root_fd)
+
+    def parent(self, rel: str, create: bool) -> tuple[int, str] | None:
+        """(fd of the real directory holding ``rel``, its last name); None when ``create`` is false
+        and a parent is missing or not a real directory."""
+        directory, _, name = rel.rpartition("/")
+        if not directory:
+            return self.root_fd, name
+        cached = self._fds.get(directory)
+        if cached is not None:
+            return cached, name
+        fd = self.root_fd
+        opened: list[int] = []
+        try:
+            for part in directory.split("/"):
+                child = self._open_dir(fd, part, create)
+                if child is None:
+                    return None
+                opened.append(child)
+                fd = child
+        except BaseException:
+            for o in opened:
+                os.close(o)
+            raise
+        for o in opened[:-1]:
+            os.close(o)
+        if len(self._fds) >= self._MAX_OPEN:
+            for old in self._fds.values():
+                os.close(old)
+            self._fds.clear()
+        self._fds[directory] = fd
+        return fd, name
+
+    def forget(self, directory: str) -> None:
+        """Drop cached descriptors of ``directory`` and below (it was removed)."""
+        for key in [k for k in self._fds if k == directory or k.startswith(directory + "/")]:
+            os.close(self._fds.pop(key))
+
+    @staticmethod
+    def _open_dir(parent: int, name: str, create: bool) -> int | None:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(name, flags, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                return None
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            if not create:
+                return None
+            # a symlink (ELOOP) or a file (ENOTDIR) where the source has a directory: replace it
+            os.unlink(name, dir_fd=parent)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o755, dir_fd=parent)
+        return os.open(name, flags, dir_fd=parent)
+
+
 class LocalTransport:
-    """Copy changed files into a local directory: stage all, then rename all, then delete."""
+    """Copy changed files into a local directory: stage all, then rename all, then delete. Paths on
+    the target are reached through real directories only (see :class:`_Tree`)."""
 
     def __init__(self, config: LocalTransportConfig):
         self.config = config
@@ -44,64 +120,91 @@ class LocalTransport:
             raise BadInput(
                 f"transport 'local' cannot reach {dest}: use transport = \"rsync\" for ssh targets"
             )
-        root = Path(dest)
-        staged: list[tuple[str, str]] = []
+        tree = _Tree(dest)
+        try:
+            return self._send(source, dest, changes, tree)
+        finally:
+            tree.close()
+
+    def _send(self, source: Path, dest: str, changes: Any, tree: _Tree) -> TransferStats:
+        staged: list[tuple[str, str, str]] = []  # (parent rel, temp name, final name)
         sent = 0
         try:
-            made: set[Path] = set()
             for n, rel in enumerate(changes.to_send):
                 src = source / rel
-                dst = root / rel
-                if dst.parent not in made:
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    made.add(dst.parent)
-                tmp = str(dst.parent / f"{_TMP_PREFIX}{os.getpid()}-{n}")
+                found = tree.parent(rel, create=True)
+                assert found is not None
+                dir_fd, name = found
+                parent_rel = rel.rpartition("/")[0]
+                tmp = f"{_TMP_PREFIX}{os.getpid()}-{n}"
                 st = src.lstat()
-                if os.path.islink(src):
-                    os.symlink(os.readlink(src), tmp)
-                    staged.append((tmp, str(dst)))
-                    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(src), tmp, dir_fd=dir_fd)
+                    staged.append((parent_rel, tmp, name))
+                    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
                 else:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    staged.append((tmp, str(dst)))
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                    fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+                    staged.append((parent_rel, tmp, name))
                     with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
                         shutil.copyfileobj(inp, out, 1 << 20)
                         if self.config.fsync:
                             out.flush()
                             os.fsync(out.fileno())
-                    os.chmod(tmp, stat.S_IMODE(st.st_mode))
-                    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+                        os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
+                        out.flush()
+                        os.utime(out.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
                     sent += st.st_size
                 if changes.progress is not None:
                     changes.progress(rel, sent)
         except OSError as exc:
-            for tmp, _ in staged:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+            for parent_rel, tmp, _ in staged:
+                found = tree.parent(f"{parent_rel}/{tmp}" if parent_rel else tmp, create=False)
+                if found is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=found[0])
             what = exc.filename or dest
             reason = exc.strerror or type(exc).__name__
+            hint = (
+                "free space on the target's disk"
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                else "check the target's owner and permissions"
+            )
             raise JobFailed(
-                f"cannot write {what} on target ({reason}); nothing was changed: "
-                "check the target's owner and permissions"
+                f"cannot write {what} on target ({reason}); nothing was changed: {hint}"
             ) from None
-        for tmp, dst in staged:
-            if os.path.isdir(dst) and not os.path.islink(dst):
-                shutil.rmtree(dst)  # a directory replaced by a file in the source
-            os.replace(tmp, dst)
+        for parent_rel, tmp, name in staged:
+            found = tree.parent(f"{parent_rel}/{tmp}" if parent_rel else tmp, create=True)
+            assert found is not None
+            dir_fd = found[0]
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISDIR(os.lstat(name, dir_fd=dir_fd).st_mode):
+                    shutil.rmtree(name, dir_fd=dir_fd)  # a directory replaced by a file in the source
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         deleted = 0
         for rel in changes.deleted:
-            path = root / rel
+            found = tree.parent(rel, create=False)
+            if found is None:
+                continue  # a parent is gone or is not a real directory: nothing of ours there
+            dir_fd, name = found
             try:
-                path.unlink()
+                if stat.S_ISDIR(os.lstat(name, dir_fd=dir_fd).st_mode):
+                    continue
+                os.unlink(name, dir_fd=dir_fd)
                 deleted += 1
             except FileNotFoundError:
                 continue
-            except IsADirectoryError:
-                continue
-            parent = path.parent
-            while parent != root and parent.is_dir() and not any(parent.iterdir()):
-                parent.rmdir()
-                parent = parent.parent
+            parts = rel.split("/")[:-1]
+            while parts:
+                up = tree.parent("/".join(parts), create=False)
+                if up is None:
+                    break
+                try:
+                    os.rmdir(parts[-1], dir_fd=up[0])
+                except OSError:
+                    break
+                tree.forget("/".join(parts))
+                parts.pop()
         return TransferStats(files=len(staged), bytes=sent, deleted=deleted)
 
 
@@ -116,6 +219,18 @@ class RsyncTransportConfig(BaseModel):
     compress: bool | None = None
 
 
+#: rsync's lines that say *why* a file was not transferred, preferred over its summary line
+#: ("some files/attrs were not transferred").
+_RSYNC_REASONS = (
+    "could not make way",
+    "cannot delete non-empty directory",
+    "denied",
+    "No space left",
+    "Read-only file system",
+    "Disk quota",
+    "File name too long",
+    "Invalid or incomplete multibyte",
+)
 _SENT = re.compile(r"Total bytes sent:\s*([\d,.]+)")
 
 
@@ -166,7 +281,10 @@ class RsyncTransport:
             proc.returncode = 0  # parents of deleted paths are absent by design (--delete-missing-args)
         if proc.returncode != 0:
             err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            detail = next((ln for ln in err if "denied" in ln), err[-1] if err else f"exit {proc.returncode}")
+            detail = next(
+                (ln for ln in err if any(why in ln for why in _RSYNC_REASONS)),
+                err[-1] if err else f"exit {proc.returncode}",
+            )
             kind = "unreachable" if proc.returncode == 255 else "failed"
             raise JobFailed(f"rsync to {dest} {kind} (exit {proc.returncode}): {detail}")
         if changes.progress is not None:

@@ -103,11 +103,54 @@ def checked_private(path: Path, kind: int, what: str) -> bool:
     return True
 
 
+def untrusted_ancestor(path: Path) -> str | None:
+    """Why someone else could rename or replace ``path`` (or a directory above it), or None: a
+    directory on the way to / (the path as written and as resolved) owned by another non-root user,
+    or writable by group or others without the sticky bit (as /tmp has). A check on ``path`` itself
+    is worth nothing while another user can swap it between the check and the use."""
+    uid = os.getuid()
+    absolute = Path(os.path.abspath(path))
+    seen: set[Path] = set()
+    for chain in (absolute.parents, Path(os.path.realpath(absolute)).parents):
+        for directory in chain:
+            if directory in seen:
+                continue
+            seen.add(directory)
+            try:
+                st = os.stat(directory)
+            except OSError:
+                continue
+            if st.st_uid not in (uid, 0):
+                return f"{directory} belongs to uid {st.st_uid}"
+            if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+                return f"{directory} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
 def private_socket_dir(name: str, max_len: int, *, create: bool = True) -> Path | None:
     """:func:`socket_dir`, checked: None when it does not exist (``create=False``); raises
-    :class:`UnsafeSocket` for a directory owned by someone else or open to others."""
-    path = socket_dir(name, max_len, create=create)
+    :class:`UnsafeSocket` for a directory owned by someone else or open to others, or one that
+    another user could swap (see :func:`untrusted_ancestor`: a world-writable STAGEFLOW_HOME)."""
+    path = socket_dir(name, max_len, create=False)
+    why = untrusted_ancestor(path)
+    if why is not None:
+        raise UnsafeSocket(f"{path}: {why}, so another user could swap the socket directory")
+    if create:
+        path = socket_dir(name, max_len, create=True)
     return path if checked_private(path, stat.S_IFDIR, "directory") else None
+
+
+def open_private_dir(path: Path) -> int:
+    """Open ``path`` once (no symlink followed) and check the open directory itself: a descriptor of
+    a private directory of this user, or UnsafeSocket. Use it by descriptor from then on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UnsafeSocket(f"{path}: cannot open ({exc.strerror})") from None
+    if not private(os.fstat(fd), stat.S_IFDIR):
+        os.close(fd)
+        raise UnsafeSocket(f"{path}: not a directory of uid {os.getuid()} with mode 0700")
+    return fd
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")

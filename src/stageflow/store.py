@@ -2,7 +2,8 @@
 online backup and checksum-verified restore.
 
 Only this module writes SQL. It never deletes user data implicitly: a restore whose checksum does
-not match is refused before the live database is touched.
+not match, or a file that is not a sound stageflow store (not SQLite, damaged, another application's
+database), is refused before the live database is touched; a restore migrates a private copy first.
 """
 
 from __future__ import annotations
@@ -498,7 +499,42 @@ class Store:
                 f"backup {source} does not match {checksum.name} (sha256 {actual[:12]}… != {expected[:12]}…):"
                 " the file is corrupt or was changed; nothing was restored"
             )
-        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        self._check_backup(source)
+        # Migrate a private copy first: the live store is written only once the copy is a good,
+        # current store (a failure anywhere before leaves it exactly as it was).
+        import tempfile
+
+        fd, tmp_name = tempfile.mkstemp(dir=self.path.parent, prefix=".restore-", suffix=".db")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+            copy = sqlite3.connect(tmp)
+            try:
+                src.backup(copy)
+            finally:
+                src.close()
+                copy.close()
+            staged = Store(tmp)
+            try:
+                staged.migrate()
+                staged.conn.backup(self.conn)
+            finally:
+                staged.close()
+        except sqlite3.DatabaseError as exc:
+            raise IntegrityError(f"backup {source} cannot be restored ({exc}); nothing restored") from None
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+
+    @staticmethod
+    def _check_backup(source: Path) -> None:
+        """Refuse (IntegrityError, exit 3) a file that is not a sound stageflow store: not SQLite,
+        damaged, or another application's database (its tables are not stageflow's at its version)."""
+        try:
+            src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise IntegrityError(f"backup {source} cannot be opened ({exc}); nothing restored") from None
         try:
             ok = src.execute("PRAGMA integrity_check").fetchone()[0]
             if ok != "ok":
@@ -508,10 +544,48 @@ class Store:
             version = int(src.execute("PRAGMA user_version").fetchone()[0])
             if version > LATEST_VERSION:
                 raise BadInput(f"backup {source} has schema {version}, newer than this stageflow: upgrade")
-            src.backup(self.conn)
+            found = _schema(src)
+        except sqlite3.DatabaseError as exc:
+            raise IntegrityError(
+                f"backup {source} is not a readable SQLite database ({exc}); nothing restored: "
+                "pass a .db file written by `stageflow db backup`"
+            ) from None
         finally:
             src.close()
-        self.migrate()
+        expected = _expected_schema(version)
+        wrong = sorted(t for t, cols in expected.items() if found.get(t) != cols)
+        if version < 1 or wrong:
+            detail = f"schema version {version}" if version < 1 else f"tables {', '.join(wrong[:3])} differ"
+            raise IntegrityError(
+                f"backup {source} is not a stageflow store ({detail}); nothing restored: "
+                "pass a .db file written by `stageflow db backup`"
+            )
+
+
+def _schema(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """Table -> column names of a database."""
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    return {t: [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')] for t in tables}
+
+
+def _expected_schema(version: int) -> dict[str, list[str]]:
+    """The tables a stageflow store at ``version`` has (the migrations replayed in memory)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for v, sql in MIGRATIONS:
+            if v > version:
+                break
+            for statement in (s.strip() for s in sql.split(";")):
+                if statement:
+                    conn.execute(statement)
+        return _schema(conn)
+    finally:
+        conn.close()
 
 
 def open_store(path: Path | None = None, *, migrate: bool = True) -> Store:

@@ -72,6 +72,8 @@ def backend_refs(cfg: Any) -> Iterator[BackendRef]:
             for name in names:
                 if name:  # "" switches a stage off
                     yield BackendRef(kind, name, v.options(name), f"[video] {key}")
+        if "http" in (v.model_extra or {}):  # the built-in downloader's options (max_bytes, ...)
+            yield BackendRef("downloaders", "http", v.options("http"), "[video.http]")
 
 
 def _check_backends(cfg: Any, report: Report) -> None:

@@ -19,13 +19,17 @@ import pytest
 from stageflow.sync import server
 
 STAGEFLOW = str(Path(sys.executable).with_name("stageflow"))
+PASS = '["STAGEFLOW_SYNC_SERVED", "MYVAR"]'  # hooks get a clean environment plus these
 HOOK = 'echo \\"served=$STAGEFLOW_SYNC_SERVED my=$MYVAR\\" > hook.out'  # a TOML basic string
 
 
 @pytest.fixture
 def served(cli, project, monkeypatch):
     monkeypatch.setenv(server.ENV, "60")
-    project.env(exclude='["node_modules/", "*.log"]', hooks=f'[{{ use = "shell", run = "{HOOK}" }}]')
+    project.env(
+        exclude='["node_modules/", "*.log"]',
+        hooks=f'[{{ use = "shell", run = "{HOOK}", pass_env = {PASS} }}]',
+    )
     assert cli("target", "init", project.target, "--role", "apiserver")[0] == 0
     yield project
     server.stop_servers()

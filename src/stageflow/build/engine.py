@@ -458,7 +458,13 @@ def _restore(plan: BuildPlan, name: str, cache: Any, result: TaskResult) -> str 
         archive = cache.fetch(key, dest)
         if archive is None:
             return None
-        return outputs.unpack(Path(archive), ws.path, plan.outputs[name])
+        return outputs.unpack(
+            Path(archive),
+            ws.path,
+            plan.outputs[name],
+            task_hash=key,
+            signature_key=getattr(cache, "signature_key", None),
+        )
     except CacheEntryCorrupt as exc:
         result.warnings.append(f"corrupt cache entry treated as a miss: {exc}")
         _discard = getattr(cache, "discard", None)

@@ -312,18 +312,39 @@ def _git_short_sha(source: Path) -> str:
 
 
 def _cleanup_temps(target: LocalTarget | SshTarget, base: str, paths: list[str]) -> None:
-    """Remove temp files a killed transfer may have left beside the paths it was writing."""
-    dirs = sorted({os.path.dirname(p) for p in paths})
-    for d in dirs:
+    """Remove temp files a killed transfer may have left beside the paths it was writing: ours
+    (``.stageflow-tmp-*``), rsync's ``--delay-updates`` directory (``.~tmp~``) and rsync's own
+    in-flight copy of each path (``.<name>.XXXXXX``, six random characters)."""
+    by_dir: dict[str, list[str]] = {}
+    for p in paths:
+        by_dir.setdefault(os.path.dirname(p), []).append(os.path.basename(p))
+    for d in sorted(by_dir):
         rel = "/".join(x for x in (base, d) if x)
+        names = by_dir[d]
         if isinstance(target, LocalTarget):
-            for tmp in glob.glob(os.path.join(glob.escape(target.join(rel)), ".stageflow-tmp-*")):
+            here = glob.escape(target.join(rel))
+            found = glob.glob(os.path.join(here, ".stageflow-tmp-*"))
+            for name in names:
+                found += [
+                    t
+                    for t in glob.glob(os.path.join(here, f".{glob.escape(name)}.*"))
+                    if _rsync_temp(t, name)
+                ]
+            for tmp in found:
                 with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                    if not os.path.isdir(tmp) or os.path.islink(tmp):
+                        os.unlink(tmp)
             with contextlib.suppress(OSError):
                 shutil.rmtree(os.path.join(target.join(rel), ".~tmp~"))
         else:
-            target.run_quiet("rm -rf .~tmp~ .stageflow-tmp-*", cwd_rel=rel)
+            rsync_temps = " ".join(shlex.quote(f".{name}.") + "??????" for name in names)
+            target.run_quiet(f"rm -rf .~tmp~ .stageflow-tmp-*; rm -f -- {rsync_temps}", cwd_rel=rel)
+
+
+def _rsync_temp(path: str, name: str) -> bool:
+    """Whether ``path`` is rsync's temp copy of ``name``: ``.<name>.`` and six letters or digits."""
+    suffix = os.path.basename(path)[len(name) + 2 :]
+    return len(suffix) == 6 and suffix.isalnum() and suffix.isascii()
 
 
 def _prune_empty_dirs(target: LocalTarget | SshTarget, base: str, deleted: list[str]) -> None:

@@ -103,7 +103,7 @@ class SelectionRules:
         """True when a file is excluded, protected, or not selected by a non-empty include list."""
         if self.exclude is not None and self.exclude.match_file(rel):
             return True
-        if self.protect is not None and self.protect.match_file(rel):
+        if self.is_protected(rel):  # "uploads/" protects a source *file* or link named uploads too
             return True
         return self.include is not None and not self.include.match_file(rel)
 

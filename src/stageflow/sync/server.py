@@ -16,7 +16,11 @@ as it was after its imports, and exits after its one request.
 
 Safety:
 - The socket lives in ``$STAGEFLOW_HOME/sync-server`` (mode 0700, refused when owned by someone else
-  or open to others) and the server checks each client's uid (SO_PEERCRED).
+  or open to others) and the server checks each client's uid (SO_PEERCRED). The client checks the
+  server's uid the same way, reaches the socket through its directory opened once and checked (no
+  check-then-use by name), and does not use a server at all (one warning, then in-process) when
+  another user could swap the directory: a STAGEFLOW_HOME, or a directory above it, writable by
+  others without the sticky bit or owned by another user.
 - The socket name is a key over the Python executable and version, the uid and the environment
   variables read once at start-up (PYTHONPATH, the locale and encoding variables,
   STAGEFLOW_LOAD_PLUGINS, STAGEFLOW_DISABLE_PLUGIN_AUTOLOAD); another combination gets its own
@@ -97,14 +101,53 @@ def server_key() -> str:
     return f"{zlib.crc32(data):08x}{zlib.crc32(data[::-1]):08x}"
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"stageflow: warning: {message}\n")
+
+
 def _socket_path(create: bool) -> Path | None:
-    from stageflow.settings import private_socket_dir
+    from stageflow.settings import UnsafeSocket, private_socket_dir
 
     try:
         directory = private_socket_dir("sync-server", _DIR_MAX, create=create)
+    except UnsafeSocket as exc:
+        _warn_once(f"warm sync server not used: {exc}; make STAGEFLOW_HOME private (chmod 700)")
+        return None
     except (OSError, ValueError):
         return None
     return None if directory is None else directory / f"{server_key()}.sock"
+
+
+def _peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end of a connected Unix socket (SO_PEERCRED)."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):
+        return None
+    return struct.unpack("3i", creds)[1]
+
+
+def _connect(sock: socket.socket, path: Path) -> None:
+    """Connect to ``path`` through its directory opened once and checked (no check-then-use by
+    name), then make sure the server is this user's; OSError otherwise (the caller runs in-process)."""
+    from stageflow.settings import UnsafeSocket, open_private_dir
+
+    dir_fd = open_private_dir(path.parent)
+    try:
+        by_fd = f"/proc/self/fd/{dir_fd}/{path.name}"
+        sock.connect(by_fd if os.path.isdir(f"/proc/self/fd/{dir_fd}") else str(path))
+    finally:
+        os.close(dir_fd)
+    uid = _peer_uid(sock)
+    if uid != os.getuid():
+        _warn_once(f"the sync server socket {path} is served by uid {uid}, not by you: not used")
+        raise UnsafeSocket(str(path))
 
 
 def _eligible(args: list[str]) -> bool:
@@ -130,7 +173,7 @@ def forward(args: list[str]) -> int | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(2.0)
-        sock.connect(str(path))
+        _connect(sock, path)
         umask = os.umask(0)
         os.umask(umask)
         request = {

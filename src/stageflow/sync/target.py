@@ -9,6 +9,7 @@ file contents, and never follows symlinks out of its root when removing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -23,10 +24,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from stageflow.errors import JobFailed
+from stageflow.errors import JobFailed, Refused
 
 STATE_DIR = ".stageflow"
 _REMOTE = re.compile(r"^(?P<host>(?:[^@/:\s]+@)?[^@/:\s]+):(?P<path>.*)$")
+#: Files read only when at most this many bytes (the role marker: one line).
+_SMALL_FILES = {f"{STATE_DIR}/role": 4096}
 #: Default lifetime of the ssh master after a sync (``ssh_persist``).
 DEFAULT_PERSIST = 600.0
 #: A unix socket path holds at most 107 bytes; ssh first binds "<ControlPath>.<16 random chars>".
@@ -54,17 +57,41 @@ def control_dir(create: bool = True) -> str | None:
         path = str(settings.socket_dir("ssh", _SOCKET_PATH_MAX - 50, create=create))
     except (SettingsError, OSError):
         return None
+    why = settings.untrusted_ancestor(Path(path))
+    if why is not None:
+        # Another user could swap the directory between our check and ssh's use of the path (ssh
+        # does not check who serves a ControlPath): every sync then uses its own private master.
+        if create:
+            _warn_once_ssh(f"persistent ssh masters not used: {why} (above {path}); make it private")
+        return None
     if not create:
         return path if os.path.isdir(path) else None
     try:
-        st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            return None  # a symlink or someone else's directory: never put our sockets there
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None  # a symlink or not a directory: never put our sockets there
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid():
+            return None  # someone else's directory
         if stat.S_IMODE(st.st_mode) != 0o700:
-            os.chmod(path, 0o700)
+            os.fchmod(fd, 0o700)  # the directory we checked, not whatever the name points to now
     except OSError:
         return None
+    finally:
+        os.close(fd)
     return path
+
+
+_ssh_warned: set[str] = set()
+
+
+def _warn_once_ssh(message: str) -> None:
+    import logging
+
+    if message not in _ssh_warned:
+        _ssh_warned.add(message)
+        logging.getLogger("stageflow.sync").warning(message)
 
 
 def close_masters(ssh_command: str = "ssh") -> int:
@@ -93,6 +120,15 @@ def close_masters(ssh_command: str = "ssh") -> int:
         with contextlib.suppress(OSError):
             os.rmdir(directory)  # the /tmp fallback, when empty
     return closed
+
+
+#: What a hook that does not ask for more gets from stageflow's environment.
+_CLEAN_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR")
+
+
+def clean_environment() -> dict[str, str]:
+    """The minimal environment of a user's hook: PATH, HOME, user, shell, locale, terminal, TZ."""
+    return {k: v for k, v in os.environ.items() if k in _CLEAN_ENV or (k.startswith("LC_") and k.isupper())}
 
 
 def is_remote(spec: str) -> bool:
@@ -231,13 +267,75 @@ class LocalTarget(Target):
     def exists(self) -> bool:
         return os.path.isdir(self.root)
 
-    def read_text(self, rel: str) -> str | None:
+    def check_state_dir(self) -> None:
+        """Refuse a ``.stageflow`` that is a symlink: the lock, manifest and role marker would be
+        read and written in whatever directory it points to (another target)."""
+        path = self.join(STATE_DIR)
         try:
-            return Path(self.join(rel)).read_text(encoding="utf-8")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if stat.S_ISLNK(st.st_mode):
+            raise Refused(
+                f"{path} is a symlink (to {os.readlink(path)}): stageflow keeps a target's lock, "
+                "manifest and role marker only in a real directory; replace the link with a directory "
+                f"and run `stageflow target init {self.spec} --role ROLE`"
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise Refused(f"{path} is not a directory: remove it and run `stageflow target init`")
+
+    def read_text(self, rel: str) -> str | None:
+        """A text file of the target; None when missing. Never blocks on a FIFO or device: a path that
+        is not a regular file, unreadable, or not UTF-8 is Refused (exit 3), naming it. Files under
+        ``.stageflow`` are never read through a symlink, and the role marker only when small."""
+        path = self.join(rel)
+        state = rel == STATE_DIR or rel.startswith(STATE_DIR + "/")
+        if state:
+            self.check_state_dir()
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if state else 0)
+        try:
+            fd = os.open(path, flags)
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise Refused(
+                    f"{path} is a symlink: stageflow reads its own state only from real files; "
+                    "remove the link"
+                ) from None
+            raise Refused(f"cannot read {path} ({exc.strerror}): check its owner and permissions") from None
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                return None
+            if not stat.S_ISREG(st.st_mode):
+                raise Refused(
+                    f"{path} is not a regular file (a FIFO, socket or device): remove or replace it"
+                )
+            limit = _SMALL_FILES.get(rel)
+            if limit is not None and st.st_size > limit:
+                raise Refused(
+                    f"{path} is {st.st_size} bytes, not a role marker (at most {limit}): "
+                    f"rewrite it with `stageflow target init {self.spec} --role ROLE`"
+                )
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        except OSError as exc:
+            raise Refused(f"cannot read {path} ({exc.strerror}): check the file") from None
+        finally:
+            os.close(fd)
+        try:
+            return b"".join(chunks).decode("utf-8")
+        except UnicodeDecodeError:
+            raise Refused(
+                f"{path} is not UTF-8 text: rewrite it (for the role marker: "
+                f"`stageflow target init {self.spec} --role ROLE`)"
+            ) from None
 
     def write_text(self, rel: str, text: str, mode: int = 0o644) -> None:
+        if rel.startswith(STATE_DIR + "/"):
+            self.check_state_dir()
         path = self.join(rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".stageflow-tmp-")
@@ -256,6 +354,8 @@ class LocalTarget(Target):
             os.unlink(self.join(rel))
 
     def append_text(self, rel: str, text: str) -> None:
+        if rel.startswith(STATE_DIR + "/"):
+            self.check_state_dir()
         path = self.join(rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:
@@ -268,6 +368,7 @@ class LocalTarget(Target):
         return socket.gethostname()
 
     def snapshot(self, files: list[str], env: list[str], links: list[str]) -> Snapshot:
+        self.check_state_dir()
         return Snapshot(
             self.spec,
             {rel: self.read_text(rel) for rel in files},
@@ -277,13 +378,22 @@ class LocalTarget(Target):
         )
 
     def run(
-        self, command: str, cwd_rel: str = "", env: dict[str, str] | None = None, timeout: float | None = None
+        self,
+        command: str,
+        cwd_rel: str = "",
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        inherit_env: bool = True,
     ) -> subprocess.CompletedProcess[str]:
+        """Run a shell command in the deployed tree. ``inherit_env=False``: the command gets only a
+        minimal environment (PATH, HOME, locale, ...) plus ``env`` (a user's hook: no stray secrets)."""
+        base = dict(os.environ) if inherit_env else clean_environment()
         return subprocess.run(
             command,
             shell=True,
             cwd=self.join(cwd_rel),
-            env={**os.environ, **(env or {})},
+            env={**base, **(env or {})},
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -329,8 +439,10 @@ class LocalTarget(Target):
     @contextlib.contextmanager
     def lock(self, timeout: float, read: tuple[str, ...] = ()) -> Iterator[Held]:
         """Hold the target's lock; the Held it yields has the files in ``read``, read under it."""
+        self.check_state_dir()
         os.makedirs(self.join(STATE_DIR), exist_ok=True)
-        fd = os.open(self.join(f"{STATE_DIR}/lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        self.check_state_dir()
+        fd = os.open(self.join(f"{STATE_DIR}/lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -568,10 +680,23 @@ class SshTarget(Target):
         return self.sh("hostname").stdout.strip()
 
     def run(
-        self, command: str, cwd_rel: str = "", env: dict[str, str] | None = None, timeout: float | None = None
+        self,
+        command: str,
+        cwd_rel: str = "",
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        inherit_env: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in (env or {}).items())
-        return self.sh(f"cd {self._q(cwd_rel)} && {exports}{command}", timeout=timeout, check=False)
+        """Run a shell command in the deployed tree on the host (its login environment). Values in
+        ``env`` travel on the session's stdin, never on a command line (``ps`` on either machine)."""
+        if not env:
+            return self.sh(f"cd {self._q(cwd_rel)} && {command}", timeout=timeout, check=False)
+        for name in env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"not an environment variable name: {name!r}")
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+        script = f'cd {self._q(cwd_rel)} && eval "$(cat)" && {{ {command}\n}} </dev/null'
+        return self.sh(script, stdin=exports, timeout=timeout, check=False)
 
     def run_quiet(self, command: str, cwd_rel: str = "") -> None:
         """Run a one-line shell command in ``cwd_rel``, output discarded and failures ignored: through

@@ -7,10 +7,12 @@ Network access happens only for a feed URL the user configured; a local path is 
 from __future__ import annotations
 
 import calendar
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from stageflow.errors import BadInput, JobFailed
 from stageflow.stages import MediaItem
@@ -75,6 +77,32 @@ def read_feed_bytes(
     return path.read_bytes()
 
 
+def _content_id(entry: Any) -> str:
+    """An id for an entry with neither guid nor link: a digest of what it says (title, date,
+    summary, enclosures), so distinct items stay distinct and a re-read item keeps its id."""
+    import hashlib
+
+    parts = [
+        entry.get("title", ""),
+        entry.get("published", "") or entry.get("updated", ""),
+        entry.get("summary", ""),
+        *sorted(str(e.get("href") or e.get("url") or "") for e in entry.get("enclosures") or []),
+    ]
+    digest = hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode("utf-8", "surrogateescape"))
+    return "content-" + digest.hexdigest()[:24]
+
+
+def not_a_feed(data: bytes) -> str | None:
+    """Why an answer that parsed to no entries is probably not a feed at all (empty, an HTML page:
+    a login wall, an error page, a moved site), or None."""
+    head = data.lstrip()[:512].lower()
+    if not head:
+        return "the answer is empty"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return "the answer is an HTML page, not RSS/Atom"
+    return None
+
+
 def parse_feed(data: bytes, source: str = "rss") -> list[MediaItem]:
     """Every entry of an RSS/Atom document, newest first as the feed lists them."""
     import feedparser
@@ -91,7 +119,7 @@ def parse_feed(data: bytes, source: str = "rss") -> list[MediaItem]:
     items = []
     for entry in parsed.entries:
         link = entry.get("link", "")
-        item_id = entry.get("yt_videoid") or entry.get("id") or link
+        item_id = entry.get("yt_videoid") or entry.get("id") or link or _content_id(entry)
         thumbs = entry.get("media_thumbnail") or []
         stats = entry.get("media_statistics") or {}
         extra: dict[str, object] = {"views": stats.get("views")} if stats.get("views") else {}
