@@ -27,6 +27,14 @@ os.environ.pop("STAGEFLOW_CONFIG", None)
 # it on where it is the subject.
 os.environ["STAGEFLOW_SYNC_SERVER"] = "0"
 
+# Prefect configures logging once per process, the first time a flow, the CLI or a block needs it; its
+# console handler on the root logger keeps the sys.stderr of that moment. Done here, at session start,
+# that is pytest's session-wide capture: done inside a test, it would be that test's capsys stream,
+# closed when the test ends, and every later warning would print a "--- Logging error ---" traceback.
+from prefect.logging.configuration import setup_logging  # noqa: E402
+
+setup_logging()
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
