@@ -26,6 +26,15 @@ def _schedules(entries: list[dict[str, Any]]) -> list[Any]:
     return out
 
 
+def _concurrency(value: Any) -> Any:
+    """prefect.yaml's ``concurrency_limit`` (an int, or ``{limit, collision_strategy}``)."""
+    if value is None or isinstance(value, int):
+        return value
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
+    return ConcurrencyLimitConfig.model_validate(value)
+
+
 def load_served_deployments(prefect_yaml: Path, only: list[str] | None = None) -> list[Any]:
     """RunnerDeployments for prefect.yaml's deployments (all, or the names in ``only``)."""
     import yaml
@@ -52,6 +61,7 @@ def load_served_deployments(prefect_yaml: Path, only: list[str] | None = None) -
                 parameters=d.get("parameters") or {},
                 schedules=_schedules(d.get("schedules") or []),
                 tags=d.get("tags") or [],
+                concurrency_limit=_concurrency(d.get("concurrency_limit")),
                 entrypoint_type=EntrypointType.MODULE_PATH,
             )
         )
@@ -59,7 +69,14 @@ def load_served_deployments(prefect_yaml: Path, only: list[str] | None = None) -
 
 
 def serve_all(prefect_yaml: Path, only: list[str] | None = None, limit: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. Stopping never pauses the deployments' schedules
+    (``pause_on_shutdown=False``): another ``stageflow serve`` of the same deployments, or the same
+    one restarted, keeps them running."""
+    import os
+
     from prefect import serve
 
+    # Runs are child processes of this one: stageflow's loggers reach their Prefect run logs.
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stageflow")
     deployments = load_served_deployments(prefect_yaml, only)
-    serve(*deployments, limit=limit, print_starting_message=True)
+    serve(*deployments, limit=limit, print_starting_message=True, pause_on_shutdown=False)

@@ -16,21 +16,28 @@ from pydantic import BaseModel, Field
 from stageflow.errors import StageflowError
 from stageflow.orchestration import notify_failure, publish_table
 from stageflow.plugin_manager import get_plugin_manager
+from stageflow.runconfig import resolve_params
 from stageflow.stages import Message
 from stageflow.sync import engine
 
 
 class DeploySyncParams(BaseModel):
-    """Parameters of the deploy_sync flow (a form in the Prefect UI)."""
+    """Parameters of the deploy_sync flow (a form in the Prefect UI). What is not given comes from the
+    project file (``config``, else STAGEFLOW_CONFIG, else SOURCE/stageflow.toml): the notifier from
+    [notify], the environment's profile from [sync.environments]."""
 
     source: str = Field(description="Project root whose working tree ships")
     environment: str = Field(description="Environment name in [sync.environments]")
     target: str | None = Field(default=None, description="Override the profile's target")
-    config: str | None = Field(default=None, description="Project file (default: SOURCE/stageflow.toml)")
+    config: str | None = Field(
+        default=None, description="Project file (default: STAGEFLOW_CONFIG, else SOURCE/stageflow.toml)"
+    )
     dry_run: bool = False
     use_git: bool = Field(default=True, description="Ask git what changed (False: walk the whole tree)")
-    notifier: str = "log"
-    notifier_options: dict[str, Any] = Field(default_factory=dict)
+    notifier: str = Field(default="log", description="Notifier backend (default: [notify] backend)")
+    notifier_options: dict[str, Any] = Field(
+        default_factory=dict, description="Notifier options (default: [notify] options)"
+    )
 
 
 @task(name="safety-net", cache_policy=NO_CACHE)
@@ -73,6 +80,7 @@ def _publish(result: engine.SyncResult) -> None:
 @flow(name="deploy-sync", log_prints=True, on_crashed=[notify_failure])  # failures notify in the flow
 def deploy_sync(params: DeploySyncParams) -> dict[str, Any]:
     """Ship what changed in ``params.source`` to the environment's target; notify on every outcome."""
+    params = resolve_params(params)
     title = f"deploy-sync {params.environment}"
     try:
         result = execute_task(prepare_task(params))

@@ -16,6 +16,7 @@ from stageflow.build import engine
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import JobFailed
 from stageflow.orchestration import notify_failure, publish_markdown, publish_table
+from stageflow.runconfig import resolve_params
 
 
 class SelectiveBuildParams(BaseModel):
@@ -32,7 +33,9 @@ class SelectiveBuildParams(BaseModel):
     fail_fast: bool = False
     dry_run: bool = False
     force: bool = False
-    config: str | None = Field(default=None, description="stageflow.toml (default: REPO/stageflow.toml)")
+    config: str | None = Field(
+        default=None, description="stageflow.toml (default: STAGEFLOW_CONFIG, else REPO/stageflow.toml)"
+    )
     raise_on_failure: bool = Field(default=True, description="End the run Failed when a build fails")
     warm_tsc: bool | None = Field(
         default=None, description="False: every tsc as its own process (default: [build] runner_options)"
@@ -109,6 +112,7 @@ def publish_task(rep: engine.BuildReport) -> dict[str, Any]:
 @flow(name="selective-build", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def selective_build(params: SelectiveBuildParams) -> dict[str, Any]:
     """Build only what a change affects, cached and in parallel."""
+    params = resolve_params(params)
     plan = plan_task(params)
     rep = run_task(plan)
     doc = publish_task(rep)

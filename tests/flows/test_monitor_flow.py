@@ -38,10 +38,22 @@ def test_monitor_flow_tick(tmp_path, health_url):
         f'[[monitor.checks]]\nname = "gone"\nuse = "http"\noptions = {{ url = "{health_url}x", '
         "expect_status = [204] }\n"
     )
-    report = monitor(str(cfg))
+    state = monitor(str(cfg), return_state=True)
+    # a failing check is visible in the run list: a Failed state named for it, the check in its message
+    assert state.is_failed() and state.name == "Checks failing", state
+    assert state.message == "1 of 2 checks failing: gone: " + f"{health_url}x answered HTTP 200"
+    report = state.result(raise_on_failure=False)
     assert [(c["name"], c["ok"]) for c in report["checks"]] == [("web", True), ("gone", False)]
     assert [t["kind"] for t in report["transitions"]] == ["alert"]
-    assert [t["kind"] for t in monitor(str(cfg))["transitions"]] == []
+    again = monitor(str(cfg), return_state=True).result(raise_on_failure=False)
+    assert [t["kind"] for t in again["transitions"]] == []
+
+
+def test_monitor_flow_all_checks_pass_is_completed(tmp_path, health_url):
+    cfg = tmp_path / "stageflow.toml"
+    cfg.write_text(f'[[monitor.checks]]\nname = "web"\nuse = "http"\noptions = {{ url = "{health_url}" }}\n')
+    report = monitor(str(cfg))
+    assert [(c["name"], c["ok"]) for c in report["checks"]] == [("web", True)]
 
 
 def test_work_pool_probe_through_the_prefect_api():

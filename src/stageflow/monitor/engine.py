@@ -9,6 +9,7 @@ failure with the reason, never a crash of the monitor. Never notifies twice for 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -163,6 +164,13 @@ def monitor_once(
     results = run_checks(plugins, config.checks, config.timeout_s)
     transitions, states = evaluate(
         results, store.monitor_states(), now, config.escalate_after_min, config.recover_after
+    )
+    failing = [r.name for r in results if not r.ok]
+    logging.getLogger("stageflow.monitor").info(
+        "monitor tick: %d checks, %d failing%s",
+        len(results),
+        len(failing),
+        f" ({', '.join(failing)})" if failing else "",
     )
     if transitions:
         notifier.notify(message_for(transitions, len(results)))
