@@ -68,15 +68,47 @@ def load_served_deployments(prefect_yaml: Path, only: list[str] | None = None) -
     return deployments
 
 
-def serve_all(prefect_yaml: Path, only: list[str] | None = None, limit: int | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. Stopping never pauses the deployments' schedules
-    (``pause_on_shutdown=False``): another ``stageflow serve`` of the same deployments, or the same
-    one restarted, keeps them running."""
-    import os
+def _runner(limit: int | None) -> Any:
+    """A Prefect Runner whose SIGTERM (and SIGINT) stops the runs it started for real (see
+    :mod:`stageflow.deployments.shutdown`) and never pauses the deployments' schedules."""
+    import asyncio
+    import signal
+    import sys
 
-    from prefect import serve
+    from prefect.runner import Runner
+    from stageflow.deployments.shutdown import crash_runs, started_runs
+
+    class StageflowRunner(Runner):
+        def handle_sigterm(self, signum: int = signal.SIGTERM, *args: Any, **kwargs: Any) -> None:
+            name = signal.Signals(signum).name if isinstance(signum, int) else "SIGTERM"
+            print(f"stageflow serve: {name} received: stopping the runs in progress", flush=True)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut this short
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for line in crash_runs(started_runs(self), f"stageflow serve stopped by {name}"):
+                print(f"stageflow serve: {line}", flush=True)
+            try:  # end start()'s loops; asyncio.run then returns and the process exits 0
+                self._stop_task = asyncio.get_running_loop().create_task(self.astop())
+            except RuntimeError:  # not inside the loop (cannot happen in serve_all): plain exit
+                sys.exit(0)
+
+    runner = StageflowRunner(pause_on_shutdown=False, limit=limit)
+    signal.signal(signal.SIGINT, runner.handle_sigterm)  # start() installs the SIGTERM one
+    return runner
+
+
+def serve_all(prefect_yaml: Path, only: list[str] | None = None, limit: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then stop the runs in progress (processes killed, runs Crashed,
+    notified). Stopping never pauses the deployments' schedules: another ``stageflow serve`` of the
+    same deployments, or this one restarted, keeps them running."""
+    import asyncio
+    import os
 
     # Runs are child processes of this one: stageflow's loggers reach their Prefect run logs.
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stageflow")
     deployments = load_served_deployments(prefect_yaml, only)
-    serve(*deployments, limit=limit, print_starting_message=True, pause_on_shutdown=False)
+    runner = _runner(limit)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+    names = ", ".join(f"{d.flow_name}/{d.name}" for d in deployments)
+    print(f"stageflow serve: serving {len(deployments)} deployment(s): {names}", flush=True)
+    asyncio.run(runner.start())
