@@ -33,8 +33,9 @@ def _docker_worker() -> Any:
     except ModuleNotFoundError as exc:
         from stageflow.errors import BadInput
 
+        missing = (exc.name or "prefect_docker").split(".")[0]
         raise BadInput(
-            f"the gpu work pool needs the docker extra ({exc.name} is not installed): "
+            f"the gpu work pool needs the docker extra ({missing} is not installed): "
             'pip install "stageflow[docker]"'
         ) from None
     return DockerWorker
@@ -103,8 +104,9 @@ def create_pools(
     from prefect.client.schemas.actions import WorkPoolCreate
 
     done = []
+    specs = pool_specs(gpu_image, pull_policy)  # before any API call: a missing extra fails first
     with get_client(sync_client=True) as client:
-        for spec in pool_specs(gpu_image, pull_policy):
+        for spec in specs:
             create = WorkPoolCreate(name=spec.name, type=spec.type, description=spec.description)
             if spec.base_job_template is not None:
                 create = WorkPoolCreate(

@@ -11,9 +11,15 @@ from typing import Annotated
 import typer
 
 pools_app = typer.Typer(
-    help="Work pools: cpu (process) and gpu (Docker with GPU device requests).", no_args_is_help=True
+    help="Work pools: cpu (process) and gpu (Docker with GPU device requests).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
-blocks_app = typer.Typer(help="Prefect Block types for credentials and deploy targets.", no_args_is_help=True)
+blocks_app = typer.Typer(
+    help="Prefect Block types for credentials and deploy targets.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
 def register(app: typer.Typer) -> None:
