@@ -40,7 +40,7 @@ class DeploySyncParams(BaseModel):
     )
 
 
-@task(name="safety-net", cache_policy=NO_CACHE)
+@task(name="safety-net", task_run_name="safety-net", cache_policy=NO_CACHE)
 def prepare_task(params: DeploySyncParams) -> engine.Prepared:
     request = engine.SyncRequest(
         source=params.source,
@@ -53,12 +53,12 @@ def prepare_task(params: DeploySyncParams) -> engine.Prepared:
     return engine.prepare(request, log=get_run_logger().info)
 
 
-@task(name="transfer-and-hooks", cache_policy=NO_CACHE)
+@task(name="transfer-and-hooks", task_run_name="transfer-and-hooks", cache_policy=NO_CACHE)
 def execute_task(prepared: engine.Prepared) -> engine.SyncResult:
     return engine.execute(prepared)
 
 
-@task(name="notify", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="notify", task_run_name="notify", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def notify_task(notifier: str, options: dict[str, Any], message: Message) -> None:
     get_plugin_manager().build("notifiers", notifier, options).notify(message)
 

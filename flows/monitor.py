@@ -19,7 +19,7 @@ from stageflow.runconfig import attach_run_logging, load_project
 CHECKS_FAILING = "Checks failing"
 
 
-@task(name="monitor-tick", retries=0)
+@task(name="monitor-tick", task_run_name="monitor-tick", retries=0)
 def monitor_tick_task(config_path: str | None) -> dict[str, Any]:
     return engine.run_tick(load_project(config_path))
 

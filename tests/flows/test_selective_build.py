@@ -69,8 +69,24 @@ def test_selective_build_flow_fails_on_a_failing_build(sample_repo: Path):
     data = json.loads(manifest.read_text())
     data["scripts"]["build"] = "node -e \"console.error('utils broke'); process.exit(4)\""
     manifest.write_text(json.dumps(data))
-    with pytest.raises(JobFailed, match=r"build failed: @sample/utils \(exit code 4\): utils broke"):
+    with pytest.raises(JobFailed, match=r"build failed: @sample/utils \(exit code 4\): utils broke") as err:
         selective_build(SelectiveBuildParams(repo=str(sample_repo)))
+    assert "its log tail is in the task run 'build @sample/utils'" in str(err.value)
+    # one task run per workspace, readable names; the failing one carries its log tail
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    runs = httpx.post(
+        f"{PREFECT_API_URL.value()}/task_runs/filter",
+        json={"task_runs": {"name": {"like_": "build @sample/"}}, "sort": "EXPECTED_START_TIME_DESC"},
+    ).json()
+    latest = {}
+    for r in runs:
+        latest.setdefault(r["name"], r["state"])
+    assert latest["build @sample/utils"]["type"] == "FAILED"
+    assert "utils broke" in latest["build @sample/utils"]["message"]
+    assert latest["build @sample/types"]["name"] in {"Built", "Cached"}
+    assert latest["build @sample/web"]["name"] == "Blocked"
     assert not (sample_repo / "apps/web/dist").exists()
     assert (sample_repo / "packages/types/dist/out.txt").exists()
     assert len(list((sample_repo / ".stageflow/cache").glob("*.tar"))) == 1  # only types was cached
