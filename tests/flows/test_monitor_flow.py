@@ -83,3 +83,35 @@ def test_failed_flow_run_notifies(caplog, tmp_path, monkeypatch):
     [record] = [r for r in caplog.records if r.name == "stageflow.notify"]
     assert "of 'always-fails' is Failed" in record.getMessage()
     assert record.levelno == logging.ERROR
+
+
+def test_monitor_notifies_a_run_that_crashed_before_its_flow_started(tmp_path, health_url):
+    """A crash in the pull step or the image pull never reaches a flow hook: the monitor tick tells
+    the notifier once, with the run's name and message."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    @flow(name="never-started")
+    def never_started():  # pragma: no cover - never runs
+        pass
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(never_started)
+        client.set_flow_run_state(run.id, Crashed(message="pull step failed: no such directory"), force=True)
+    cfg = tmp_path / "stageflow.toml"
+    cfg.write_text(
+        '[notify]\nbackend = "log"\noptions = { logger = "ops.crashes" }\n'
+        f'[[monitor.checks]]\nname = "web"\nuse = "http"\noptions = {{ url = "{health_url}" }}\n'
+    )
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    logging.getLogger("ops.crashes").addHandler(handler)
+    try:
+        monitor(str(cfg))
+        monitor(str(cfg))
+    finally:
+        logging.getLogger("ops.crashes").removeHandler(handler)
+    told = [r.getMessage() for r in seen if run.name in r.getMessage()]
+    assert len(told) == 1, told
+    assert "crashed before it started" in told[0] and "pull step failed: no such directory" in told[0]

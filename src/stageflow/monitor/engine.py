@@ -182,6 +182,18 @@ def monitor_once(
     }
 
 
+def monitor_notifier(project: Any) -> Any:
+    """The [monitor] notifier, else the [notify] one."""
+    from stageflow.plugin_manager import get_plugin_manager
+
+    m = project.monitor
+    return get_plugin_manager().build(
+        "notifiers",
+        m.notifier or project.notify.backend,
+        m.notifier_options if m.notifier else project.notify.options,
+    )
+
+
 def run_tick(project: Any) -> dict[str, Any]:
     """One tick for a loaded project config: the [monitor] notifier (else [notify]), the store, probes.
     Shared by the CLI and the monitor flow so both choose the notifier the same way."""
@@ -190,11 +202,7 @@ def run_tick(project: Any) -> dict[str, Any]:
 
     plugins = get_plugin_manager()
     m = project.monitor
-    notifier = plugins.build(
-        "notifiers",
-        m.notifier or project.notify.backend,
-        m.notifier_options if m.notifier else project.notify.options,
-    )
+    notifier = monitor_notifier(project)
     store = open_store()
     try:
         return monitor_once(plugins, m, store, notifier)
