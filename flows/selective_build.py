@@ -93,6 +93,9 @@ def run_task(plan: engine.BuildPlan) -> engine.BuildReport:
     return engine.execute(plan, runner, cache)
 
 
+#: The state of a run with raise_on_failure off whose builds partly failed.
+PARTIAL = "Completed with failures"
+
 #: Lines of a failing workspace's log carried in its task's error (the whole log is in the timings
 #: artifact's workspace row and in $REPO/.stageflow).
 LOG_TAIL_LINES = 40
@@ -164,6 +167,18 @@ def selective_build(params: SelectiveBuildParams) -> dict[str, Any]:
     rep = run_task(plan)
     workspace_tasks(rep)
     doc = publish_task(rep)
-    if (doc["failed"] or doc["blocked"]) and params.raise_on_failure:
-        raise JobFailed(failure_message(rep))
+    if doc["failed"] or doc["blocked"]:
+        if params.raise_on_failure:
+            raise JobFailed(failure_message(rep))
+        # asked not to fail: the run completes, but visibly not green-and-silent
+        from prefect.states import Completed
+
+        message = failure_message(rep)
+        publish_markdown(
+            "selective-build-warning",
+            f"# Build completed with failures\n\n{message}\n\nFailed: {', '.join(doc['failed']) or '-'}; "
+            f"not built (a dependency failed): {', '.join(doc['blocked']) or '-'}.\n",
+            description="raise_on_failure is off: this run completed although builds failed",
+        )
+        return Completed(name=PARTIAL, message=message, data=doc)
     return doc

@@ -103,3 +103,18 @@ def test_cli_prefect_flag_runs_the_flow(sample_repo: Path, capsys: pytest.Captur
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["built"] == ["@sample/types", "@sample/utils", "@sample/api"]
     assert not (sample_repo / "apps/web/dist").exists()
+
+
+def test_partial_failure_without_raise_is_a_named_state_with_a_warning(sample_repo: Path):
+    manifest = sample_repo / "packages/utils/package.json"
+    data = json.loads(manifest.read_text())
+    data["scripts"]["build"] = "node -e \"console.error('utils broke'); process.exit(4)\""
+    manifest.write_text(json.dumps(data))
+    state = selective_build(
+        SelectiveBuildParams(repo=str(sample_repo), raise_on_failure=False), return_state=True
+    )
+    assert state.is_completed() and state.name == "Completed with failures", state
+    assert "build failed: @sample/utils" in state.message
+    assert state.result()["failed"] == ["@sample/utils"]
+    [warning] = _artifacts("selective-build-warning")[:1]
+    assert "Build completed with failures" in warning["data"] and "@sample/utils" in warning["data"]
