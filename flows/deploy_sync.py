@@ -16,24 +16,31 @@ from pydantic import BaseModel, Field
 from stageflow.errors import StageflowError
 from stageflow.orchestration import notify_failure, publish_table
 from stageflow.plugin_manager import get_plugin_manager
+from stageflow.runconfig import resolve_params
 from stageflow.stages import Message
 from stageflow.sync import engine
 
 
 class DeploySyncParams(BaseModel):
-    """Parameters of the deploy_sync flow (a form in the Prefect UI)."""
+    """Parameters of the deploy_sync flow (a form in the Prefect UI). What is not given comes from the
+    project file (``config``, else STAGEFLOW_CONFIG, else SOURCE/stageflow.toml): the notifier from
+    [notify], the environment's profile from [sync.environments]."""
 
     source: str = Field(description="Project root whose working tree ships")
     environment: str = Field(description="Environment name in [sync.environments]")
     target: str | None = Field(default=None, description="Override the profile's target")
-    config: str | None = Field(default=None, description="Project file (default: SOURCE/stageflow.toml)")
+    config: str | None = Field(
+        default=None, description="Project file (default: STAGEFLOW_CONFIG, else SOURCE/stageflow.toml)"
+    )
     dry_run: bool = False
     use_git: bool = Field(default=True, description="Ask git what changed (False: walk the whole tree)")
-    notifier: str = "log"
-    notifier_options: dict[str, Any] = Field(default_factory=dict)
+    notifier: str = Field(default="log", description="Notifier backend (default: [notify] backend)")
+    notifier_options: dict[str, Any] = Field(
+        default_factory=dict, description="Notifier options (default: [notify] options)"
+    )
 
 
-@task(name="safety-net", cache_policy=NO_CACHE)
+@task(name="safety-net", task_run_name="safety-net", cache_policy=NO_CACHE)
 def prepare_task(params: DeploySyncParams) -> engine.Prepared:
     request = engine.SyncRequest(
         source=params.source,
@@ -46,12 +53,12 @@ def prepare_task(params: DeploySyncParams) -> engine.Prepared:
     return engine.prepare(request, log=get_run_logger().info)
 
 
-@task(name="transfer-and-hooks", cache_policy=NO_CACHE)
+@task(name="transfer-and-hooks", task_run_name="transfer-and-hooks", cache_policy=NO_CACHE)
 def execute_task(prepared: engine.Prepared) -> engine.SyncResult:
     return engine.execute(prepared)
 
 
-@task(name="notify", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="notify", task_run_name="notify", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def notify_task(notifier: str, options: dict[str, Any], message: Message) -> None:
     get_plugin_manager().build("notifiers", notifier, options).notify(message)
 
@@ -73,6 +80,7 @@ def _publish(result: engine.SyncResult) -> None:
 @flow(name="deploy-sync", log_prints=True, on_crashed=[notify_failure])  # failures notify in the flow
 def deploy_sync(params: DeploySyncParams) -> dict[str, Any]:
     """Ship what changed in ``params.source`` to the environment's target; notify on every outcome."""
+    params = resolve_params(params)
     title = f"deploy-sync {params.environment}"
     try:
         result = execute_task(prepare_task(params))

@@ -31,5 +31,26 @@ def test_every_deployed_flow_reports_failures(deployment):
 
     flow = load_flow_from_entrypoint(deployment["entrypoint"])
     assert notify_failure in flow.on_crashed_hooks
-    if deployment["name"] not in {"deploy-sync", "video-inference"}:
+    if deployment["name"] == "monitor":  # a failing check alerts from the tick itself, on change only
+        from stageflow.flows.monitor import notify_unless_checks_failing
+
+        assert notify_unless_checks_failing in flow.on_failure_hooks
+    elif deployment["name"] not in {"deploy-sync", "video-inference"}:
         assert notify_failure in flow.on_failure_hooks
+
+
+def test_pull_step_needs_no_deploy_directory(tmp_path, monkeypatch):
+    """The explicit pull step (no `pull: null`, which makes `prefect deploy` add a chdir into the
+    deploy-time directory): it stays where the worker starts the run, or goes to STAGEFLOW_WORKDIR."""
+    from stageflow.deployments.steps import use_installed_package
+
+    doc = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    assert doc["pull"] == [{"stageflow.deployments.steps.use_installed_package": {}}]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STAGEFLOW_WORKDIR", raising=False)
+    assert use_installed_package()["directory"] == str(tmp_path)
+    (tmp_path / "work").mkdir()
+    monkeypatch.setenv("STAGEFLOW_WORKDIR", str(tmp_path / "work"))
+    assert use_installed_package()["directory"] == str(tmp_path / "work")
+    with pytest.raises(FileNotFoundError, match="does not exist on this worker"):
+        use_installed_package(str(tmp_path / "missing"))

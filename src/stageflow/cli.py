@@ -24,11 +24,16 @@ app = typer.Typer(
     "Quick start: `stageflow demo` runs the discovery flow on bundled samples in Prefect's embedded mode.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell
+    add_completion=True,
+    # help text is plain text: "[sync.environments]" or "KEY=VALUE" are not Rich markup
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 db_app = typer.Typer(
-    help="The stageflow store (SQLite in $STAGEFLOW_HOME): migrate, back up, restore.", no_args_is_help=True
+    help="The stageflow store (SQLite in $STAGEFLOW_HOME): migrate, back up, restore.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(db_app, name="db")
 
@@ -293,9 +298,78 @@ def main(argv: list[str] | None = None) -> None:
     run_app(args)
 
 
+#: Optional modules -> the extra that installs them (named when a command needs one that is missing).
+EXTRAS = {
+    "prefect_docker": "docker",
+    "docker": "docker",
+    "faster_whisper": "video",
+    "ultralytics": "video",
+    "rapidocr_onnxruntime": "video",
+    "av": "video",
+    "torch": "video",
+    "gspread": "sheets",
+    "slack_sdk": "slack",
+}
+
+
+def _click_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
+    """Click's UsageError, Abort and ClickException: Typer 0.29 raises those of its own vendored copy
+    of Click (typer._click), older Typers those of click itself; both are caught."""
+    import importlib
+
+    usage: list[type[BaseException]] = []
+    abort: list[type[BaseException]] = []
+    other: list[type[BaseException]] = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        usage.append(mod.UsageError)
+        if hasattr(mod, "Abort"):
+            abort.append(mod.Abort)
+        other.append(mod.ClickException)
+    import typer
+
+    abort.append(typer.Abort)
+    return tuple(usage), tuple(abort), tuple(other)
+
+
+def _invoke(args: list[str]) -> None:
+    """The Typer app without Click's standalone handling, so a usage error is one line
+    (``stageflow: error: …``, exit 2) like every other bad input, and a missing optional dependency
+    names the extra that installs it."""
+    from stageflow.errors import BadInput, JobFailed
+
+    usage, abort, other = _click_exceptions()
+    try:
+        code = app(args=args, prog_name="stageflow", standalone_mode=False)
+    except usage as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `stageflow pools`: the group's help, as Click
+            sys.stdout.write(exc.format_message() + "\n")
+            raise SystemExit(2) from None
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "stageflow"
+        raise BadInput(f"{exc.format_message()} (see '{where} --help')") from None
+    except abort:
+        raise KeyboardInterrupt from None
+    except other as exc:
+        raise JobFailed(exc.format_message()) from None
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in EXTRAS:
+            raise
+        raise BadInput(
+            f"{top} is not installed: this needs the {EXTRAS[top]} extra "
+            f'(pip install "stageflow[{EXTRAS[top]}]")'
+        ) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
+
+
 def run_app(args: list[str]) -> None:
     """The Typer app with the CLI's error contract (one line and an exit code; --debug: traceback)."""
-    run_command(lambda: app(args=args, prog_name="stageflow"), debug="--debug" in args)
+    run_command(lambda: _invoke(args), debug="--debug" in args)
 
 
 if __name__ == "__main__":

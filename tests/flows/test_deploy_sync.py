@@ -60,3 +60,34 @@ def test_deploy_sync_flow_fails_and_rolls_back(tmp_path: Path) -> None:
     with pytest.raises(DeployFailed, match="rolled back to release"):
         deploy_sync(DeploySyncParams(source=str(src), environment="api"))
     assert (dst / "current").readlink() == good and (dst / "current/app/index.js").read_text() == "v1\n"
+
+
+def test_deploy_sync_flow_reads_the_project_file_named_by_stageflow_config(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A deployment gives only source and environment: the profile and [notify] come from the file
+    STAGEFLOW_CONFIG names (the source tree has none)."""
+    import logging
+
+    from stageflow.flows.deploy_sync import DeploySyncParams, deploy_sync
+
+    src, dst = _project(tmp_path)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "stageflow.toml").write_text(
+        (src / "stageflow.toml").read_text()
+        + '\n[notify]\nbackend = "log"\noptions = { logger = "ops.deploys" }\n'
+    )
+    (src / "stageflow.toml").unlink()
+    monkeypatch.setenv("STAGEFLOW_CONFIG", str(etc / "stageflow.toml"))
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    logging.getLogger("ops.deploys").addHandler(handler)
+    try:
+        doc = deploy_sync(DeploySyncParams(source=str(src), environment="api"))
+    finally:
+        logging.getLogger("ops.deploys").removeHandler(handler)
+    assert doc["changes"]["added"] == ["app/index.js"]
+    [record] = seen
+    assert record.getMessage().startswith("deploy-sync api done | 1 added")

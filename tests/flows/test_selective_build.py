@@ -69,8 +69,24 @@ def test_selective_build_flow_fails_on_a_failing_build(sample_repo: Path):
     data = json.loads(manifest.read_text())
     data["scripts"]["build"] = "node -e \"console.error('utils broke'); process.exit(4)\""
     manifest.write_text(json.dumps(data))
-    with pytest.raises(JobFailed, match=r"build failed: @sample/utils \(exit code 4\): utils broke"):
+    with pytest.raises(JobFailed, match=r"build failed: @sample/utils \(exit code 4\): utils broke") as err:
         selective_build(SelectiveBuildParams(repo=str(sample_repo)))
+    assert "its log tail is in the task run 'build @sample/utils'" in str(err.value)
+    # one task run per workspace, readable names; the failing one carries its log tail
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    runs = httpx.post(
+        f"{PREFECT_API_URL.value()}/task_runs/filter",
+        json={"task_runs": {"name": {"like_": "build @sample/"}}, "sort": "EXPECTED_START_TIME_DESC"},
+    ).json()
+    latest = {}
+    for r in runs:
+        latest.setdefault(r["name"], r["state"])
+    assert latest["build @sample/utils"]["type"] == "FAILED"
+    assert "utils broke" in latest["build @sample/utils"]["message"]
+    assert latest["build @sample/types"]["name"] in {"Built", "Cached"}
+    assert latest["build @sample/web"]["name"] == "Blocked"
     assert not (sample_repo / "apps/web/dist").exists()
     assert (sample_repo / "packages/types/dist/out.txt").exists()
     assert len(list((sample_repo / ".stageflow/cache").glob("*.tar"))) == 1  # only types was cached
@@ -87,3 +103,18 @@ def test_cli_prefect_flag_runs_the_flow(sample_repo: Path, capsys: pytest.Captur
     doc = json.loads(capsys.readouterr().out)
     assert code == 0 and doc["built"] == ["@sample/types", "@sample/utils", "@sample/api"]
     assert not (sample_repo / "apps/web/dist").exists()
+
+
+def test_partial_failure_without_raise_is_a_named_state_with_a_warning(sample_repo: Path):
+    manifest = sample_repo / "packages/utils/package.json"
+    data = json.loads(manifest.read_text())
+    data["scripts"]["build"] = "node -e \"console.error('utils broke'); process.exit(4)\""
+    manifest.write_text(json.dumps(data))
+    state = selective_build(
+        SelectiveBuildParams(repo=str(sample_repo), raise_on_failure=False), return_state=True
+    )
+    assert state.is_completed() and state.name == "Completed with failures", state
+    assert "build failed: @sample/utils" in state.message
+    assert state.result()["failed"] == ["@sample/utils"]
+    [warning] = _artifacts("selective-build-warning")[:1]
+    assert "Build completed with failures" in warning["data"] and "@sample/utils" in warning["data"]

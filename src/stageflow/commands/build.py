@@ -35,6 +35,7 @@ class _Progress:
         self.lock = threading.Lock()
         self.bar: Any = None
         self.bar_task: Any = None
+        self.running: list[str] = []  # workspaces building now, oldest first (shown on the bar)
         if not quiet and sys.stderr.isatty() and total:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -44,10 +45,11 @@ class _Progress:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
+                TextColumn("{task.fields[running]}", markup=False),
                 console=Console(stderr=True),
                 transient=True,
             )
-            self.bar_task = self.bar.add_task("build", total=total)
+            self.bar_task = self.bar.add_task("build", total=total, running="")
             self.bar.start()
 
     def _echo(self, text: str) -> None:
@@ -56,13 +58,32 @@ class _Progress:
         else:
             typer.echo(text, err=True)
 
+    @staticmethod
+    def running_label(running: list[str], width: int = 48) -> str:
+        """The workspaces building now, for the bar: ``@app/web +2 more`` when they do not fit."""
+        if not running:
+            return ""
+        label = ", ".join(running)
+        if len(label) <= width:
+            return label
+        return f"{running[0]} +{len(running) - 1} more" if len(running) > 1 else running[0][: width - 1] + "…"
+
+    def _show_running(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.bar_task, running=self.running_label(self.running))
+
     def start(self, name: str) -> None:
-        pass
+        with self.lock:
+            self.running.append(name)
+            self._show_running()
 
     def done(self, result: Any) -> None:
-        if self.quiet:
-            return
         with self.lock:
+            if result.name in self.running:
+                self.running.remove(result.name)
+                self._show_running()
+            if self.quiet:
+                return
             detail = {"cached": f"cached ({result.cache})", "failed": f"FAILED ({result.reason})"}.get(
                 result.status, result.status
             )

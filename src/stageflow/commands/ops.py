@@ -11,9 +11,15 @@ from typing import Annotated
 import typer
 
 pools_app = typer.Typer(
-    help="Work pools: cpu (process) and gpu (Docker with GPU device requests).", no_args_is_help=True
+    help="Work pools: cpu (process) and gpu (Docker with GPU device requests).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
-blocks_app = typer.Typer(help="Prefect Block types for credentials and deploy targets.", no_args_is_help=True)
+blocks_app = typer.Typer(
+    help="Prefect Block types for credentials and deploy targets.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -30,11 +36,19 @@ def pools_create_cmd(
         str, typer.Option("--gpu-image", help="Image for GPU jobs.")
     ] = "stageflow-gpu:latest",
     gpu_slots: Annotated[int, typer.Option("--gpu-slots", min=1, help="Concurrent gpu-tagged tasks.")] = 1,
+    pull_policy: Annotated[
+        str,
+        typer.Option(
+            "--gpu-pull-policy",
+            help="When the gpu worker pulls the image: IfNotPresent (a locally built image is used "
+            "as it is), Always, IfPossible or Never.",
+        ),
+    ] = "IfNotPresent",
 ) -> None:
     """Create or update the cpu and gpu work pools and the concurrency limit for the gpu tag."""
     from stageflow.deployments.pools import create_pools
 
-    for line in create_pools(gpu_image, gpu_slots):
+    for line in create_pools(gpu_image, gpu_slots, pull_policy):
         typer.echo(line)
 
 

@@ -17,7 +17,9 @@ import typer
 
 from stageflow.sync.fastcli import emit_json
 
-target_app = typer.Typer(help="Prepare deploy targets (role markers).", no_args_is_help=True)
+target_app = typer.Typer(
+    help="Prepare deploy targets (role markers).", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def _progress_hook(enabled: bool) -> tuple[Any, Any]:

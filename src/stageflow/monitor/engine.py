@@ -9,6 +9,7 @@ failure with the reason, never a crash of the monitor. Never notifies twice for 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -164,6 +165,13 @@ def monitor_once(
     transitions, states = evaluate(
         results, store.monitor_states(), now, config.escalate_after_min, config.recover_after
     )
+    failing = [r.name for r in results if not r.ok]
+    logging.getLogger("stageflow.monitor").info(
+        "monitor tick: %d checks, %d failing%s",
+        len(results),
+        len(failing),
+        f" ({', '.join(failing)})" if failing else "",
+    )
     if transitions:
         notifier.notify(message_for(transitions, len(results)))
     store.save_monitor_states(states)
@@ -174,6 +182,18 @@ def monitor_once(
     }
 
 
+def monitor_notifier(project: Any) -> Any:
+    """The [monitor] notifier, else the [notify] one."""
+    from stageflow.plugin_manager import get_plugin_manager
+
+    m = project.monitor
+    return get_plugin_manager().build(
+        "notifiers",
+        m.notifier or project.notify.backend,
+        m.notifier_options if m.notifier else project.notify.options,
+    )
+
+
 def run_tick(project: Any) -> dict[str, Any]:
     """One tick for a loaded project config: the [monitor] notifier (else [notify]), the store, probes.
     Shared by the CLI and the monitor flow so both choose the notifier the same way."""
@@ -182,11 +202,7 @@ def run_tick(project: Any) -> dict[str, Any]:
 
     plugins = get_plugin_manager()
     m = project.monitor
-    notifier = plugins.build(
-        "notifiers",
-        m.notifier or project.notify.backend,
-        m.notifier_options if m.notifier else project.notify.options,
-    )
+    notifier = monitor_notifier(project)
     store = open_store()
     try:
         return monitor_once(plugins, m, store, notifier)

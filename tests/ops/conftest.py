@@ -1,0 +1,120 @@
+"""A real Prefect server on a loopback port (one per test module), with the scheduler looping every
+two seconds so interval schedules of a few seconds fire during a test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], seconds: float, what: str, log: Path | None = None) -> Any:
+    """Poll ``predicate`` once a second until it returns something truthy (or give up, loudly)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    tail = log.read_text(errors="replace")[-4000:] if log and log.is_file() else ""
+    raise AssertionError(f"gave up after {seconds:g} s waiting for {what}\n{tail}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "STAGEFLOW_"))}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_UI_URL=f"http://127.0.0.1:{port}",
+        # schedules of a few seconds: the scheduler loops every 2 s (default 60)
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
+        PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME="0:00:30",
+    )
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen(
+        [BIN / "prefect", "server", "start"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+
+        def healthy() -> bool:
+            assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
+            try:
+                return httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 180, "the Prefect server to become healthy", home / "server.log")
+        yield {**env, "_SERVER_LOG": str(home / "server.log")}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def ops():
+    """The helpers below, for test modules (conftest is not importable under importlib mode)."""
+    import types
+
+    return types.SimpleNamespace(
+        BIN=BIN, ROOT=ROOT, sh=sh, wait_for=wait_for, flow_runs=flow_runs, free_port=free_port
+    )
+
+
+def sh(args, env, cwd, timeout=300) -> str:
+    proc = subprocess.run(
+        [str(a) for a in args],
+        env={k: v for k, v in env.items() if not k.startswith("_")},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{args}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def flow_runs(api: str, deployment_name: str) -> list[dict[str, Any]]:
+    """Every flow run of the deployment (by name), oldest first."""
+    deps = httpx.post(
+        f"{api}/deployments/filter", json={"deployments": {"name": {"any_": [deployment_name]}}}
+    ).json()
+    if not deps:
+        return []
+    return httpx.post(
+        f"{api}/flow_runs/filter",
+        json={"deployments": {"id": {"any_": [d["id"] for d in deps]}}, "sort": "EXPECTED_START_TIME_ASC"},
+    ).json()
