@@ -28,7 +28,7 @@ def register_analyzers(register):
         _rules,
         config=RulesConfig,
         requires=("kiwipiepy", "rapidfuzz", "jamo"),
-        description="Offline rules: cue lexicon, open-vocabulary naming from speech + captions (stageflow[analysis])",
+        description="Offline rules: cue lexicon, open-vocabulary naming from speech + captions",
     )
     register(
         "gemini",
