@@ -34,7 +34,8 @@ TRANSLIT: dict[str, str] = {
     "iphone": "아이폰", "ipad": "아이패드", "macbook": "맥북", "wireless": "무선", "mouse": "마우스",
     "keyboard": "키보드", "sunscreen": "선크림", "cream": "크림", "serum": "세럼", "toner": "토너",
     "pad": "패드", "tint": "틴트", "cushion": "쿠션", "airwrap": "에어랩", "dryer": "드라이어",
-    "gen": "세대", "generation": "세대",
+    "gen": "세대", "generation": "세대", "quencher": "퀜처", "powercore": "파워코어", "keys": "키즈",
+    "tumbler": "텀블러", "earbuds": "이어폰", "headphones": "헤드폰", "power": "파워", "bank": "뱅크",
 }  # fmt: skip
 _SIZE = re.compile(r"^\d+(\.\d+)?(ml|g|kg|mm|cm|개|매|호|p|개입|세트)?$")
 
@@ -53,11 +54,19 @@ def _brand_spellings(brand: str | None) -> list[str]:
 
 
 def korean_brand(brand: str | None) -> str | None:
-    """The brand's Korean name (the canonical of the brand list, when Korean)."""
-    for s in _brand_spellings(brand):
-        if re.search(r"[\uac00-\ud7a3]", s):
-            return s
-    return None
+    """The brand's Korean name: the brand list's canonical name when it is Korean, else its first
+    Korean spelling."""
+    if not brand:
+        return None
+    from stageflow.video.analysis.lexicon import BRANDS
+
+    hangul = re.compile(r"[\uac00-\ud7a3]")
+    for canonical, alts in BRANDS.items():
+        if normalize(brand) in {normalize(canonical), *(normalize(a) for a in alts)}:
+            for form in (canonical, *alts):
+                if hangul.search(form):
+                    return normalize(form)
+    return normalize(brand) if hangul.search(brand) else None
 
 
 def korean_form(name: str, brand: str | None) -> str | None:
@@ -67,10 +76,12 @@ def korean_form(name: str, brand: str | None) -> str | None:
     ko = korean_brand(brand)
     if ko is None:
         return None
-    brand_forms = set(_brand_spellings(brand))
-    words = [TRANSLIT.get(w, w) for w in normalize(name).split() if w not in brand_forms]
-    words = [w for w in words if w not in brand_forms]
-    return " ".join([ko, *words])
+    # the brand's own name is dropped; its product lines ("airpods" under 애플) are transliterated
+    own = {normalize(brand or ""), ko}
+    latin = [s for s in _brand_spellings(brand) if s.isascii()]
+    own |= {min(latin, key=len)} if latin else set()
+    words = [TRANSLIT.get(w, w) for w in normalize(name).split() if w not in own]
+    return " ".join([ko, *(w for w in words if w not in own)])
 
 
 def keyword_variants(name: str | None, brand: str | None, category_path: Sequence[str] = ()) -> list[str]:

@@ -46,13 +46,21 @@ CUES: dict[str, tuple[str, ...]] = {
         "매일 써",
         "매일 쓰",
         "매일 사용",
+        "매일 바르",
+        "매일 아침",
+        "매일 밤",
+        "매일 저녁",
         "데일리로",
+        "wear them",
+        "wear it",
+        "i wear",
         "using",
         "i use",
         "use it",
         "wearing",
         "apply",
         "every day",
+        "every single day",
         "daily",
     ),
     "possession": (
@@ -69,6 +77,7 @@ CUES: dict[str, tuple[str, ...]] = {
         "my new",
         "i got",
         "purchased",
+        "owned",
     ),
     "demonstration": (
         "보여드릴",
@@ -97,6 +106,8 @@ CUES: dict[str, tuple[str, ...]] = {
         "발색",
         "흡수",
         "순해",
+        "순하",
+        "보습",
         "편해",
         "조용",
         "가벼워",
@@ -158,7 +169,20 @@ CUES: dict[str, tuple[str, ...]] = {
         "not good",
         "broke",
     ),
-    "emphasis": ("정말", "진짜", "너무", "완전", "엄청", "really", "so ", "very", "super", "totally"),
+    "emphasis": (
+        "정말",
+        "진짜",
+        "너무",
+        "완전",
+        "엄청",
+        "really",
+        "so ",
+        "very",
+        "super",
+        "totally",
+        "highly",
+        "absolutely",
+    ),
     "emotion": (
         "ㅠㅠ",
         "ㅋㅋ",
@@ -175,13 +199,18 @@ CUES: dict[str, tuple[str, ...]] = {
         "obsessed",
         "happy",
         "in love",
+        "인생템",
+        "최애",
+        "love them",
+        "love this",
     ),
 }
 
 #: Cues that weigh double in scoring (a strong, personal endorsement in one phrase).
 STRONG_CUES = frozenset(
-    {"강추", "인생템", "최애", "재구매", "매일 써", "매일 쓰", "매일 사용", "내돈내산", "holy grail",
-     "every day", "obsessed with", "must have", "must-have", "repurchase"}
+    {"강추", "인생템", "최애", "재구매", "매일 써", "매일 쓰", "매일 사용", "매일 바르", "매일 아침",
+     "매일 밤", "매일 저녁", "내돈내산", "holy grail", "every day", "every single day", "obsessed with",
+     "must have", "must-have", "repurchase"}
 )  # fmt: skip
 
 #: Calls to action and channel boilerplate: never a product, never scored ("구독 좋아요" is not praise).
@@ -234,6 +263,8 @@ _NEG_BEFORE = re.compile(
 
 #: Cue kinds that make a transcript segment a candidate range (pass a). A bare brand name is not one.
 RANGE_CUES = ("recommend", "usage", "possession", "demonstration", "experience")
+#: Cue kinds that extend a range (the speaker goes on describing the item) but never start one.
+EXTEND_CUES = ("effect", "positive", "negative", "emotion")
 
 #: YOLO (COCO) labels -> a category path hint (1-2 levels).
 LABEL_CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -353,4 +384,8 @@ BRANDS: dict[str, tuple[str, ...]] = {
     "아디다스": ("아디다스", "adidas"),
     "로지텍": ("로지텍", "logitech"),
     "무인양품": ("무인양품", "muji"),
+    "앤커": ("앤커", "anker"),
+    "스탠리": ("스탠리", "stanley"),
+    "에스티로더": ("에스티로더", "estee lauder", "estée lauder"),
+    "구글": ("구글", "google", "pixel", "픽셀"),
 }

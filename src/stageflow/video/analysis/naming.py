@@ -29,6 +29,7 @@ PRODUCT_TYPES: dict[str, tuple[str, ...]] = {
     "크림": ("크림", "cream", "moisturizer", "수분크림"),
     "세럼": ("세럼", "serum", "에센스", "essence", "앰플", "ampoule"),
     "토너": ("토너", "toner", "스킨"),
+    "로션": ("로션", "lotion", "에멀전", "emulsion"),
     "패드": ("패드", "pad", "pads"),
     "클렌저": ("클렌저", "클렌징", "폼", "cleanser", "cleansing"),
     "마스크": ("마스크", "마스크팩", "팩", "mask"),
@@ -53,6 +54,8 @@ PRODUCT_TYPES: dict[str, tuple[str, ...]] = {
     "카메라": ("카메라", "camera", "렌즈", "lens"),
     "모니터": ("모니터", "monitor"),
     "충전기": ("충전기", "보조배터리", "charger", "power bank"),
+    "음료": ("주스", "음료", "커피", "차", "juice", "coffee", "tea"),
+    "식품": ("과자", "라면", "젤리", "단백질", "프로틴", "snack", "protein"),
 }
 
 #: Nouns that are never (part of) a product name: time, people, the video itself, generic words.
@@ -62,13 +65,15 @@ STOP_NOUNS = frozenset(
     구독 좋아요 알림 댓글 루틴 하루 매일 느낌 생각 얘기 이야기 피부 얼굴 날씨 여름 겨울 봄 가을 효과 지속력
     발색 흡수 인생템 최애 재구매 내돈내산 후기 리뷰 언박싱 광고 협찬 유료 포함 이벤트 할인 코드 쿠폰 가격
     처음 마지막 부분 느낌 기분 안녕 하나 사람 친구 엄마 언니 요거 이건 그건 순서 단계 방법 포인트 장점 단점
-    정보 소개 이유 결과 경험 정도 이상 이하 자체 바로 다들 모두 혹시 대박 최고 사랑""".split()
+    정보 소개 이유 결과 경험 정도 이상 이하 자체 바로 다들 모두 혹시 대박 최고 사랑 건 주말 브이로그 일상
+    첫 번째 두 세 아침 저녁 밤 참고 예전 한""".split()
 )
 _EN_STOP = frozenset(
     """i i'm im i've my me we you your it it's its this that these those the a an and or but so to of in
     on for with is are was be been really very just also today honestly guys hey okay ok so yes no
     here there what which who how because if then my new first best favorite favourite love great
-    amazing every day daily use using link description subscribe bell comment below video channel""".split()
+    amazing every day daily use using link description subscribe bell comment below video channel vlog
+    weekend morning""".split()
 )
 _WORD = re.compile(r"[0-9A-Za-z][0-9A-Za-z&'+.\-]*")
 
@@ -384,6 +389,8 @@ def caption_mentions(ocr: Sequence[Any], brands: Brands, *, min_frames: int = 2)
             groups.append([o])
     out = []
     for g in groups:
+        if all(w in STOP_NOUNS or w in _EN_STOP for w in normalize(g[0].text).split()):
+            continue  # a title card ("주말 브이로그"), not a product
         best = max(
             g,
             key=lambda o: (

@@ -29,6 +29,7 @@ from stageflow.video.analysis.evidence import (
 )
 from stageflow.video.analysis.lexicon import (
     BRANDS,
+    EXTEND_CUES,
     LABEL_CATEGORIES,
     RANGE_CUES,
     cue_hits,
@@ -75,6 +76,12 @@ def _kinds(text: str) -> set[str]:
     )
 
 
+def _describes(text: str) -> bool:
+    """The speaker goes on about the item (effect, praise, complaint, emotion): extends a range."""
+    clean = strip_calls_to_action(text)
+    return any(cue_hits(clean, k, negation=True) for k in EXTEND_CUES)
+
+
 class RulesAnalyzer:
     name = "rules"
 
@@ -99,15 +106,12 @@ class RulesAnalyzer:
             name = max(names, key=lambda m: m.strength).text if names else None
             cur = groups[-1] if groups else None
             near = cur is not None and seg.start - segs[cur["last"]].end <= gap
-            if (
-                near
-                and cur is not None
-                and (name is None or cur["name"] is None or names_agree(name, cur["name"]))
-            ):
-                if kinds or name is not None or cur["kinds"]:
-                    cur["last"], cur["kinds"] = i, cur["kinds"] | kinds
-                    cur["name"] = cur["name"] or name
-                    continue
+            describes = _describes(seg.text)
+            same = cur is not None and (name is None or cur["name"] is None or names_agree(name, cur["name"]))
+            if near and same and cur is not None and (kinds or name is not None or describes):
+                cur["last"], cur["kinds"] = i, cur["kinds"] | kinds
+                cur["name"] = cur["name"] or name
+                continue
             if kinds or name is not None:
                 groups.append({"first": i, "last": i, "kinds": set(kinds), "name": name})
         out = []
@@ -115,10 +119,10 @@ class RulesAnalyzer:
             if not g["kinds"]:
                 continue
             last = g["last"]
-            while (
-                last > g["first"]
-                and not _kinds(segs[last].text)
-                and speech_mentions([segs[last]], self.brands) == []
+            while last > g["first"] and not (
+                _kinds(segs[last].text)
+                or _describes(segs[last].text)
+                or speech_mentions([segs[last]], self.brands)
             ):
                 last -= 1  # trailing segments that add nothing
             out.append(

@@ -114,37 +114,38 @@ def sentiment_of(quotes: Sequence[str]) -> Sentiment:
     """Read from the quotes with calls to action removed ("구독 좋아요" is not praise):
 
     positive: praise + recommendation cues ("좋아요", "추천", "강추"; strong cues weigh 2), negated
-    ones ("추천 안 해요", "not great") count as negative instead; 2 = 1.0, halved when the speaker
-    hedges ("나쁘지 않아요"). exclamation: runs of "!" (each run once: "!!!" is one), 3 = 1.0.
-    emphasis: 3 cues = 1.0. emotion: 2 cues = 1.0. negative: negative cues + negated praise, 2 = 1.0."""
+    ones ("추천 안 해요", "not great") count as negative instead; 1.5 = 1.0 (one plain cue 0.67),
+    halved when the speaker hedges ("나쁘지 않아요"). exclamation: runs of "!" (each run once: "!!!"
+    is one), 2 = 1.0. emphasis: 2 cues = 1.0. emotion: 2 cues = 1.0. negative: negative cues +
+    negated praise, 2 = 1.0."""
     text = _text(quotes)
     praise = cue_weight(text, "positive") + cue_weight(text, "recommend")
     if hedged(text):
         praise /= 2
     neg = cue_hits(text, "negative") + negated_hits(text, "positive") + negated_hits(text, "recommend")
     return Sentiment(
-        positive=_curve(praise, 2),
-        exclamation=_curve(len(re.findall(r"[!！]+", text)), 3),
-        emphasis=_curve(cue_hits(text, "emphasis"), 3),
+        positive=_curve(praise, 1.5),
+        exclamation=_curve(len(re.findall(r"[!！]+", text)), 2),
+        emphasis=_curve(cue_hits(text, "emphasis"), 2),
         emotion=_curve(cue_hits(text, "emotion"), 2),
         negative=_curve(neg, 2),
     )
 
 
 def endorsement_of(quotes: Sequence[str]) -> Endorsement:
-    """Each sub-score: cue weight 2 = 1.0 (one ordinary cue = 0.5, one strong cue such as "매일 써요"
-    = 1.0); negated cues ("안 써요") do not count. experience also counts the speaker's own verdict
+    """Each sub-score: cue weight 1.5 = 1.0 (one ordinary cue = 0.67, one strong cue such as "매일
+    써요" = 1.0); negated cues ("안 써요") do not count. experience also counts the speaker's own verdict
     (recommendation cues: "추천", "재구매", "인생템"), since that is what a recommendation reports."""
     text = _text(quotes)
     rec = cue_weight(text, "recommend")
     if hedged(text):
         rec /= 2
     return Endorsement(
-        usage=_curve(cue_weight(text, "usage"), 2),
-        demonstration=_curve(cue_weight(text, "demonstration"), 2),
-        effect=_curve(cue_weight(text, "effect"), 2),
-        experience=_curve(cue_weight(text, "experience") + rec, 2),
-        possession=_curve(cue_weight(text, "possession"), 2),
+        usage=_curve(cue_weight(text, "usage"), 1.5),
+        demonstration=_curve(cue_weight(text, "demonstration"), 1.5),
+        effect=_curve(cue_weight(text, "effect"), 1.5),
+        experience=_curve(cue_weight(text, "experience") + rec, 1.5),
+        possession=_curve(cue_weight(text, "possession"), 1.5),
     )
 
 
