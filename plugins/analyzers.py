@@ -23,7 +23,13 @@ def _gemini(config: GeminiConfig):
 
 @hookimpl
 def register_analyzers(register):
-    register("rules", _rules, config=RulesConfig, description="Offline rules: cue lexicon + OCR matching")
+    register(
+        "rules",
+        _rules,
+        config=RulesConfig,
+        requires=("kiwipiepy", "rapidfuzz", "jamo"),
+        description="Offline rules: cue lexicon, open-vocabulary naming from speech + captions",
+    )
     register(
         "gemini",
         _gemini,

@@ -148,6 +148,17 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX channel_videos_by_video ON channel_videos (video_id)
         """,
     ),
+    (
+        5,
+        """
+        CREATE TABLE rate_buckets (
+            name TEXT PRIMARY KEY,
+            tokens REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            blocked_until REAL NOT NULL DEFAULT 0
+        )
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -461,6 +472,55 @@ class Store:
                 "INSERT OR IGNORE INTO notifications (key, notifier, target, ref, sent_at)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [key, notifier, target, ref, utc_now()],
+            )
+
+    def claim_notification(self, key: str, *, notifier: str, target: str = "") -> bool:
+        """Record ``key`` as sent unless it already is; True when this caller claimed it (send once,
+        across processes). ``release_notification`` undoes a claim whose delivery failed."""
+        with self.transaction():
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO notifications (key, notifier, target, ref, sent_at)"
+                " VALUES (?, ?, ?, '', ?)",
+                [key, notifier, target, utc_now()],
+            )
+            return cur.rowcount == 1
+
+    def release_notification(self, key: str) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM notifications WHERE key = ?", [key])
+
+    # ----------------------------------------------------------------- shared rate limits (issue 18)
+    def take_token(self, name: str, *, capacity: int, per_s: float, now: float) -> float:
+        """A token bucket shared by every process using this store (one row per bucket, updated in
+        one IMMEDIATE transaction): take a token and return 0.0, or return the seconds until one is
+        available (nothing taken). ``now`` is wall-clock seconds (time.time)."""
+        with self.transaction():
+            row = self.conn.execute(
+                "SELECT tokens, updated_at, blocked_until FROM rate_buckets WHERE name = ?", [name]
+            ).fetchone()
+            tokens, last, blocked = (float(capacity), now, 0.0) if row is None else tuple(row)
+            if now < blocked:
+                return blocked - now
+            tokens = min(float(capacity), tokens + max(0.0, now - last) * capacity / per_s)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) * per_s / capacity
+            if wait == 0.0:
+                tokens -= 1
+            self.conn.execute(
+                "INSERT INTO rate_buckets (name, tokens, updated_at, blocked_until) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET tokens = excluded.tokens,"
+                " updated_at = excluded.updated_at, blocked_until = excluded.blocked_until",
+                [name, tokens, now, blocked],
+            )
+            return wait
+
+    def block_bucket(self, name: str, *, until: float, now: float) -> None:
+        """Empty the bucket until ``until`` (the service said its quota is spent)."""
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO rate_buckets (name, tokens, updated_at, blocked_until) VALUES (?, 0, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET tokens = 0, updated_at = excluded.updated_at,"
+                " blocked_until = excluded.blocked_until",
+                [name, now, until],
             )
 
     # ----------------------------------------------------------------- backup / restore

@@ -151,10 +151,21 @@ class CoupangServer(LoopbackServer):
         r"signed-date=(?P<d>\d{6}T\d{6}Z), signature=(?P<s>[0-9a-f]{64})$"
     )
 
-    def __init__(self, access_key: str, secret: str, catalog: list[dict[str, Any]]):
+    def __init__(
+        self,
+        access_key: str,
+        secret: str,
+        catalog: list[dict[str, Any]],
+        *,
+        search_quota: int | None = None,
+    ):
+        """``search_quota``: searches answered before every further search gets Coupang's over-quota
+        answer (HTTP 403, rCode 403, a limit message)."""
         super().__init__()
         self.access_key, self.secret, self.catalog = access_key, secret, catalog
         self.auth_failures = 0
+        self.search_quota = search_quota
+        self.searches = 0
 
     def _verify(self, req: Request) -> str | None:
         m = self._AUTH.match(req.headers.get("authorization", ""))
@@ -181,7 +192,21 @@ class CoupangServer(LoopbackServer):
             keyword = q.get("keyword", [""])[0].lower()
             limit = int(q.get("limit", ["10"])[0])
             words = keyword.split()
-            hits = [p for p in self.catalog if any(w in p["productName"].lower() for w in words)]
+            self.searches += 1
+            if self.search_quota is not None and self.searches > self.search_quota:
+                return _json(
+                    403,
+                    {
+                        "rCode": "403",
+                        "rMessage": "Request limit exceeded: search API allows 10 calls per hour",
+                    },
+                )
+
+            def hits_of(p: dict[str, Any]) -> int:
+                return sum(w in p["productName"].lower() for w in words)
+
+            # relevance: products matching more query words first (stable for ties)
+            hits = sorted((p for p in self.catalog if hits_of(p)), key=hits_of, reverse=True)
             data = [{**p, "keyword": keyword, "rank": i + 1} for i, p in enumerate(hits[:limit])]
             return _json(
                 200, {"rCode": "0", "rMessage": "", "data": {"landingUrl": "https://x", "productData": data}}

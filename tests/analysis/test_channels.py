@@ -157,12 +157,13 @@ def test_score_uses_the_videos_channel(store):
         record = {**VIDEO, "id": vid, "candidates": []}
         analyze_candidates(record, None, None, config, analysis, store=store)
         scores[vid] = {c["product_name"]: c["score"] for c in record["candidates"]}
-    # S = .5, E = .375 for the sunscreen range: round((.25 + .13125 + .15 * I) * 100)
+    # S = .8, E = .75 for the sunscreen range (issue 18 scoring): round((.5 S + .35 E + .15 I) * 100)
+    s_part, e_part = 0.5 * 0.8, 0.35 * 0.75
     assert (
-        scores["rss:w3"]["라운드랩 자작나무 선크림"] == round((0.25 + 0.13125 + 0.15 * 0.730284) * 100) == 49
+        scores["rss:w3"]["라운드랩 자작나무 선크림"] == round((s_part + e_part + 0.15 * 0.730284) * 100) == 77
     )
     # defaults: I = .25 * 3/7 + .35 * .1 + .25 * .1 + .15 * .2 = .197143
-    assert scores["file:elsewhere.mp4"]["라운드랩 자작나무 선크림"] == 41
+    assert scores["file:elsewhere.mp4"]["라운드랩 자작나무 선크림"] == 69
 
 
 def test_sheet_subscribers_column_is_kept(sheets_server, store):

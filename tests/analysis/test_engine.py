@@ -60,7 +60,7 @@ def test_analyze_video_full_pipeline(store, coupang_server, sleeps):
     assert mouse.commerce is not None and mouse.commerce.product_id == "2"
     assert by_name["다이슨 에어랩"].commerce is None
     assert by_name["다이슨 에어랩"].status == "filtered_no_coupang"
-    assert sun.clip == "/clips/0.mp4" and sun.thumbnail == "/clips/0.jpg"
+    assert sun.clip == "/clips/4.mp4" and sun.thumbnail == "/clips/4.jpg"
     assert (59.0, 61.0) in clips  # the on-screen-only point range gets a +-1 s clip
     # every candidate got a score, band and a routed status consistent with the rules
     for c in result.candidates:
@@ -68,8 +68,9 @@ def test_analyze_video_full_pipeline(store, coupang_server, sleeps):
         assert c.status in {"needs_review", "low_score_filtered", "filtered_no_coupang"}
         if c.commerce is not None:
             assert c.status == ("needs_review" if c.score >= 60 else "low_score_filtered")
-    # pinned: S=.5 (positive 1/3, '!' 1, emphasis 2/3), E=.375, I=.7243 -> round(48.99) = 49
-    assert sun.score == 49 and sun.score_band == "low" and sun.status == "low_score_filtered"
+    # pinned (issue 18, finding 1: a genuine recommendation reaches review): S = .8 (praise, "!", emphasis
+    # saturated), E = .75 (매일 쓰고 있는 strong usage, 보여드릴게요, 촉촉, 강추 as the speaker's verdict)
+    assert sun.score == 77 and sun.score_band == "medium" and sun.status == "needs_review"
     # stored, with history
     rows = store.candidates("vid-001")
     assert len(rows) == 3
@@ -137,18 +138,18 @@ def test_empty_transcript_only_on_screen_candidates(store):
 
 class FlakyAnalyzer(RulesAnalyzer):
     def candidate(self, time_range, evidence):
-        if time_range.start == 0:
+        if time_range.start == 4:
             raise AnalysisFailed("model answered invalid JSON 3 times")
         return super().candidate(time_range, evidence)
 
 
 def test_failed_range_is_recorded_and_the_rest_continue(store):
     result = analyze_video(evidence(), analyzer=FlakyAnalyzer(), store=store)
-    assert [(f.start, f.end) for f in result.failed] == [(0.0, 14.0)]
+    assert [(f.start, f.end) for f in result.failed] == [(4.0, 14.0)]
     assert "invalid JSON" in result.failed[0].error
     assert len(result.candidates) == 2
     statuses = {r["start_ms"] if "start_ms" in r else r["start"]: r["status"] for r in store.candidates()}
-    assert statuses[0.0] == "failed"
+    assert statuses[4.0] == "failed"
     # a re-run retries the failed range (failed -> processing is allowed)
     again = analyze_video(evidence(), analyzer=RulesAnalyzer(), store=store)
     assert again.failed == [] and len(store.candidates()) == 3

@@ -33,7 +33,8 @@ def test_title_similarity_weights():
 
 def test_find_ranges_korean_and_english(ev):
     ranges = RulesAnalyzer().find_ranges(ev.transcript)
-    assert [(r.start, r.end) for r in ranges] == [(0.0, 14.0), (40.0, 45.0)]
+    # the greeting (no cue, no product) is not part of the range any more
+    assert [(r.start, r.end) for r in ranges] == [(4.0, 14.0), (40.0, 45.0)]
     assert "usage" in ranges[0].reason and "demonstration" in ranges[0].reason
     assert "recommend" in ranges[1].reason
 
@@ -53,14 +54,14 @@ def test_empty_transcript_gives_no_ranges(ev):
 
 def test_candidate_from_speech_and_ocr(ev):
     rules = RulesAnalyzer()
-    c = rules.candidate(TimeRange(start=0, end=14), ev)
+    c = rules.candidate(TimeRange(start=4, end=14), ev)
     assert c.product_name == "라운드랩 자작나무 선크림"
     assert c.brand == "라운드랩"
     assert c.category_path == ("뷰티", "스킨케어")
     assert c.evidence.ocr_texts == ("라운드랩 자작나무 선크림",)
     assert c.evidence.detections == ("bottle",)
     assert c.evidence.frame_times == (6.0, 12.0)
-    assert len(c.evidence.quotes) == 3
+    assert len(c.evidence.quotes) == 2
     assert c.hook_sentence == "진짜 촉촉하고 너무 좋아요! 강추!"
     assert c.features == ("진짜 촉촉하고 너무 좋아요! 강추!",)
     assert "#라운드랩" in c.hashtags

@@ -60,12 +60,15 @@ def test_bands(score, expected):
 
 
 def test_subscores_from_text_and_channel():
-    s = sentiment_of(["진짜 너무 좋아요!!!"])
+    s = sentiment_of(["진짜 너무 좋아요!!!"])  # one run of "!" is one exclamation (finding 1)
     assert (s.positive, s.exclamation, s.emphasis, s.emotion, s.negative) == pytest.approx(
-        (1 / 3, 1.0, 2 / 3, 0, 0)
+        (2 / 3, 0.5, 1.0, 0, 0)  # one plain praise cue = 2/3, one "!" run = 1/2, two emphasis = 1
     )
+    # "매일 쓰" is a strong usage cue (weight 2) on top of "쓰고 있": usage saturates
     e = endorsement_of(["매일 쓰고 있는 선크림 보여드릴게요, 촉촉해요", "I bought it"])
-    assert (e.usage, e.demonstration, e.effect, e.experience, e.possession) == (0.5, 0.5, 0.5, 0.0, 0.5)
+    assert (e.usage, e.demonstration, e.effect, e.experience, e.possession) == pytest.approx(
+        (1.0, 2 / 3, 2 / 3, 0.0, 2 / 3)
+    )
     i = influence_of(
         InfluencerStats(subscribers=10_000_000, engagement_rate=0.2, consistency=0.5, authenticity=2)
     )

@@ -1,6 +1,7 @@
 """Monthly call budget of a paid or quota-limited API: alerts once at 70/80/90/95 % and refuses new
 calls from 95 % on. Usage is counted from the store's api_calls table when a store is given (so it
-survives restarts), else in memory.
+survives restarts), else in memory. With a store each alert is sent once per threshold per month
+across all processes (claimed in the store's notifications table; released again if delivery fails).
 
 Never makes a call itself; it only says yes or no and raises alerts through a callback.
 """
@@ -52,12 +53,26 @@ class BudgetGuard:
             if pct >= threshold and threshold not in self._alerted:
                 self._alerted.add(threshold)
                 if self.alert:
-                    self.alert(threshold, used, self.limit)
+                    self._send(threshold, used)
         if pct >= BLOCK_AT:
             raise BudgetExhausted(
                 f"{self.service}: monthly budget {used}/{self.limit} calls used (>= {BLOCK_AT} %): new calls "
                 f"are blocked until next month; raise monthly_budget in the config to continue"
             )
+
+    def _send(self, threshold: int, used: int) -> None:
+        assert self.alert is not None
+        if self.store is None or not hasattr(self.store, "claim_notification"):
+            self.alert(threshold, used, self.limit)
+            return
+        key = f"budget-alert:{self.service}:{month_start()[:7]}:{threshold}"
+        if not self.store.claim_notification(key, notifier="budget", target=self.service):
+            return  # another process (or an earlier run this month) sent it
+        try:
+            self.alert(threshold, used, self.limit)
+        except Exception:  # noqa: BLE001 - an undelivered alert is retried by the next check
+            self.store.release_notification(key)
+            self._alerted.discard(threshold)
 
     def record(self, endpoint: str, http_status: int | None, ok: bool) -> None:
         if self.store is not None:

@@ -23,14 +23,34 @@ from stageflow.commerce.resilience import (
     CircuitBreaker,
     Retryable,
     RetryPolicy,
+    SharedTokenBucket,
     TokenBucket,
     parse_retry_after,
     with_retries,
 )
 from stageflow.commerce.signing import authorization
-from stageflow.errors import BadInput, ServiceAuthError, ServiceError
+from stageflow.errors import BadInput, RateLimited, ServiceAuthError, ServiceError
 
 SERVICE = "coupang"
+#: Words in a 403 answer that mean "quota spent", not "wrong keys".
+_QUOTA_WORDS = ("limit", "quota", "exceed", "too many", "초과", "제한", "횟수")
+
+
+class QuotaExceeded(RateLimited):
+    """Coupang refused the call because the account's quota is spent (HTTP 403 / rCode 403)."""
+
+    def __init__(self, message: str, reset_at: float):
+        super().__init__(message)
+        self.reset_at = reset_at
+
+
+def is_partner_link(url: str) -> bool:
+    """A URL that already is a Coupang Partners link (search results' productUrl): never deeplinked
+    again."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.netloc.lower() == "link.coupang.com" or "lptag=" in parts.query
 
 
 class CoupangConfig(BaseModel):
@@ -48,7 +68,9 @@ class CoupangConfig(BaseModel):
     max_backoff_s: float = 30.0
     search_per_hour: int = 10
     deeplink_per_minute: int = 100
-    rate_wait_s: float = 0.0  # how long to wait for a local token before refusing the call
+    rate_wait_s: float = 0.0  # how long to wait for a token before refusing the call
+    shared_limits: bool = True  # token buckets in the store, shared by every process (when use_store)
+    alerts: bool = True  # budget alerts (70/80/90/95 %) through the [notify] notifier
     breaker_threshold: int = 3
     breaker_cooldown_s: float = 300.0
     cache_ttl_s: float = 3600.0  # search results
@@ -119,13 +141,15 @@ class CoupangClient:
         self.store = store
         self.sleep = sleep
         self.policy = RetryPolicy(config.attempts, config.backoff_s, config.max_backoff_s)
-        self.buckets = {
-            "search": TokenBucket(
-                "coupang search", config.search_per_hour, 3600.0, config.rate_wait_s, clock, sleep
-            ),
-            "deeplink": TokenBucket(
-                "coupang deeplink", config.deeplink_per_minute, 60.0, config.rate_wait_s, clock, sleep
-            ),
+        self.wall_clock = wall_clock
+        limits = {"search": (config.search_per_hour, 3600.0), "deeplink": (config.deeplink_per_minute, 60.0)}
+        self.buckets: dict[str, Any] = {
+            name: (
+                SharedTokenBucket(f"coupang {name}", cap, per, store, config.rate_wait_s, wall_clock, sleep)
+                if store is not None and config.shared_limits
+                else TokenBucket(f"coupang {name}", cap, per, config.rate_wait_s, clock, sleep)
+            )
+            for name, (cap, per) in limits.items()
         }
         self.breaker = CircuitBreaker("coupang", config.breaker_threshold, config.breaker_cooldown_s, clock)
         self.cache = TtlCache(SERVICE, config.cache_ttl_s, store=store, clock=wall_clock)
@@ -158,6 +182,8 @@ class CoupangClient:
     def deeplink(self, urls: Sequence[str]) -> list[str]:
         if not urls:
             return []
+        if all(is_partner_link(u) for u in urls):
+            return list(urls)  # already partner links: nothing to convert
         cached = [self.link_cache.get(u) for u in urls]
         if all(cached):
             self.cache_hits += 1
@@ -192,6 +218,43 @@ class CoupangClient:
                 text = text.replace(secret, "***")
         return text
 
+    def _quota(self, endpoint: str, resp: Any) -> QuotaExceeded | None:
+        """A 403 (HTTP or rCode) whose message speaks of a limit: the quota is spent. The reset time
+        is the Retry-After / X-RateLimit-Reset header, else the end of the current window (search:
+        the hour, deeplink: the minute); the shared bucket is emptied until then."""
+        try:
+            payload = resp.json()
+        except ValueError:
+            payload = {}
+        rcode = str(payload.get("rCode", "")) if isinstance(payload, dict) else ""
+        msg = self._redact(_message(resp))
+        if not (resp.status_code == 403 or rcode == "403"):
+            return None
+        if not any(w in msg.lower() for w in _QUOTA_WORDS):
+            return None
+        now = self.wall_clock()
+        window = 3600.0 if endpoint == "search" else 60.0
+        after = parse_retry_after(resp.headers.get("Retry-After"))
+        reset = resp.headers.get("X-RateLimit-Reset")
+        if after is not None:
+            reset_at = now + after
+        elif reset and reset.replace(".", "", 1).isdigit():
+            reset_at = float(reset) if float(reset) > 1e9 else now + float(reset)
+        else:
+            reset_at = (now // window + 1) * window
+        bucket = self.buckets[endpoint]
+        if hasattr(bucket, "block"):
+            bucket.block(reset_at)
+        from datetime import UTC, datetime
+
+        when = datetime.fromtimestamp(reset_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return QuotaExceeded(
+            f"coupang {endpoint}: quota exceeded (HTTP {resp.status_code}, rCode {rcode or '-'}: {msg}); "
+            f"it resets at {when}: wait until then or lower {endpoint}_per_"
+            f"{'hour' if endpoint == 'search' else 'minute'} to stay under it",
+            reset_at,
+        )
+
     def _call(self, endpoint: str, method: str, path: str, query: str, body: Any) -> Any:
         import httpx
 
@@ -215,6 +278,9 @@ class CoupangClient:
                 self.budget.record(endpoint, None, False)
                 raise Retryable(f"connection failed ({type(exc).__name__})") from None
             self.budget.record(endpoint, resp.status_code, resp.is_success)
+            quota = self._quota(endpoint, resp)
+            if quota is not None:
+                raise quota
             if resp.status_code in (401, 403):
                 msg = self._redact(_message(resp))
                 self.breaker.failure(f"HTTP {resp.status_code}")

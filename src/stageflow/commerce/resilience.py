@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from stageflow.errors import CircuitOpen, RateLimited
 
@@ -60,6 +60,40 @@ class TokenBucket:
             self.sleep(wait)
             self._refill()
             self._tokens = max(0.0, self._tokens - 1)
+
+
+@dataclass
+class SharedTokenBucket:
+    """The same bucket kept in the stageflow store (``rate_buckets``), so every process using the
+    store — CLI runs, cron jobs, flow workers — draws from one quota. Wall clock, since processes do
+    not share a monotonic clock. ``block(until)`` empties it until the service's quota resets."""
+
+    name: str
+    capacity: int
+    per_s: float
+    store: Any
+    max_wait_s: float = 0.0
+    clock: Clock = time.time
+    sleep: Sleep = time.sleep
+
+    def acquire(self) -> None:
+        for _ in range(2):
+            wait = self.store.take_token(
+                self.name, capacity=self.capacity, per_s=self.per_s, now=self.clock()
+            )
+            if wait <= 0:
+                return
+            if wait > self.max_wait_s:
+                raise RateLimited(
+                    f"{self.name}: shared rate limit of {self.capacity} calls per {self.per_s:g} s reached "
+                    f"(all processes using this store); next call possible in {wait:.0f} s (raise the limit "
+                    "in the config if your quota allows)"
+                )
+            self.sleep(wait)
+        raise RateLimited(f"{self.name}: no token after waiting; another process took it, retry later")
+
+    def block(self, until: float) -> None:
+        self.store.block_bucket(self.name, until=until, now=self.clock())
 
 
 @dataclass

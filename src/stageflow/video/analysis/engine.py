@@ -4,20 +4,30 @@ PPL, commerce match, clip -> route through the status machine, stored when a sto
 Plain function, no Prefect: the video flow wraps ``analyze_video`` in a task. A failing range is
 recorded and the others continue; a commerce outage leaves that candidate without a match (routed to
 filtered_no_coupang, which a person can move back to needs_review). Re-running a video updates its
-rows and never duplicates them or re-routes a candidate a person has already moved.
+rows and never duplicates them; a candidate the engine routed is routed again when the evidence
+changed (a commerce backend configured later, new PPL evidence, a better score), through the status
+machine with history; a candidate a person moved keeps its status. PPL is computed per candidate.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from stageflow.errors import StageflowError
-from stageflow.video.analysis.evidence import Candidate, TimeRange, VideoEvidence, candidate_id, segments_in
-from stageflow.video.analysis.ppl import PplPatterns, ppl_probability
-from stageflow.video.analysis.routing import Status, route
+from stageflow.video.analysis.evidence import (
+    Candidate,
+    CommerceMatch,
+    FrameIn,
+    TimeRange,
+    VideoEvidence,
+    candidate_id,
+    segments_in,
+)
+from stageflow.video.analysis.ppl import PplPatterns, candidate_ppl, ppl_probability, video_disclosures
+from stageflow.video.analysis.routing import Status, may_reroute, route
 from stageflow.video.analysis.scoring import score_quotes
 
 log = logging.getLogger("stageflow.analysis")
@@ -57,17 +67,23 @@ def analyze_video(
     clipper: Clipper | None = None,
     actor: str = "engine",
     commerce_limit: int = 10,
+    frames: Sequence[tuple[float, str]] | None = None,
 ) -> AnalysisResult:
-    """Analyze one video. ``evidence``: a VideoEvidence or one entry of part 1's ``videos`` list.
+    """Analyze one video. ``frames``: optional kept frames ``(t, jpeg path)`` of the video, handed to
+    the analyzer as visual evidence (a model analyzer sends those of each range).
+    ``evidence``: a VideoEvidence or one entry of part 1's ``videos`` list.
     ``analyzer``: an Analyzer backend (rules, gemini). ``commerce``: a CommerceApi or None (then
     every candidate is filtered_no_coupang). ``store``: a stageflow Store (videos, candidates and
     status_history are written; illegal transitions raise)."""
     from stageflow.commerce.matching import find_match
 
     ev = evidence if isinstance(evidence, VideoEvidence) else VideoEvidence.from_part1(evidence)
+    if frames:
+        ev = ev.model_copy(update={"frames": tuple(FrameIn(t=t, path=str(p)) for t, p in frames)})
     patterns = ppl_patterns or PplPatterns.load()
     texts = [ev.title, *(s.text for s in ev.transcript), *(o.text for o in ev.ocr)]
-    ppl, matches = ppl_probability(texts, patterns)
+    ppl, matches = ppl_probability(texts, patterns)  # video level, for the video row and the summary
+    wide = video_disclosures(ev.title, [s.text for s in ev.transcript], [o.text for o in ev.ocr], patterns)
     result = AnalysisResult(ev.video_id, ppl_probability=ppl, ppl_matches=matches)
     if store is not None:
         store.upsert_video(ev.video_id, title=ev.title, source=ev.source, data={"ppl_probability": ppl})
@@ -92,12 +108,16 @@ def analyze_video(
             continue
         cand = cand.model_copy(update={"video_id": ev.video_id, "start": rng.start, "end": rng.end})
 
-        quotes = [s.text for s in segments_in(ev.transcript, rng.start, rng.end)] or list(
-            cand.evidence.ocr_texts
-        )
+        spoken = [s.text for s in segments_in(ev.transcript, rng.start, rng.end)]
+        quotes = spoken or list(cand.evidence.ocr_texts)
         score, band = score_quotes(quotes, ev.channel)
-        match = None
-        if commerce is not None:
+        cand_ppl, found = candidate_ppl(
+            video_wide=wide, speech=spoken, ocr=cand.evidence.ocr_texts, patterns=patterns
+        )
+        stored = store.candidate(cid) if store is not None else None
+        decided = status is not None and status not in (Status.PROCESSING, *_ROUTED)
+        match = _stored_match(stored, cand.product_name)
+        if match is None and commerce is not None and not decided:
             try:
                 match = find_match(
                     commerce, cand.product_name, cand.brand, cand.category_path, limit=commerce_limit
@@ -117,16 +137,18 @@ def analyze_video(
                 )
             except Exception as exc:  # noqa: BLE001 - a clip failure never loses the candidate
                 result.errors.append(f"clip {rng.start:.1f}-{rng.end:.1f}s: {exc}")
-        routed = route(ppl_probability=ppl, has_commerce=match is not None, score=score)
+        routed = route(ppl_probability=cand_ppl, has_commerce=match is not None, score=score)
+        ppl_found = tuple(p for kind in ("explicit", "implicit", "context") for p in found.get(kind, ()))
         cand = cand.model_copy(
             update={
                 "score": score,
                 "score_band": band,
-                "ppl_probability": ppl,
+                "ppl_probability": cand_ppl,
                 "commerce": match,
                 "clip": clip,
                 "thumbnail": thumb,
                 "status": routed.value,
+                "evidence": cand.evidence.model_copy(update={"ppl": ppl_found}),
             }
         )
         if store is not None:
@@ -134,13 +156,43 @@ def analyze_video(
             store.upsert_candidate(
                 cid, video_id=ev.video_id, start=rng.start, end=rng.end, data=data, actor=actor
             )
+            why = _why(cand_ppl, match, score)
             if status == Status.PROCESSING:
                 store.set_candidate_status(cid, Status.ANALYSIS_COMPLETE, actor=actor)
-                store.set_candidate_status(cid, routed, actor=actor, reason=_why(ppl, match, score))
-            else:  # already routed or reviewed in an earlier run: keep what people decided
+                store.set_candidate_status(cid, routed, actor=actor, reason=why)
+            elif status != routed and may_reroute(status, _last_actor(store, cid), actor):
+                for step in (Status.PROCESSING, Status.ANALYSIS_COMPLETE):
+                    store.set_candidate_status(cid, step, actor=actor, reason="re-analysis")
+                store.set_candidate_status(cid, routed, actor=actor, reason=f"re-analysis: {why}")
+            else:  # unchanged, or reviewed in an earlier run: keep what people decided
                 cand = cand.model_copy(update={"status": store.candidate_status(cid)})
         result.candidates.append(cand)
     return result
+
+
+_ROUTED = (
+    Status.HIGH_PPL_RISK,
+    Status.PPL_REVIEW_REQUIRED,
+    Status.FILTERED_NO_COUPANG,
+    Status.NEEDS_REVIEW,
+    Status.LOW_SCORE_FILTERED,
+)
+
+
+def _stored_match(stored: Mapping[str, Any] | None, name: str) -> CommerceMatch | None:
+    """The commerce match a previous run stored for this candidate under the same name (no search
+    on a warm re-run)."""
+    if not stored or not stored.get("commerce") or stored.get("product_name") != name:
+        return None
+    try:
+        return CommerceMatch.model_validate(stored["commerce"])
+    except ValueError:
+        return None
+
+
+def _last_actor(store: Any, cid: str) -> str | None:
+    history = store.status_history(cid)
+    return str(history[-1]["actor"]) if history else None
 
 
 def _begin(store: Any | None, cid: str, video_id: str, rng: TimeRange, actor: str) -> Status | None:

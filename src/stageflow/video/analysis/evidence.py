@@ -43,6 +43,13 @@ class OcrIn(_Model):
     box: tuple[float, float, float, float] | None = None
 
 
+class FrameIn(_Model):
+    """A kept frame on the video's timeline: its image file (JPEG from part 1's decode stage)."""
+
+    t: float
+    path: str
+
+
 class InfluencerStats(_Model):
     """What is known about the channel; every field optional (unknown scores 0)."""
 
@@ -62,6 +69,7 @@ class VideoEvidence(_Model):
     transcript: tuple[SegmentIn, ...] = ()
     detections: tuple[DetectionIn, ...] = ()
     ocr: tuple[OcrIn, ...] = ()
+    frames: tuple[FrameIn, ...] = ()  # kept frames (visual evidence for a model analyzer); optional
     channel: InfluencerStats = Field(default_factory=InfluencerStats)
 
     @classmethod
@@ -75,6 +83,7 @@ class VideoEvidence(_Model):
             transcript=tuple(SegmentIn.model_validate(s) for s in video.get("transcript") or ()),
             detections=tuple(DetectionIn.model_validate(d) for d in video.get("detections") or ()),
             ocr=tuple(OcrIn.model_validate(o) for o in video.get("ocr") or ()),
+            frames=tuple(FrameIn.model_validate(f) for f in video.get("frames") or () if "path" in f),
             channel=InfluencerStats.model_validate(dict(channel or {})),
         )
 
@@ -102,6 +111,7 @@ class RangeEvidence(_Model):
     ocr_texts: tuple[str, ...] = ()
     detections: tuple[str, ...] = ()
     frame_times: tuple[float, ...] = ()
+    ppl: tuple[str, ...] = ()  # the PPL patterns found for this candidate ("caption:광고", "협찬", ...)
 
 
 class CommerceMatch(_Model):

@@ -7,6 +7,8 @@ Data only. Matching is by normalised substring, so Korean stems match their infl
 
 from __future__ import annotations
 
+import re
+
 from stageflow.video.analysis.similarity import normalize
 
 CUES: dict[str, tuple[str, ...]] = {
@@ -16,9 +18,12 @@ CUES: dict[str, tuple[str, ...]] = {
         "강추",
         "꼭 써",
         "꼭 사",
+        "꼭 쟁여",
         "인생템",
         "최애",
         "재구매",
+        "쟁여",
+        "믿고 쓰",
         "recommend",
         "must have",
         "must-have",
@@ -26,6 +31,8 @@ CUES: dict[str, tuple[str, ...]] = {
         "favourite",
         "holy grail",
         "you need",
+        "repurchase",
+        "obsessed with",
     ),
     "usage": (
         "쓰고 있",
@@ -37,17 +44,31 @@ CUES: dict[str, tuple[str, ...]] = {
         "입고",
         "신고",
         "매일 써",
+        "매일 쓰",
+        "매일 사용",
+        "매일 바르",
+        "매일 아침",
+        "매일 밤",
+        "매일 저녁",
+        "데일리로",
+        "wear them",
+        "wear it",
+        "i wear",
         "using",
         "i use",
         "use it",
         "wearing",
         "apply",
+        "every day",
+        "every single day",
+        "daily",
     ),
     "possession": (
         "제 거",
         "제가 산",
         "샀",
-        "구매",
+        "구매했",
+        "구입",
         "내돈내산",
         "가지고 있",
         "갖고 있",
@@ -56,13 +77,16 @@ CUES: dict[str, tuple[str, ...]] = {
         "my new",
         "i got",
         "purchased",
+        "owned",
     ),
     "demonstration": (
         "보여드릴",
         "보여 드릴",
+        "보여드려",
         "보시면",
         "보이시죠",
         "발라보",
+        "발라 보",
         "써보",
         "열어보",
         "언박싱",
@@ -81,12 +105,20 @@ CUES: dict[str, tuple[str, ...]] = {
         "지속력",
         "발색",
         "흡수",
+        "순해",
+        "순하",
+        "보습",
+        "편해",
+        "조용",
+        "가벼워",
         "works",
         "results",
         "long-lasting",
         "long lasting",
         "hydrat",
         "glow",
+        "comfortable",
+        "battery",
     ),
     "experience": (
         "써봤",
@@ -95,6 +127,7 @@ CUES: dict[str, tuple[str, ...]] = {
         "경험",
         "한 달",
         "몇 년",
+        "몇 달",
         "tried",
         "for years",
         "for months",
@@ -105,12 +138,14 @@ CUES: dict[str, tuple[str, ...]] = {
         "좋아",
         "좋은",
         "좋다",
+        "좋고",
         "최고",
         "예뻐",
         "예쁘",
         "만족",
         "대박",
         "훌륭",
+        "마음에 들",
         "great",
         "love",
         "amazing",
@@ -126,18 +161,110 @@ CUES: dict[str, tuple[str, ...]] = {
         "아쉽",
         "최악",
         "안 좋",
+        "비추",
         "bad",
         "worst",
         "disappoint",
         "hate",
         "not good",
+        "broke",
     ),
-    "emphasis": ("정말", "진짜", "너무", "완전", "엄청", "really", "so ", "very", "super", "totally"),
-    "emotion": ("ㅠㅠ", "ㅋㅋ", "사랑", "행복", "감동", "설레", "😍", "❤", "love it", "obsessed", "happy"),
+    "emphasis": (
+        "정말",
+        "진짜",
+        "너무",
+        "완전",
+        "엄청",
+        "really",
+        "so ",
+        "very",
+        "super",
+        "totally",
+        "highly",
+        "absolutely",
+    ),
+    "emotion": (
+        "ㅠㅠ",
+        "ㅋㅋ",
+        "사랑",
+        "행복",
+        "감동",
+        "설레",
+        "반했",
+        "대박",
+        "미쳤",
+        "😍",
+        "❤",
+        "love it",
+        "obsessed",
+        "happy",
+        "in love",
+        "인생템",
+        "최애",
+        "love them",
+        "love this",
+    ),
 }
+
+#: Cues that weigh double in scoring (a strong, personal endorsement in one phrase).
+STRONG_CUES = frozenset(
+    {"강추", "인생템", "최애", "재구매", "매일 써", "매일 쓰", "매일 사용", "매일 바르", "매일 아침",
+     "매일 밤", "매일 저녁", "내돈내산", "holy grail", "every day", "every single day", "obsessed with",
+     "must have", "must-have", "repurchase"}
+)  # fmt: skip
+
+#: Calls to action and channel boilerplate: never a product, never scored ("구독 좋아요" is not praise).
+CALL_TO_ACTION = (
+    "구독",
+    "좋아요 눌러",
+    "좋아요와 구독",
+    "알림 설정",
+    "알림설정",
+    "댓글 남겨",
+    "구매 링크",
+    "구매링크",
+    "링크는",
+    "설명란",
+    "더보기란",
+    "고정 댓글",
+    "고정댓글",
+    "subscribe",
+    "like and subscribe",
+    "hit the bell",
+    "link in",
+    "link below",
+    "description box",
+    "in the description",
+    "comment below",
+)
+
+#: Hedging: halves praise ("나쁘지 않아요" is not a recommendation).
+HEDGES = (
+    "나쁘지 않",
+    "그냥 그래",
+    "그럭저럭",
+    "무난",
+    "글쎄",
+    "잘 모르겠",
+    "애매",
+    "not sure",
+    "it's okay",
+    "its okay",
+    "kind of",
+    "i guess",
+    "so-so",
+)
+
+#: Negators after a Korean cue ("추천 안 해요", "좋지 않아요") or before it ("안 좋아요", "not great").
+_NEG_AFTER = re.compile(r"^\s?(?:하지\s?|지\s?|는\s?|은\s?)?(?:안|않|못|없|아니|마)")
+_NEG_BEFORE = re.compile(
+    r"(?:(?:^|\s)(?:안|못|별로)|\b(?:not|never|no|(?:don|wouldn|can|didn|doesn|isn)\s?t))\s?$"
+)
 
 #: Cue kinds that make a transcript segment a candidate range (pass a). A bare brand name is not one.
 RANGE_CUES = ("recommend", "usage", "possession", "demonstration", "experience")
+#: Cue kinds that extend a range (the speaker goes on describing the item) but never start one.
+EXTEND_CUES = ("effect", "positive", "negative", "emotion")
 
 #: YOLO (COCO) labels -> a category path hint (1-2 levels).
 LABEL_CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -164,11 +291,72 @@ LABEL_CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 
 
-def cue_hits(text: str, kind: str) -> int:
-    """Number of ``kind`` cues found in ``text`` (each cue counted once)."""
+def _positions(norm: str, cue: str) -> list[int]:
+    out, i = [], norm.find(cue)
+    while i >= 0:
+        out.append(i)
+        i = norm.find(cue, i + 1)
+    return out
+
+
+def strip_calls_to_action(text: str) -> str:
+    """``text`` with the clauses that hold a call to action removed (what scoring reads)."""
+    parts = re.split(r"(?<=[.!?。！？~])\s+|\n", text)
+    low = [p for p in parts if not any(c in p.lower() for c in CALL_TO_ACTION)]
+    return " ".join(low)
+
+
+def is_call_to_action(text: str) -> bool:
+    low = " ".join(text.lower().split())
+    return any(c in low for c in CALL_TO_ACTION)
+
+
+def negated(norm: str, pos: int, cue: str) -> bool:
+    """Whether the cue at ``pos`` of normalised text is negated (Korean after, English before)."""
+    after = norm[pos + len(cue) : pos + len(cue) + 8]
+    before = norm[max(0, pos - 12) : pos]
+    return bool(_NEG_AFTER.search(after) or _NEG_BEFORE.search(before))
+
+
+def cue_hits(text: str, kind: str, *, negation: bool = False) -> int:
+    """Number of ``kind`` cues found in ``text`` (each cue counted once). With ``negation``, a cue
+    whose every occurrence is negated ("추천 안 해요", "not great") does not count."""
+    return len(_found(text, kind, negation=negation))
+
+
+def _found(text: str, kind: str, *, negation: bool) -> list[str]:
     norm = " " + normalize(text) + " "
     raw = text.lower()
-    return sum(1 for cue in CUES[kind] if normalize(cue) and (normalize(cue) in norm or cue in raw))
+    out = []
+    for cue in CUES[kind]:
+        n = normalize(cue)
+        if not n:
+            continue
+        if n in norm or cue in raw:
+            if negation and n in norm and all(negated(norm, p, n) for p in _positions(norm, n)):
+                continue
+            out.append(cue)
+    return out
+
+
+def negated_hits(text: str, kind: str) -> int:
+    """``kind`` cues that occur only negated ("추천 안 해요" -> 1 for recommend)."""
+    norm = " " + normalize(text) + " "
+    return sum(
+        1
+        for cue in CUES[kind]
+        if (n := normalize(cue)) and n in norm and all(negated(norm, p, n) for p in _positions(norm, n))
+    )
+
+
+def cue_weight(text: str, kind: str) -> float:
+    """Weighted, negation-aware cue count: strong cues (STRONG_CUES) count 2, others 1."""
+    return float(sum(2 if c in STRONG_CUES else 1 for c in _found(text, kind, negation=True)))
+
+
+def hedged(text: str) -> bool:
+    low = " ".join(text.lower().split())
+    return any(h in low for h in HEDGES)
 
 
 #: Known brands: canonical name -> spellings seen in speech or on screen. Extend through the rules
@@ -196,4 +384,8 @@ BRANDS: dict[str, tuple[str, ...]] = {
     "아디다스": ("아디다스", "adidas"),
     "로지텍": ("로지텍", "logitech"),
     "무인양품": ("무인양품", "muji"),
+    "앤커": ("앤커", "anker"),
+    "스탠리": ("스탠리", "stanley"),
+    "에스티로더": ("에스티로더", "estee lauder", "estée lauder"),
+    "구글": ("구글", "google", "pixel", "픽셀"),
 }

@@ -4,6 +4,10 @@ Routing (first rule that applies): PPL > 0.7 -> high_ppl_risk; 0.3 <= PPL <= 0.7
 ppl_review_required; no commerce match -> filtered_no_coupang; score >= 60 -> needs_review;
 otherwise low_score_filtered.
 
+Re-routing: a candidate the engine routed (one of ``ROUTED``, last moved by the engine) is routed
+again on re-analysis through processing -> analysis_complete -> the new route; a candidate a person
+moved (approved, rejected, needs_review by hand, ...) keeps its status (``may_reroute``).
+
 Allowed transitions are listed in ``TRANSITIONS``; anything else raises IllegalTransition. The store
 enforces this table on every status change (and records it in status_history). No I/O here.
 """
@@ -46,15 +50,18 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.PROCESSING: frozenset({S.ANALYSIS_COMPLETE, S.FAILED}),
     S.ANALYSIS_COMPLETE: frozenset(ROUTED),
     S.FAILED: frozenset({S.PROCESSING}),  # a re-run may retry a failed candidate
-    S.NEEDS_REVIEW: frozenset({S.APPROVED, S.REJECTED, S.UNDER_REVISION}),
+    # a machine-routed candidate may be analysed again (re-run, later commerce match, better PPL
+    # evidence): routed -> processing -> analysis_complete -> routed, every step in status_history
+    S.NEEDS_REVIEW: frozenset({S.APPROVED, S.REJECTED, S.UNDER_REVISION, S.PROCESSING}),
     S.APPROVED: frozenset({S.PUBLISHED}),
     S.PUBLISHED: frozenset({S.ARCHIVED}),
-    S.FILTERED_NO_COUPANG: frozenset({S.NEEDS_REVIEW}),  # when a link is added by hand
+    S.FILTERED_NO_COUPANG: frozenset({S.NEEDS_REVIEW, S.PROCESSING}),  # a link added by hand
     # issue silent; our choice: a person decides PPL cases, and a revision comes back to review
-    S.PPL_REVIEW_REQUIRED: frozenset({S.NEEDS_REVIEW, S.REJECTED}),
-    S.HIGH_PPL_RISK: frozenset({S.REJECTED, S.PPL_REVIEW_REQUIRED}),
+    S.PPL_REVIEW_REQUIRED: frozenset({S.NEEDS_REVIEW, S.REJECTED, S.PROCESSING}),
+    S.HIGH_PPL_RISK: frozenset({S.REJECTED, S.PPL_REVIEW_REQUIRED, S.PROCESSING}),
     S.UNDER_REVISION: frozenset({S.NEEDS_REVIEW}),
-    S.LOW_SCORE_FILTERED: frozenset(),
+    # a reviewer can rescue a low-scored candidate (issue 18)
+    S.LOW_SCORE_FILTERED: frozenset({S.NEEDS_REVIEW, S.PROCESSING}),
     S.REJECTED: frozenset(),
     S.ARCHIVED: frozenset(),
 }
@@ -84,3 +91,9 @@ def route(*, ppl_probability: float, has_commerce: bool, score: int) -> Status:
     if score >= 60:
         return Status.NEEDS_REVIEW
     return Status.LOW_SCORE_FILTERED
+
+
+def may_reroute(status: str | None, last_actor: str | None, engine_actor: str) -> bool:
+    """Whether the engine may route this candidate again: it is in a routed state and the engine
+    (not a person) put it there."""
+    return status in {s.value for s in ROUTED} and last_actor == engine_actor

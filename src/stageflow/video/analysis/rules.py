@@ -1,15 +1,18 @@
 """The ``rules`` analyzer: offline, no model. Pass a finds time ranges where the speaker shows,
 describes, uses, owns or recommends an item (a cue from the Korean + English lexicon; a bare brand
-mention is not enough). Pass b builds a candidate from the range's speech, the on-screen text matched
-to it (exact 1.0, substring 0.9, token Jaccard; >= 0.6 is product-related) and YOLO labels as
-category hints. On-screen text naming a known brand with no speech about it gives an "ocr" range with
-lower confidence.
+mention or a call to action is not enough), one range per product: a segment naming a different
+product starts a new range. Pass b names the product open-vocabulary (:mod:`naming`): noun phrases
+of the speech and product captions on screen, fused when they agree (one OCR syllable error
+tolerated), the brand by proximity (in the name, right before it, else nearest in time; the brand
+list is a boost, not a gate); YOLO labels give category hints. Persistent product captions away
+from any speech range give an "ocr" range with lower confidence (distinct captions stay distinct).
 
 It never invents a value: an unknown field is None, an unclear name is "확인 필요".
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,15 +21,31 @@ from pydantic import BaseModel, ConfigDict
 from stageflow.video.analysis.evidence import (
     NEEDS_CHECK,
     Candidate,
-    OcrIn,
     RangeEvidence,
     SegmentIn,
     TimeRange,
     VideoEvidence,
     segments_in,
 )
-from stageflow.video.analysis.lexicon import BRANDS, LABEL_CATEGORIES, RANGE_CUES, cue_hits
-from stageflow.video.analysis.similarity import RELATED_THRESHOLD, normalize, text_match, tokens
+from stageflow.video.analysis.lexicon import (
+    BRANDS,
+    EXTEND_CUES,
+    LABEL_CATEGORIES,
+    RANGE_CUES,
+    cue_hits,
+    strip_calls_to_action,
+)
+from stageflow.video.analysis.naming import (
+    Brands,
+    Mention,
+    brand_for,
+    caption_mentions,
+    choose_name,
+    names_agree,
+    product_type,
+    speech_mentions,
+)
+from stageflow.video.analysis.similarity import tokens
 
 
 class RulesConfig(BaseModel):
@@ -35,7 +54,8 @@ class RulesConfig(BaseModel):
     context_segments: int = 1  # neighbouring segments added before a range (the item is often named there)
     ocr_window_s: float = 2.0  # on-screen text this close to a range belongs to it
     ocr_min_confidence: float = 0.5
-    ocr_merge_gap_s: float = 10.0  # on-screen-only text frames closer than this form one range
+    ocr_merge_gap_s: float = 10.0  # frames of the same on-screen caption closer than this: one range
+    caption_min_frames: int = 2  # an unknown caption must persist this many frames to name a product
     detection_min_confidence: float = 0.4
     brands: dict[str, list[str]] = {}  # extra brands: canonical -> spellings
 
@@ -49,58 +69,93 @@ def _segments(transcript: Any) -> list[SegmentIn]:
     return sorted(out, key=lambda s: (s.start, s.end))
 
 
+def _kinds(text: str) -> set[str]:
+    clean = strip_calls_to_action(text)
+    return {k for k in RANGE_CUES if cue_hits(clean, k, negation=k != "recommend")} | (
+        {"recommend"} if cue_hits(clean, "recommend") else set()
+    )
+
+
+def _describes(text: str) -> bool:
+    """The speaker goes on about the item (effect, praise, complaint, emotion): extends a range."""
+    clean = strip_calls_to_action(text)
+    return any(cue_hits(clean, k, negation=True) for k in EXTEND_CUES)
+
+
 class RulesAnalyzer:
     name = "rules"
 
     def __init__(self, config: RulesConfig | None = None):
         self.config = config or RulesConfig()
-        self.brands: dict[str, tuple[str, ...]] = dict(BRANDS)
-        for canonical, spellings in self.config.brands.items():
-            self.brands[canonical] = tuple({canonical.lower(), *(s.lower() for s in spellings)})
+        spellings: dict[str, tuple[str, ...]] = dict(BRANDS)
+        for canonical, extra in self.config.brands.items():
+            spellings[canonical] = tuple({canonical.lower(), *(s.lower() for s in extra)})
+        self.brands = Brands(spellings)
 
     # ------------------------------------------------------------------ pass a
     def find_ranges(self, transcript: Any) -> list[TimeRange]:
+        """One range per product mention: cue segments within ``merge_gap_s`` join the current
+        mention unless they name a different product (then a new range starts); a named segment just
+        before a cue segment belongs to its range."""
         segs = [s for s in _segments(transcript) if s.text.strip()]
-        ranges: list[tuple[int, int, set[str]]] = []
+        gap = self.config.merge_gap_s
+        groups: list[dict[str, Any]] = []  # {"first", "last", "kinds", "name"}
         for i, seg in enumerate(segs):
-            kinds = {k for k in RANGE_CUES if cue_hits(seg.text, k)}
-            if not kinds:
+            kinds = _kinds(seg.text)
+            names = speech_mentions([seg], self.brands)
+            name = max(names, key=lambda m: m.strength).text if names else None
+            cur = groups[-1] if groups else None
+            near = cur is not None and seg.start - segs[cur["last"]].end <= gap
+            describes = _describes(seg.text)
+            same = cur is not None and (name is None or cur["name"] is None or names_agree(name, cur["name"]))
+            if near and same and cur is not None and (kinds or name is not None or describes):
+                cur["last"], cur["kinds"] = i, cur["kinds"] | kinds
+                cur["name"] = cur["name"] or name
                 continue
-            if ranges and seg.start - segs[ranges[-1][1]].end <= self.config.merge_gap_s:
-                first, _, old = ranges[-1]
-                ranges[-1] = (first, i, old | kinds)
-            else:
-                ranges.append((i, i, kinds))
+            if kinds or name is not None:
+                groups.append({"first": i, "last": i, "kinds": set(kinds), "name": name})
         out = []
-        for first, last, kinds in ranges:
-            lo = first
-            for _ in range(self.config.context_segments):
-                if lo > 0 and segs[lo].start - segs[lo - 1].end <= self.config.merge_gap_s:
-                    lo -= 1
-            if out and segs[lo].start < out[-1].end:  # never overlap the previous range
-                lo = first
-            out.append(TimeRange(start=segs[lo].start, end=segs[last].end, reason=",".join(sorted(kinds))))
+        for g in groups:
+            if not g["kinds"]:
+                continue
+            last = g["last"]
+            while last > g["first"] and not (
+                _kinds(segs[last].text)
+                or _describes(segs[last].text)
+                or speech_mentions([segs[last]], self.brands)
+            ):
+                last -= 1  # trailing segments that add nothing
+            out.append(
+                TimeRange(
+                    start=segs[g["first"]].start, end=segs[last].end, reason=",".join(sorted(g["kinds"]))
+                )
+            )
         return out
 
     def ocr_ranges(self, evidence: VideoEvidence, covered: Sequence[TimeRange]) -> list[TimeRange]:
-        """On-screen text that names a known brand, away from every speech range: one range per
-        cluster of such frames (gap <= ocr_merge_gap_s)."""
-        times = sorted(
-            o.t
+        """Product captions away from every speech range: one range per distinct caption (frames of
+        the same caption, within one OCR syllable, closer than ``ocr_merge_gap_s`` join; different
+        captions never merge)."""
+        w = self.config.ocr_window_s
+        free = [
+            o
             for o in evidence.ocr
             if o.confidence >= self.config.ocr_min_confidence
-            and self._brand_in(o.text)
-            and not any(
-                r.start - self.config.ocr_window_s <= o.t <= r.end + self.config.ocr_window_s for r in covered
-            )
-        )
-        out: list[TimeRange] = []
-        for t in times:
-            if out and t - out[-1].end <= self.config.ocr_merge_gap_s:
-                out[-1] = TimeRange(start=out[-1].start, end=t, reason="on-screen brand", origin="ocr")
-            else:
-                out.append(TimeRange(start=t, end=t, reason="on-screen brand", origin="ocr"))
-        return out
+            and o.text.strip()
+            and not any(r.start - w <= o.t <= r.end + w for r in covered)
+        ]
+        out: list[tuple[float, float, str]] = []
+        for m in caption_mentions(free, self.brands, min_frames=self.config.caption_min_frames):
+            times = sorted(o.t for o in free if names_agree(" ".join(o.text.split()), m.text, 0.85))
+            for t in times:
+                if out and out[-1][2] == m.text and t - out[-1][1] <= self.config.ocr_merge_gap_s:
+                    out[-1] = (out[-1][0], t, m.text)
+                else:
+                    out.append((t, t, m.text))
+        out.sort()
+        return [
+            TimeRange(start=a, end=b, reason="on-screen product caption", origin="ocr") for a, b, _ in out
+        ]
 
     # ------------------------------------------------------------------ pass b
     def candidate(self, time_range: Any, evidence: Any) -> Candidate:
@@ -119,16 +174,31 @@ class RulesAnalyzer:
             for d in ev.detections
             if rng.start <= d.t <= rng.end and d.confidence >= cfg.detection_min_confidence
         ]
-
-        name, match = self._name_from_ocr(ocr, spoken, ocr_only=rng.origin == "ocr")
-        brand = self._brand_in(" ".join([name or "", spoken, *(o.text for o in ocr)]))
+        said = speech_mentions(segs, self.brands)
+        shown = caption_mentions(
+            ocr, self.brands, min_frames=1 if said or rng.origin == "ocr" else cfg.caption_min_frames
+        )
+        if rng.origin != "ocr":
+            # in a speech range an unknown caption counts when it persists or agrees with the speech
+            shown = [
+                c
+                for c in shown
+                if c.frames >= cfg.caption_min_frames
+                or self.brands.find(c.text)
+                or product_type(c.text)
+                or any(names_agree(c.text, s.text) for s in said)
+            ]
+        name, source, agreement = choose_name(said, shown)
+        t_name = _when(name, said, shown, rng)
+        texts = [(s.start, s.text) for s in segs] + [(o.t, o.text) for o in ocr]
+        brand = brand_for(name, texts, t_name, self.brands) if name else None
         category = self._category(dets)
-        kinds = {k for k in RANGE_CUES if cue_hits(spoken, k)}
+        kinds = _kinds(spoken)
 
         if rng.origin == "ocr":
             confidence = 0.2 + (0.1 if brand else 0.0) + (0.05 if category else 0.0)
         else:
-            confidence = 0.3 + 0.1 * min(3, len(kinds)) + 0.25 * match + (0.05 if brand else 0.0)
+            confidence = 0.3 + 0.1 * min(3, len(kinds)) + 0.25 * agreement + (0.05 if brand else 0.0)
             confidence += 0.05 if category else 0.0
         if name is None:
             name = NEEDS_CHECK
@@ -160,42 +230,7 @@ class RulesAnalyzer:
 
     # ------------------------------------------------------------------ helpers
     def _brand_in(self, text: str) -> str | None:
-        low = " " + text.lower() + " "
-        norm = " " + normalize(text) + " "
-        for canonical, spellings in self.brands.items():
-            if any(s in low or (normalize(s) and f" {normalize(s)}" in norm) for s in spellings):
-                return canonical
-        return None
-
-    def _is_only_brand(self, text: str) -> bool:
-        rest = normalize(text)
-        for spellings in self.brands.values():
-            for s in spellings:
-                rest = rest.replace(normalize(s), " ") if normalize(s) else rest
-        return not rest.strip()
-
-    def _name_from_ocr(
-        self, ocr: Sequence[OcrIn], spoken: str, *, ocr_only: bool
-    ) -> tuple[str | None, float]:
-        """The on-screen text best matched to the speech (>= 0.6), or for an OCR-only range the most
-        frequent branded text; (None, 0) when nothing qualifies."""
-        best: tuple[float, float, str] | None = None
-        counts: dict[str, int] = {}
-        for o in ocr:
-            text = " ".join(o.text.split())
-            if len(normalize(text)) < 2 or self._is_only_brand(text):
-                continue
-            counts[text] = counts.get(text, 0) + 1
-            score = text_match(text, spoken) if spoken else 0.0
-            if score >= RELATED_THRESHOLD and (best is None or (score, o.confidence) > best[:2]):
-                best = (score, o.confidence, text)
-        if best is not None:
-            return best[2], best[0]
-        if ocr_only:
-            branded = [t for t in counts if self._brand_in(t)]
-            if branded:
-                return max(branded, key=lambda t: counts[t]), 0.0
-        return None, 0.0
+        return self.brands.first(text)
 
     @staticmethod
     def _category(dets: Sequence[Any]) -> tuple[str, ...]:
@@ -213,9 +248,18 @@ class RulesAnalyzer:
             return None
 
         def strength(q: str) -> int:
-            return sum(cue_hits(q, k) for k in ("recommend", "positive", "emphasis")) + q.count("!")
+            return sum(cue_hits(q, k) for k in ("recommend", "positive", "emphasis")) + len(
+                re.findall(r"!+", q)
+            )
 
         return max(quotes, key=strength)[:120]
+
+
+def _when(name: str | None, said: Sequence[Mention], shown: Sequence[Mention], rng: TimeRange) -> float:
+    for m in [*said, *shown]:
+        if name and names_agree(m.text, name):
+            return m.t
+    return rng.start
 
 
 def build_rules(config: RulesConfig | Mapping[str, Any] | None = None) -> RulesAnalyzer:

@@ -6,27 +6,30 @@
     I = .25 log-scaled subscribers + .35 engagement + .25 consistency + .15 authenticity
     bands: >= 80 high, >= 60 medium, >= 40 low, else very_low
 
-Each sub-score is in 0..1. How a sub-score is read from text (cue counts, saturating) is this
-module's choice and documented on each function. Pure functions: no I/O.
+Each sub-score is in 0..1. How a sub-score is read from text (weighted, negation-aware cue counts
+that saturate after two or three cues, so one gushing sentence reaches the top) is this module's
+choice and documented on each function. Pure functions: no I/O.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from stageflow.video.analysis.evidence import InfluencerStats
-from stageflow.video.analysis.lexicon import cue_hits
+from stageflow.video.analysis.lexicon import (
+    cue_hits,
+    cue_weight,
+    hedged,
+    negated_hits,
+    strip_calls_to_action,
+)
 
 
 def _clamp(x: float) -> float:
     return max(0.0, min(1.0, x))
-
-
-def _sat(hits: int, full: int) -> float:
-    """``hits`` cue hits, saturating at ``full`` (-> 1.0)."""
-    return _clamp(hits / full)
 
 
 @dataclass(frozen=True)
@@ -98,28 +101,51 @@ def band(score: int) -> str:
     return "very_low"
 
 
+def _curve(weight: float, full: float) -> float:
+    """Saturating reading of a weighted cue count: linear up to ``full`` (-> 1.0)."""
+    return _clamp(weight / full)
+
+
+def _text(quotes: Sequence[str]) -> str:
+    return strip_calls_to_action(" ".join(quotes))
+
+
 def sentiment_of(quotes: Sequence[str]) -> Sentiment:
-    """positive: 3 cues = 1.0; exclamation: 3 '!' = 1.0; emphasis: 3 cues; emotion: 2 cues;
-    negative: 2 cues."""
-    text = " ".join(quotes)
+    """Read from the quotes with calls to action removed ("구독 좋아요" is not praise):
+
+    positive: praise + recommendation cues ("좋아요", "추천", "강추"; strong cues weigh 2), negated
+    ones ("추천 안 해요", "not great") count as negative instead; 1.5 = 1.0 (one plain cue 0.67),
+    halved when the speaker hedges ("나쁘지 않아요"). exclamation: runs of "!" (each run once: "!!!"
+    is one), 2 = 1.0. emphasis: 2 cues = 1.0. emotion: 2 cues = 1.0. negative: negative cues +
+    negated praise, 2 = 1.0."""
+    text = _text(quotes)
+    praise = cue_weight(text, "positive") + cue_weight(text, "recommend")
+    if hedged(text):
+        praise /= 2
+    neg = cue_hits(text, "negative") + negated_hits(text, "positive") + negated_hits(text, "recommend")
     return Sentiment(
-        positive=_sat(cue_hits(text, "positive"), 3),
-        exclamation=_sat(text.count("!") + text.count("!"), 3),
-        emphasis=_sat(cue_hits(text, "emphasis"), 3),
-        emotion=_sat(cue_hits(text, "emotion"), 2),
-        negative=_sat(cue_hits(text, "negative"), 2),
+        positive=_curve(praise, 1.5),
+        exclamation=_curve(len(re.findall(r"[!！]+", text)), 2),
+        emphasis=_curve(cue_hits(text, "emphasis"), 2),
+        emotion=_curve(cue_hits(text, "emotion"), 2),
+        negative=_curve(neg, 2),
     )
 
 
 def endorsement_of(quotes: Sequence[str]) -> Endorsement:
-    """Each sub-score: 2 cues of its kind = 1.0 (one cue = 0.5)."""
-    text = " ".join(quotes)
+    """Each sub-score: cue weight 1.5 = 1.0 (one ordinary cue = 0.67, one strong cue such as "매일
+    써요" = 1.0); negated cues ("안 써요") do not count. experience also counts the speaker's own verdict
+    (recommendation cues: "추천", "재구매", "인생템"), since that is what a recommendation reports."""
+    text = _text(quotes)
+    rec = cue_weight(text, "recommend")
+    if hedged(text):
+        rec /= 2
     return Endorsement(
-        usage=_sat(cue_hits(text, "usage"), 2),
-        demonstration=_sat(cue_hits(text, "demonstration"), 2),
-        effect=_sat(cue_hits(text, "effect"), 2),
-        experience=_sat(cue_hits(text, "experience"), 2),
-        possession=_sat(cue_hits(text, "possession"), 2),
+        usage=_curve(cue_weight(text, "usage"), 1.5),
+        demonstration=_curve(cue_weight(text, "demonstration"), 1.5),
+        effect=_curve(cue_weight(text, "effect"), 1.5),
+        experience=_curve(cue_weight(text, "experience") + rec, 1.5),
+        possession=_curve(cue_weight(text, "possession"), 1.5),
     )
 
 
