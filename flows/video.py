@@ -359,6 +359,9 @@ def video_analysis(params: AnalysisParams) -> dict[str, Any]:
     from stageflow.video import analyze
     from stageflow.video.settings import VideoConfig
 
+    from stageflow.runconfig import resolve_params
+
+    params = resolve_params(params)  # given parameters -> STAGEFLOW_CONFIG's [video]/[notify] -> defaults
     out = params.out or str(settings.home() / "video")
     config = VideoConfig.model_validate(params.video)
     check_video_backends_task(params.video, params.notifier, params.notifier_options)
