@@ -26,8 +26,9 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def node_version(state_dir: Path | None = None) -> str:
-    """``node --version``, remembered per node binary (path, size, mtime) under ``state_dir``."""
+def node_version(state_dir: Path | None = None, *, remember: bool = True) -> str:
+    """``node --version``, remembered per node binary (path, size, mtime) under ``state_dir``
+    (read there always, written only with ``remember``)."""
     node = shutil.which("node")
     if node is None:
         raise BadInput("node is not on PATH: install Node.js (v18 or later) to build workspaces")
@@ -42,7 +43,7 @@ def node_version(state_dir: Path | None = None) -> str:
         except (OSError, ValueError, KeyError):
             pass
     version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
-    if memo is not None:
+    if memo is not None and remember:
         try:
             memo.parent.mkdir(parents=True, exist_ok=True)
             tmp = memo.with_suffix(f".{os.getpid()}.tmp")
