@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from .conftest import git
@@ -217,6 +217,28 @@ def cases(draw: st.DrawFn) -> tuple[dict[str, Any], list[list[str]]]:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(cases())
+# found by this test: a directory that does not exist is an error only without a git range
+@example(
+    (
+        {
+            "packages": [
+                {"name": "p0", "dir": "packages/d0"},
+                {"name": "p1", "dir": "packages/d1"},
+                {"name": "@g/p2", "dir": "packages/d2"},
+                {"name": "p3", "dir": "packages/d3"},
+            ],
+            "deps": {0: [], 1: [0], 2: [], 3: [0]},
+            "commits": [{0, 1}],
+            "dirty": {0},
+            "untracked": {0},
+        },
+        [
+            ["!...^{./packages/*}[HEAD~1]...", "!p0"],
+            ["!...p0", "...{./apps/*}...[HEAD~1]"],
+            ["...^./packages/d1", "{./apps/*}[HEAD~1]"],
+        ],
+    )
+)
 def test_filter_equals_turbo_ls(case: tuple[dict[str, Any], list[list[str]]]) -> None:
     repo, sets = case
     with tempfile.TemporaryDirectory(prefix="sf-turbo-") as tmp:

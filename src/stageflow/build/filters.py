@@ -242,9 +242,9 @@ class Resolver:
     def _rel(self, name: str) -> str:
         return "." if name == ROOT else self.graph.workspaces[name].rel
 
-    def _in_directory(self, sel: Selector, names: Iterable[str]) -> set[str]:
+    def _in_directory(self, sel: Selector, names: Iterable[str], *, must_exist: bool = False) -> set[str]:
         base = _literal_base(sel.directory)
-        if base and base != "." and not (self.graph.root / base).is_dir():
+        if must_exist and base and base != "." and not (self.graph.root / base).is_dir():
             raise _bad(sel.raw, f"directory '{base}' does not exist in {self.graph.root}")
         if sel.directory == ".":
             return {n for n in names if n == ROOT}
@@ -266,8 +266,8 @@ class Resolver:
             entry = set(self.changed(sel.from_ref, sel.to_ref))
             if sel.directory:
                 entry = self._in_directory(sel, entry)
-        elif sel.directory:
-            entry = self._in_directory(sel, self._all())
+        elif sel.directory:  # turbo refuses a missing directory here (not with a git range)
+            entry = self._in_directory(sel, self._all(), must_exist=True)
         if sel.name:
             entry = self._by_name(sel, entry if (sel.from_ref or sel.directory) else self._all())
         return entry

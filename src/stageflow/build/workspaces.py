@@ -115,7 +115,8 @@ def workspace_globs(root: Path) -> tuple[list[str], str]:
         try:
             data = yaml.safe_load(pnpm.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise BadInput(f"{pnpm}: not valid YAML ({exc}): fix the file") from None
+            why = " ".join(str(exc).split())[:200]
+            raise BadInput(f"{pnpm}: not valid YAML ({why}): fix the file") from None
         packages = data.get("packages") if isinstance(data, dict) else None
         if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
             raise BadInput(f"{pnpm}: expected 'packages:' with a list of globs, e.g. - 'apps/*'")
