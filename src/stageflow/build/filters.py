@@ -265,8 +265,8 @@ class Resolver:
         if sel.from_ref:
             entry = set(self.changed(sel.from_ref, sel.to_ref))
             if sel.directory:
-                entry = self._in_directory(sel, entry)
-        elif sel.directory:  # turbo refuses a missing directory here (not with a git range)
+                entry = self._in_directory(sel, entry, must_exist=True)
+        elif sel.directory:  # turbo refuses a missing directory here (not in NAME...[ref])
             entry = self._in_directory(sel, self._all(), must_exist=True)
         if sel.name:
             entry = self._by_name(sel, entry if (sel.from_ref or sel.directory) else self._all())
