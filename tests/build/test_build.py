@@ -322,7 +322,7 @@ def test_global_inputs_and_filters_on_the_cli(small: Monorepo, cli_json):
     assert cli_json(str(small.root))[0] == 0
     small.built()
     (small.root / "tsconfig.base.json").write_text('{"strict": true}')
-    code, doc, _ = cli_json(str(small.root), "--base", "HEAD", "--filter", "...@s/utils")
+    code, doc, _ = cli_json(str(small.root), "--base", "HEAD", "--filter", "@s/utils...")
     assert code == 0 and doc["root_changes"] == ["tsconfig.base.json"]
     assert sorted(small.built()) == ["@s/types", "@s/utils"] and doc["affected"] == ["@s/types", "@s/utils"]
 

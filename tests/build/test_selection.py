@@ -55,12 +55,28 @@ def test_unrelated_root_file_affects_nothing(o4o: Monorepo):
 def test_filters_like_turborepo(o4o: Monorepo):
     graph = discover(o4o.root)
     assert apply_filter(graph, "@o4o/forms") == {"@o4o/forms"}
-    assert apply_filter(graph, "@o4o/forms...") == {"@o4o/forms", "@o4o/admin-dashboard"}
-    assert apply_filter(graph, "...@o4o/forms") == {"@o4o/forms", "@o4o/ui", "@o4o/utils", "@o4o/types"}
-    assert apply_filter(graph, "apps/docs") == {"@o4o/docs"}
+    # NAME...: with its dependencies; ...NAME: with its dependents (turbo's direction)
+    assert apply_filter(graph, "@o4o/forms...") == {"@o4o/forms", "@o4o/ui", "@o4o/utils", "@o4o/types"}
+    assert apply_filter(graph, "...@o4o/forms") == {"@o4o/forms", "@o4o/admin-dashboard"}
+    assert apply_filter(graph, "@o4o/forms^...") == {"@o4o/ui", "@o4o/utils", "@o4o/types"}
+    assert apply_filter(graph, "...^@o4o/forms") == {"@o4o/admin-dashboard"}
+    assert apply_filter(graph, "./apps/docs") == {"@o4o/docs"}
+    assert apply_filter(graph, "{./apps/api-*}") == {"@o4o/api-server"}
     assert apply_filter(graph, "@o4o/api-*") == {"@o4o/api-server", "@o4o/api-client"}
+    assert apply_filter(graph, ["{./packages/*}", "!@o4o/u*"]) == apply_filter(graph, "{./packages/*}") - {
+        "@o4o/ui",
+        "@o4o/utils",
+    }
+    assert apply_filter(graph, "!...@o4o/ui") == set(graph.names) - apply_filter(graph, "...@o4o/ui")
+    assert apply_filter(graph, "@o4o/zz*") == set()  # a glob may match nothing, as in turbo
     with pytest.raises(BadInput, match="--filter '@o4o/nope'"):
         apply_filter(graph, "@o4o/nope")
+    with pytest.raises(BadInput, match=r"write '\{./apps/\*\}'"):
+        apply_filter(graph, "apps/*")
+    with pytest.raises(BadInput, match="'{./nope/\\*}': directory 'nope' does not exist"):
+        apply_filter(graph, "{./nope/*}")
+    with pytest.raises(BadInput, match="empty directory"):
+        apply_filter(graph, "{}")
     sel = select(graph, None, filters=["@o4o/forum"])
     assert sel.affected == ["@o4o/forum"] and set(sel.run) == {
         "@o4o/forum",
@@ -71,8 +87,35 @@ def test_filters_like_turborepo(o4o: Monorepo):
     }
 
 
+def test_git_range_filters(o4o: Monorepo, cli_json):
+    base = git(o4o.root, "rev-parse", "HEAD").strip()
+    o4o.edit("@o4o/ui")
+    o4o.commit()
+    code, doc, err = cli_json(str(o4o.root), "--filter", f"[{base}]", "--dry-run")
+    assert code == 0, err
+    assert doc["affected"] == ["@o4o/ui"]
+    code, doc, _ = cli_json(str(o4o.root), "--filter", f"...[{base}]", "--dry-run")
+    assert set(doc["affected"]) == apply_filter(discover(o4o.root), "...@o4o/ui")
+    # NAME...[ref]: the app whose dependency changed; [a...b]: committed range only
+    code, doc, _ = cli_json(str(o4o.root), "--filter", f"{{./apps/*}}...[{base}]", "--dry-run")
+    assert set(doc["affected"]) == {
+        "@o4o/main-site",
+        "@o4o/admin-dashboard",
+        "@o4o/ecommerce",
+        "@o4o/crowdfunding-app",
+        "@o4o/forum",
+    }
+    o4o.edit("@o4o/docs")  # uncommitted: in [ref], not in [a...b]
+    code, doc, _ = cli_json(str(o4o.root), "--filter", f"[{base}]", "--dry-run")
+    assert doc["affected"] == ["@o4o/ui", "@o4o/docs"] or set(doc["affected"]) == {"@o4o/ui", "@o4o/docs"}
+    code, doc, _ = cli_json(str(o4o.root), "--filter", f"[{base}...HEAD]", "--dry-run")
+    assert doc["affected"] == ["@o4o/ui"]
+    code, _, err = cli_json(str(o4o.root), "--filter", "[no-such-ref]", "--dry-run")
+    assert code == 2 and "--filter [no-such-ref] 'no-such-ref': unknown git ref" in err
+
+
 def test_filter_intersects_changes(o4o: Monorepo):
-    sel = select(discover(o4o.root), ["packages/utils/src/index.txt"], filters=["apps/*"])
+    sel = select(discover(o4o.root), ["packages/utils/src/index.txt"], filters=["{./apps/*}"])
     assert "@o4o/utils" not in sel.affected and "@o4o/signage" in sel.affected
     assert "@o4o/docs" not in sel.affected
 

@@ -55,11 +55,18 @@ def _split(out: bytes) -> list[str]:
     return [p for p in out.decode("utf-8", errors="surrogateescape").split("\0") if p]
 
 
-def changed_files(root: Path, base: str, head: str = "HEAD", *, committed_only: bool = False) -> list[str]:
+def changed_files(
+    root: Path,
+    base: str,
+    head: str = "HEAD",
+    *,
+    committed_only: bool = False,
+    options: tuple[str, str] = ("--base", "--head"),
+) -> list[str]:
     """Paths (relative to ``root``) changed in ``base...head``, plus uncommitted and untracked changes
-    unless ``committed_only``. Renames count as both paths."""
-    base_id = resolve_ref(root, base, "--base")
-    head_id = resolve_ref(root, head, "--head")
+    unless ``committed_only``. Renames count as both paths. ``options`` name the refs in errors."""
+    base_id = resolve_ref(root, base, options[0])
+    head_id = resolve_ref(root, head, options[1])
     paths: set[str] = set()
     diff = ["diff", "--name-only", "-z", "--no-renames", "--relative"]
     paths.update(_split(_git(root, *diff, f"{base_id}...{head_id}").stdout))

@@ -18,6 +18,8 @@ class WorkspaceOverride(_Strict):
     """Per-workspace options: ``[build.workspaces."@scope/web"] outputs = [".next/"]``."""
 
     outputs: list[str] | None = None
+    #: Workspace dependencies of this workspace not treated as build edges (e.g. to break a cycle).
+    ignore_dependencies: list[str] = Field(default_factory=list)
 
 
 class RoleConfig(_Strict):
@@ -46,4 +48,6 @@ class BuildConfig(_Strict):
     cache: str = "local"
     cache_options: dict[str, Any] = Field(default_factory=dict)
     workspaces: dict[str, WorkspaceOverride] = Field(default_factory=dict)
+    #: Dependency edges ``"dependent -> dependency"`` not treated as build edges (e.g. to break a cycle).
+    ignore_edges: list[str] = Field(default_factory=list)
     roles: dict[str, RoleConfig] = Field(default_factory=dict)

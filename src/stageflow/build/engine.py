@@ -92,7 +92,11 @@ def plan(options: BuildOptions, config: BuildConfig) -> BuildPlan:
     """Discover, select and hash. Raises BadInput for every malformed input, before anything runs."""
     started = time.perf_counter()
     root = options.repo.resolve()
-    graph = workspaces.discover(root)
+    ignore_edges = [
+        *config.ignore_edges,
+        *(f"{n} -> {d}" for n, o in config.workspaces.items() for d in o.ignore_dependencies),
+    ]
+    graph = workspaces.discover(root, ignore_edges)
     unknown = [n for n in config.workspaces if n not in graph.workspaces]
     if unknown:
         raise BadInput(f'[build.workspaces."{unknown[0]}"]: no such workspace in {root}: fix the name')
@@ -103,6 +107,13 @@ def plan(options: BuildOptions, config: BuildConfig) -> BuildPlan:
         )
     elif options.head != "HEAD":
         raise BadInput("--head needs --base: pass --base REF too")
+
+    def changed_in(from_ref: str, to_ref: str) -> list[str]:
+        where = f"--filter [{from_ref}{'...' + to_ref if to_ref else ''}]"
+        return changes.changed_files(
+            root, from_ref, to_ref or "HEAD", committed_only=bool(to_ref), options=(where, where)
+        )
+
     sel = selection.select(
         graph,
         changed,
@@ -110,6 +121,7 @@ def plan(options: BuildOptions, config: BuildConfig) -> BuildPlan:
         role=options.role,
         roles=config.roles,
         global_inputs=config.global_inputs,
+        changed_in=changed_in,
     )
     task = options.task or config.task
     runner_opts = config.runner_options
@@ -122,11 +134,12 @@ def plan(options: BuildOptions, config: BuildConfig) -> BuildPlan:
         for n in sel.run
     }
     state = root / STATE_DIR
-    _ensure_state_dir(state)
+    if not options.dry_run:  # a dry run writes nothing anywhere
+        _ensure_state_dir(state)
     files = changes.file_ids(root)
     env = {k: os.environ.get(k, "") for k in sorted(config.env)}
     lock = hashing.Lockfile(root)
-    node = hashing.node_version(state if state.is_dir() else None)
+    node = hashing.node_version(state if state.is_dir() else None, remember=not options.dry_run)
     gdigest = hashing.global_hash(root, files, config.global_inputs, lock, env, node)
     hashes = hashing.task_hashes(
         graph, sel.run, files, outs, {n: [c for _, c in ch] for n, ch in chains.items()}, lock, gdigest, task
@@ -145,6 +158,7 @@ def plan(options: BuildOptions, config: BuildConfig) -> BuildPlan:
         task,
         concurrency,
         memory_mb,
+        warnings=list(graph.warnings),
         plan_s=time.perf_counter() - started,
     )
 

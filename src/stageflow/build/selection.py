@@ -2,15 +2,16 @@
 dependents; root-level inputs affect all; Turborepo-style ``--filter`` and configured roles narrow
 the set; the dependencies of what is selected are pulled in so their outputs are present.
 
-Pure functions over a WorkspaceGraph; never runs git or touches the disk.
+Pure functions over a WorkspaceGraph; git is reached only through the callables passed in.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from stageflow.build import filters as turbo_filters
 from stageflow.build.config import RoleConfig
 from stageflow.build.workspaces import LOCKFILES, WorkspaceGraph
 from stageflow.errors import BadInput
@@ -64,18 +65,46 @@ def _match_names(graph: WorkspaceGraph, pattern: str, flag: str) -> set[str]:
     return names
 
 
-def apply_filter(graph: WorkspaceGraph, expr: str) -> set[str]:
-    """One Turborepo filter: ``NAME``, ``NAME...`` (with dependents), ``...NAME`` (with dependencies);
-    NAME may be a glob (``@o4o/*``) or a workspace directory."""
-    text = expr.strip()
-    with_deps = text.startswith("...")
-    with_dependents = text.endswith("...") and len(text) > 3
-    core = text.removeprefix("...") if with_deps else text
-    core = core.removesuffix("...") if with_dependents else core
-    if not core:
-        raise BadInput(f"--filter '{expr}': empty name: use NAME, NAME... or ...NAME")
-    names = _match_names(graph, core, "--filter")
-    return graph.closure(names, dependents=with_dependents, dependencies=with_deps)
+def changed_packages(
+    graph: WorkspaceGraph, paths: Sequence[str], global_inputs: Sequence[str] = ()
+) -> set[str]:
+    """Packages with a change among ``paths`` as a ``[ref]`` filter sees them: each path's owner, the
+    root package (``//``) for other paths, every package when a root-level input (root package.json,
+    turbo.json, a lockfile, ``[build] global_inputs``) changed."""
+    if any(
+        graph.owner_of(p) is None and (p == "turbo.json" or is_root_input(p, global_inputs)) for p in paths
+    ):
+        return {*graph.names, turbo_filters.ROOT}
+    return {graph.owner_of(p) or turbo_filters.ROOT for p in paths}
+
+
+def apply_filter(
+    graph: WorkspaceGraph,
+    expr: str | Sequence[str],
+    changed: Callable[[str, str], set[str]] | None = None,
+) -> set[str]:
+    """Turborepo filters (:mod:`stageflow.build.filters`): the union of the inclusions minus the
+    exclusions. ``changed(from_ref, to_ref)`` answers ``[ref]`` selectors."""
+
+    def no_git(from_ref: str, to_ref: str) -> set[str]:
+        raise BadInput(f"--filter '[{from_ref}]': git ranges need a git repository")
+
+    exprs = [expr] if isinstance(expr, str) else list(expr)
+    resolver = turbo_filters.Resolver(graph, changed or no_git)
+    picked = resolver.resolve(exprs)
+    for raw in exprs:
+        sel = turbo_filters.parse(raw)
+        if sel.name and "/" in sel.name and "*" in sel.name and not sel.directory and not sel.from_ref:
+            if not resolver._by_name(sel, graph.names) and _dir_matches(graph, sel.name):
+                raise BadInput(
+                    f"--filter '{raw}': matches no package name but matches directories: "
+                    f"write '{{./{sel.name.removeprefix('./')}}}' to select by directory"
+                )
+    return picked
+
+
+def _dir_matches(graph: WorkspaceGraph, pattern: str) -> bool:
+    return any(fnmatch.fnmatchcase(ws.rel, pattern.removeprefix("./")) for ws in graph.workspaces.values())
 
 
 def role_members(graph: WorkspaceGraph, roles: Mapping[str, RoleConfig], role: str) -> set[str]:
@@ -99,18 +128,23 @@ def select(
     role: str | None = None,
     roles: Mapping[str, RoleConfig] | None = None,
     global_inputs: Sequence[str] = (),
+    changed_in: Callable[[str, str], Sequence[str]] | None = None,
 ) -> Selection:
-    """Combine changes (None: no --base, every workspace is a candidate), filters and role."""
+    """Combine changes (None: no --base, every workspace is a candidate), filters and role.
+    ``changed_in(from_ref, to_ref)`` lists the paths changed in a filter's git range."""
     global_change: list[str] = []
     if changed is None:
         candidates = set(graph.names)
     else:
         candidates, global_change = affected_by(graph, changed, global_inputs)
     if filters:
-        picked: set[str] = set()
-        for expr in filters:
-            picked |= apply_filter(graph, expr)
-        candidates &= picked
+
+        def packages_in(from_ref: str, to_ref: str) -> set[str]:
+            if changed_in is None:
+                raise BadInput(f"--filter '[{from_ref}]': git ranges need a git repository")
+            return changed_packages(graph, changed_in(from_ref, to_ref), global_inputs)
+
+        candidates &= apply_filter(graph, filters, packages_in)
     if role is not None:
         candidates &= graph.closure(role_members(graph, roles or {}, role), dependencies=True)
     affected = [n for n in graph.names if n in candidates]

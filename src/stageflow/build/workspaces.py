@@ -31,6 +31,8 @@ class WorkspaceGraph:
     workspaces: Mapping[str, Workspace]  # by name, in discovery order
     globs_source: str  # "package.json" or "pnpm-workspace.yaml"
     manager: str  # npm | pnpm | yarn (detected from lockfile / packageManager)
+    root_internal: frozenset[str] = frozenset()  # workspaces the root package.json depends on
+    warnings: tuple[str, ...] = ()  # tolerated oddities (a glob matching nothing, a nameless package)
 
     @property
     def names(self) -> list[str]:
@@ -113,7 +115,8 @@ def workspace_globs(root: Path) -> tuple[list[str], str]:
         try:
             data = yaml.safe_load(pnpm.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise BadInput(f"{pnpm}: not valid YAML ({exc}): fix the file") from None
+            why = " ".join(str(exc).split())[:200]
+            raise BadInput(f"{pnpm}: not valid YAML ({why}): fix the file") from None
         packages = data.get("packages") if isinstance(data, dict) else None
         if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
             raise BadInput(f"{pnpm}: expected 'packages:' with a list of globs, e.g. - 'apps/*'")
@@ -138,12 +141,14 @@ def workspace_globs(root: Path) -> tuple[list[str], str]:
     return spec, "package.json"
 
 
-def _expand(root: Path, patterns: list[str], source: str) -> list[Path]:
-    """Directories holding a package.json matched by the positive patterns minus the ``!`` ones."""
+def _expand(root: Path, patterns: list[str], source: str, warnings: list[str]) -> list[Path]:
+    """Directories holding a package.json matched by the positive patterns minus the ``!`` ones
+    (``!packages/legacy``, ``!./packages/legacy``, ``!**/test/**``, as pnpm reads them). A glob
+    matching nothing is a warning, as every package manager tolerates it."""
     import pathspec
 
-    negated = [p[1:].strip().strip("/") for p in patterns if p.startswith("!")]
-    exclude = pathspec.GitIgnoreSpec.from_lines(negated) if negated else None
+    negated = [p[1:].strip().removeprefix("./").strip("/") for p in patterns if p.startswith("!")]
+    exclude = pathspec.GitIgnoreSpec.from_lines([f"/{n}" for n in negated if n]) if negated else None
     found: dict[str, Path] = {}
     for raw in patterns:
         if raw.startswith("!"):
@@ -160,14 +165,14 @@ def _expand(root: Path, patterns: list[str], source: str) -> list[Path]:
                 or not (candidate / "package.json").is_file()
             ):
                 continue
-            if exclude is not None and exclude.match_file(rel + "/"):
+            if exclude is not None and (exclude.match_file(rel + "/") or exclude.match_file(rel)):
                 continue
             matched += 1
             found.setdefault(rel, candidate)
         if matched == 0:
-            raise BadInput(
-                f"{root / source}: workspace glob '{raw}' matches no directory with a package.json: "
-                "fix the glob or remove it"
+            warnings.append(
+                f"{root / source}: workspace glob '{raw}' matches no directory with a package.json "
+                "(ignored, as the package managers do: fix the glob or remove it)"
             )
     return [found[k] for k in found]
 
@@ -177,10 +182,22 @@ def _alias_target(name: str, spec: str) -> str:
     for prefix in ("npm:", "workspace:"):
         if spec.startswith(prefix):
             rest = spec[len(prefix) :]
-            if rest and not rest[0].isdigit() and rest[0] not in "*^~<>=":
+            if rest and not rest[0].isdigit() and rest[0] not in "*^~<>=./":
                 at = rest.rfind("@")
                 return rest[:at] if at > 0 else rest
     return name
+
+
+def _path_target(spec: str, directory: Path, by_dir: Mapping[Path, str]) -> str | None:
+    """The workspace a path spec points at: ``workspace:../a``, ``file:../a``, ``link:../a``."""
+    for prefix in ("workspace:", "file:", "link:"):
+        if spec.startswith(prefix):
+            rest = spec[len(prefix) :]
+            if prefix == "workspace:" and not rest.startswith((".", "/")):
+                return None
+            target = (directory / rest).resolve() if not Path(rest).is_absolute() else Path(rest).resolve()
+            return by_dir.get(target)
+    return None
 
 
 def detect_manager(root: Path, manifest: Mapping[str, Any]) -> str:
@@ -194,8 +211,36 @@ def detect_manager(root: Path, manifest: Mapping[str, Any]) -> str:
     return "npm"
 
 
-def discover(root: Path) -> WorkspaceGraph:
-    """Find the workspaces of the monorepo at ``root`` and check their DAG (a cycle is BadInput)."""
+def pnpm_auto_install_peers(root: Path) -> bool:
+    """pnpm's ``auto-install-peers`` from the root .npmrc (default true since pnpm 8)."""
+    try:
+        lines = (root / ".npmrc").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return True
+    value = True
+    for line in lines:
+        key, sep, val = line.partition("=")
+        if sep and key.strip() == "auto-install-peers":
+            value = val.strip().lower() not in ("false", "0", "")
+    return value
+
+
+def parse_edge(text: str, where: str) -> tuple[str, str]:
+    a, sep, b = text.partition("->")
+    if not sep or not a.strip() or not b.strip():
+        raise BadInput(f'{where} \'{text}\': write an edge as "dependent -> dependency", e.g. "a -> b"')
+    return a.strip(), b.strip()
+
+
+def discover(root: Path, ignore_edges: Iterable[str] = ()) -> WorkspaceGraph:
+    """Find the workspaces of the monorepo at ``root`` and check their DAG (a cycle is BadInput).
+
+    Edges are what the package manager links: a dependency naming another workspace in any field
+    (``*``, ranges, ``workspace:*``, ``npm:`` aliases) or pointing at one by path (``workspace:../a``,
+    ``file:``, ``link:``). A dependency declared only in ``peerDependencies`` with a plain range is an
+    edge only where the package manager installs peers (pnpm with ``auto-install-peers``, its default);
+    npm and yarn 1 do not link peer ranges. ``ignore_edges`` (``"a -> b"``) removes edges, e.g. to
+    break a cycle."""
     root = root.resolve()
     if not root.is_dir():
         raise BadInput(f"{root}: not a directory: pass the monorepo root")
@@ -203,13 +248,17 @@ def discover(root: Path) -> WorkspaceGraph:
     root_manifest = _read_json(root / "package.json") if (root / "package.json").is_file() else {}
     if not [p for p in patterns if not p.startswith("!")]:
         raise BadInput(f"{root / source}: lists no workspace globs: add e.g. 'packages/*'")
+    warnings: list[str] = []
     manifests: dict[str, tuple[Path, dict[str, Any]]] = {}
-    for directory in _expand(root, patterns, source):
+    for directory in _expand(root, patterns, source, warnings):
         manifest_path = directory / "package.json"
         data = _read_json(manifest_path)
         name = data.get("name")
         if not isinstance(name, str) or not name:
-            raise BadInput(f'{manifest_path}: no "name": give the workspace a package name')
+            warnings.append(
+                f'{manifest_path}: no "name": not a workspace package (skipped): give it a package name'
+            )
+            continue
         if name in manifests:
             other = manifests[name][0].relative_to(root).as_posix()
             raise BadInput(
@@ -217,8 +266,12 @@ def discover(root: Path) -> WorkspaceGraph:
                 f"{directory.relative_to(root).as_posix()}/package.json: rename one"
             )
         manifests[name] = (directory, data)
-    workspaces: dict[str, Workspace] = {}
-    for name, (directory, data) in manifests.items():
+    manager = detect_manager(root, root_manifest)
+    peers_linked = manager == "pnpm" and pnpm_auto_install_peers(root)
+    by_dir = {directory.resolve(): name for name, (directory, _) in manifests.items()}
+    ignored = {parse_edge(e, "[build] ignore_edges") for e in ignore_edges}
+
+    def edges(name: str, directory: Path, data: Mapping[str, Any]) -> tuple[set[str], dict[str, str]]:
         internal: set[str] = set()
         external: dict[str, str] = {}
         for fld in DEPENDENCY_FIELDS:
@@ -226,11 +279,23 @@ def discover(root: Path) -> WorkspaceGraph:
             if not isinstance(deps, dict):
                 raise BadInput(f'{directory / "package.json"}: "{fld}" must be an object')
             for dep, spec in deps.items():
-                target = _alias_target(dep, str(spec))
+                spec = str(spec)
+                target = _path_target(spec, directory, by_dir) or _alias_target(dep, spec)
                 if target in manifests and target != name:
+                    peer_only = fld == "peerDependencies" and not any(
+                        dep in (data.get(f) or {}) for f in DEPENDENCY_FIELDS if f != fld
+                    )
+                    if peer_only and not spec.startswith("workspace:") and not peers_linked:
+                        continue
                     internal.add(target)
                 elif target != name:
-                    external.setdefault(dep, str(spec))
+                    external.setdefault(dep, spec)
+        return internal, external
+
+    workspaces: dict[str, Workspace] = {}
+    for name, (directory, data) in manifests.items():
+        internal, external = edges(name, directory, data)
+        internal -= {b for a, b in ignored if a == name}
         scripts = data.get("scripts") or {}
         workspaces[name] = Workspace(
             name=name,
@@ -242,7 +307,12 @@ def discover(root: Path) -> WorkspaceGraph:
             external=external,
             manifest=data,
         )
-    graph = WorkspaceGraph(root, workspaces, source, detect_manager(root, root_manifest))
+    for a, b in sorted(ignored):
+        if a not in manifests or b not in manifests:
+            missing = a if a not in manifests else b
+            raise BadInput(f"[build] ignore_edges '{a} -> {b}': no workspace '{missing}': fix or remove it")
+    root_internal, _ = edges("//", root, root_manifest)
+    graph = WorkspaceGraph(root, workspaces, source, manager, frozenset(root_internal), tuple(warnings))
     check_acyclic(graph)
     return graph
 
@@ -255,5 +325,6 @@ def check_acyclic(graph: WorkspaceGraph) -> None:
         cycle = list(reversed(exc.args[1]))  # graphlib lists a cycle against the edge direction
         raise BadInput(
             f"dependency cycle between workspaces: {' -> '.join(cycle)}: remove one of these "
-            "dependencies from its package.json"
+            f'dependencies from its package.json, or break it with [build] ignore_edges = ["{cycle[0]} -> '
+            f'{cycle[1]}"] in stageflow.toml'
         ) from None

@@ -120,7 +120,9 @@ def build_cmd(
         typer.Option(
             "--filter",
             "-F",
-            help="NAME, NAME... (with dependents) or ...NAME (with dependencies); repeatable.",
+            help="Turborepo filter: NAME or glob, NAME... (with dependencies), ...NAME (with "
+            "dependents), ^ (without NAME itself), ./dir, {./dir/*}, \\[ref], \\[a...b], NAME...\\[ref], "
+            "!EXPR; repeatable (union, exclusions last).",
         ),
     ] = None,
     role: Annotated[
