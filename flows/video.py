@@ -356,10 +356,9 @@ def video_analysis(params: AnalysisParams) -> dict[str, Any]:
     from stageflow.flows.inference import run_inference
 
     from stageflow.errors import StageflowError
+    from stageflow.runconfig import resolve_params
     from stageflow.video import analyze
     from stageflow.video.settings import VideoConfig
-
-    from stageflow.runconfig import resolve_params
 
     params = resolve_params(params)  # given parameters -> STAGEFLOW_CONFIG's [video]/[notify] -> defaults
     out = params.out or str(settings.home() / "video")
