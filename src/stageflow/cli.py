@@ -363,8 +363,8 @@ def _invoke(args: list[str]) -> None:
             f"{top} is not installed: this needs the {EXTRAS[top]} extra "
             f'(pip install "stageflow[{EXTRAS[top]}]")'
         ) from None
-    if isinstance(code, int) and code:
-        raise SystemExit(code)
+    # As Click's standalone mode: a command always ends in SystemExit (0 on success).
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def run_app(args: list[str]) -> None:
