@@ -30,20 +30,36 @@ def test_include_exclude_protect_and_always_excluded(project) -> None:
         protect=[".env*", "uploads/"],
     )
     result = scan(project.source, r)
-    assert sorted(result.files) == ["apps/api-server/index.js", "packages/lib/lib.js"]
+    files = sorted(p for p in result.files if not p.endswith("/"))
+    assert files == ["apps/api-server/index.js", "packages/lib/lib.js"]
+    # directory entries: the shipped directories the include list selects (rsync-style)
+    assert sorted(p for p in result.files if p.endswith("/")) == [
+        "apps/",
+        "apps/api-server/",
+        "packages/",
+        "packages/lib/",
+    ]
     assert result.excluded >= 4  # .git, node_modules, uploads dirs; web dir; files
     assert r.unmatched_includes(list(result.files)) == [".env*", "uploads/**"]
 
 
-def test_missing_exclude_from_is_bad_input(project) -> None:
-    with pytest.raises(BadInput, match="exclude_from file '.nope' not found"):
-        rules(project.source, exclude_from=".nope")
+def test_ignore_from_reads_gitignore_syntax(project) -> None:
+    project.write(".deployignore", "# comment\napps/web/\n!apps/web/keep.js\n")
+    r = rules(project.source, ignore_from=".deployignore")
+    files = {p for p in scan(project.source, r).files if not p.endswith("/")}
+    assert "apps/api-server/index.js" in files and not any(p.startswith("apps/web/") for p in files)
+
+
+@pytest.mark.parametrize("key", ["exclude_from", "filter_from", "ignore_from"])
+def test_missing_rule_file_is_bad_input(project, key: str) -> None:
+    with pytest.raises(BadInput, match=f"{key} file '.nope' not found"):
+        rules(project.source, **{key: ".nope"})
 
 
 def test_hashes_reused_when_stat_unchanged_and_diff(project) -> None:
     r = rules(project.source)
     first = scan(project.source, r)
-    assert first.hashed == len(first.files)
+    assert first.hashed == len([p for p in first.files if not p.endswith("/")])
     again = scan(project.source, r, first.files)
     assert again.hashed == 0 and again.files == first.files
     project.write("packages/lib/lib.js", "lib changed\n")

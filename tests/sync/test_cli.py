@@ -69,7 +69,8 @@ def test_first_sync_then_changes_only(cli, project, snapshot) -> None:
         "deleted": ["apps/web/page.js"],
     }
     assert (project.target / "packages/lib/lib.js").read_text() == "v2\n"
-    assert not (project.target / "apps/web").exists()
+    # apps/web is still a (now empty) directory in the source: kept, as rsync keeps it
+    assert (project.target / "apps/web").is_dir() and not any((project.target / "apps/web").iterdir())
     assert (project.target / ".env").read_text() == "KEEP=1\n"  # protected: never sent or overwritten
     assert (project.target / "uploads/u.png").read_text() == "u"
 

@@ -17,6 +17,7 @@ import os
 import shlex
 import shutil
 import sqlite3
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from stageflow.sync.manifest import (
     replay,
     scan,
     scan_paths,
+    with_parent_dirs,
 )
 from stageflow.sync.profile import EnvironmentProfile, SyncConfig
 from stageflow.sync.rules import SelectionRules
@@ -365,6 +367,34 @@ def _prune_empty_dirs(target: LocalTarget | SshTarget, base: str, deleted: list[
         target.run_quiet(f"rmdir -p --ignore-fail-on-non-empty -- {quoted}", cwd_rel=base)
 
 
+def _make_dirs(prep: Prepared, planned: Plan, base: str) -> None:
+    """Create the shipped directories the change set adds, and re-create the shipped ones that
+    removing deleted paths emptied and pruned (rsync keeps a directory that is still in the source)."""
+    changes = planned.result.changes
+    keys: set[str] = set()
+    for path in changes.deleted + changes.gone_dirs:
+        parts = path.split("/")[:-1]
+        keys.update("/".join(parts[:i]) + "/" for i in range(1, len(parts) + 1))
+    if planned.full is not None:
+        kept = {k for k in keys if k in planned.full}
+    else:
+        known = set(planned.local.get(keys)) if planned.local is not None else set()
+        kept = (known - set(planned.deleted)) | (keys & set(planned.sets))
+    dirs = sorted(set(changes.dirs) | {k[:-1] for k in kept})
+    if not dirs:
+        return
+    target = prep.target
+    if isinstance(target, LocalTarget):
+        root = target.join(base)
+        for d in dirs:
+            path = os.path.join(root, d)
+            os.makedirs(path, exist_ok=True)
+            with contextlib.suppress(OSError):
+                os.chmod(path, stat.S_IMODE(os.stat(prep.source / d).st_mode))
+    else:
+        target.run_quiet("mkdir -p -- " + " ".join(shlex.quote(d) for d in dirs), cwd_rel=base)
+
+
 # ------------------------------------------------------------------------------------------ plan
 @dataclass
 class Plan:
@@ -472,6 +502,7 @@ def _git_scan(
     between = gitscan.changed_between(prep.source, str(meta["commit"]), view.head)
     roots = _outermost({d for d in view.dirs if not rules.skip_tree(d)} | set(meta.get("walk_roots", [])))
     candidates = view.changed | view.ignored | between | set(meta.get("dirty", [])) | pending_paths
+    candidates = with_parent_dirs(candidates)
     candidates = {c for c in candidates if not _under(c, roots) and c not in roots}
     previous = local.get(candidates)
     for root in roots:
@@ -491,7 +522,11 @@ def _watch_scan(
     assert view.changed is not None
     rules = prep.rules
     roots = _outermost({d for d in view.dirs if not rules.skip_tree(d)})
-    candidates = {c for c in view.changed | pending_paths if not _under(c, roots) and c not in roots}
+    candidates = {
+        c
+        for c in with_parent_dirs(view.changed | pending_paths)
+        if not _under(c, roots) and c.rstrip("/") not in roots
+    }
     previous = local.get(candidates)
     for root in roots:
         previous.update(local.under(root))
@@ -595,7 +630,8 @@ def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: st
         meta[watched.key] = recorded if isinstance(recorded, dict) else watched.record()
     meta.update(skipped_links=scanned.skipped_links, unmatched=unmatched)
     # Paths now excluded or protected are left alone on the target (as rsync leaves excluded files).
-    changes.deleted = [p for p in changes.deleted if not rules.skip_file(p)]
+    changes.deleted = [p for p in changes.deleted if not rules.skip_path(p)]
+    changes.gone_dirs = [d for d in changes.gone_dirs if not rules.skip_path(d + "/")]
     result = _new_result(prep, scanned, changes, release, unmatched)
     result.accelerator = "walk" if reason else (watched.key if use_watch and watched else "git")
     result.accelerator_reason = reason
@@ -718,7 +754,8 @@ def _apply_in_place(prep: Prepared, planned: Plan, held: Held) -> None:
     if stale_paths:
         _cleanup_temps(target, "", stale_paths)
     stats = prep.transport.send(prep.source, target.transport_dest(""), changes)
-    _prune_empty_dirs(target, "", changes.deleted)
+    _prune_empty_dirs(target, "", changes.deleted + [d + "/" for d in changes.gone_dirs])
+    _make_dirs(prep, planned, "")
     result.bytes_sent = stats.bytes
     context = DeployContext(
         target, "", prep.source, prep.request.environment, prep.profile.role, None, changes, prep.log
@@ -785,7 +822,10 @@ def _apply_release(prep: Prepared, planned: Plan) -> None:
     base = f"{releases.RELEASES}/{previous}" if previous else ""
     target.clone_tree(base, f"{releases.RELEASES}/{new}")
     stats = prep.transport.send(prep.source, target.transport_dest(f"{releases.RELEASES}/{new}"), changes)
-    _prune_empty_dirs(target, f"{releases.RELEASES}/{new}", changes.deleted)
+    _prune_empty_dirs(
+        target, f"{releases.RELEASES}/{new}", changes.deleted + [d + "/" for d in changes.gone_dirs]
+    )
+    _make_dirs(prep, planned, f"{releases.RELEASES}/{new}")
     result.bytes_sent = stats.bytes
     full = planned.new_manifest()
     text = manifest_to_json(full)

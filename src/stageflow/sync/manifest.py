@@ -1,5 +1,8 @@
 """Manifests (path -> size, mtime_ns, mode, content hash, link target) and change sets.
 
+A shipped directory has its own entry, keyed ``dir/`` (trailing slash; size and mtime 0, digest
+``dir``), so directories whose contents are all excluded are created as rsync creates them.
+
 A manifest describes what a sync shipped; the next sync diffs a fresh scan of the source against it.
 Hashes are reused when size, mtime_ns and mode are unchanged, so a no-change scan reads no file
 contents. On a target, an in-place manifest is a base file plus an append-only journal of deltas,
@@ -37,6 +40,24 @@ class Entry(NamedTuple):
 
 
 Manifest = dict[str, Entry]
+
+DIR_DIGEST = "dir"
+
+
+def dir_entry(st: os.stat_result) -> Entry:
+    """A directory's entry: only its permissions count (its mtime changes with every file in it)."""
+    return Entry(0, 0, stat.S_IFDIR | stat.S_IMODE(st.st_mode), DIR_DIGEST)
+
+
+def with_parent_dirs(paths: Iterable[str]) -> set[str]:
+    """``paths`` plus the directory keys (``a/``, ``a/b/``) of every one's parents: an accelerator's
+    candidates, so a directory that appeared or vanished with a file is looked at too."""
+    out = set(paths)
+    for path in list(out):
+        parts = path.rstrip("/").split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            out.add("/".join(parts[:i]) + "/")
+    return out
 
 
 def manifest_to_json(manifest: Manifest, **meta: Any) -> str:
@@ -133,6 +154,10 @@ def scan_paths(
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
             continue
+        if rel.endswith("/"):
+            if stat.S_ISDIR(st.st_mode) and _parents_are_dirs(root, rel.rstrip("/")):
+                result.files[rel] = dir_entry(st)
+            continue
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
             continue
         if not _parents_are_dirs(root, rel):
@@ -168,6 +193,8 @@ def scan(
         if not _parents_are_dirs(root, under):
             return result
         stack: list[tuple[str, str]] = [(start, under + "/")]
+        if rules.dir_entry(under):
+            result.files[under + "/"] = dir_entry(os.lstat(start))
     else:
         stack = [(root, "")]
     while stack:
@@ -181,6 +208,8 @@ def scan(
                     result.excluded += 1
                 else:
                     stack.append((de.path, rel + "/"))
+                    if rules.dir_entry(rel):
+                        result.files[rel + "/"] = dir_entry(de.stat(follow_symlinks=False))
                 continue
             is_link = de.is_symlink()
             if not (is_link or de.is_file(follow_symlinks=False)):
@@ -201,6 +230,10 @@ class ChangeSet:
     added: list[str] = field(default_factory=list)
     modified: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    #: Directories (no trailing slash) to create (new, or new permissions) and to remove when empty.
+    #: Transports never see them: the engine makes and removes them around the transfer.
+    dirs: list[str] = field(default_factory=list)
+    gone_dirs: list[str] = field(default_factory=list)
     bytes_to_send: int = 0
     #: Called by a transport after each path it sent (path, bytes); set by the caller for progress bars.
     progress: Callable[[str, int], None] | None = field(default=None, repr=False, compare=False)
@@ -210,7 +243,7 @@ class ChangeSet:
         return sorted(self.added + self.modified)
 
     def __bool__(self) -> bool:
-        return bool(self.added or self.modified or self.deleted)
+        return bool(self.added or self.modified or self.deleted or self.dirs or self.gone_dirs)
 
     def as_dict(self) -> dict[str, list[str]]:
         return {"added": self.added, "modified": self.modified, "deleted": self.deleted}
@@ -222,6 +255,10 @@ def diff(previous: Manifest, current: Manifest, dirty: set[str] | frozenset[str]
     changes = ChangeSet()
     for path, entry in current.items():
         old = previous.get(path)
+        if path.endswith("/"):
+            if old is None or path in dirty or not old.same_content(entry):
+                changes.dirs.append(path[:-1])
+            continue
         if old is None:
             (changes.modified if path in dirty else changes.added).append(path)
         elif path in dirty or not old.same_content(entry) or old.mtime_ns != entry.mtime_ns:
@@ -231,6 +268,9 @@ def diff(previous: Manifest, current: Manifest, dirty: set[str] | frozenset[str]
         changes.bytes_to_send += entry.size
     changes.deleted = [p for p in previous if p not in current]
     changes.deleted += [p for p in dirty if p not in current and p not in previous]
+    changes.gone_dirs = sorted(p[:-1] for p in changes.deleted if p.endswith("/"))
+    changes.deleted = [p for p in changes.deleted if not p.endswith("/")]
+    changes.dirs.sort()
     changes.added.sort()
     changes.modified.sort()
     changes.deleted = sorted(set(changes.deleted))

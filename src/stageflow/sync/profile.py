@@ -35,7 +35,12 @@ class EnvironmentProfile(BaseModel):
     target: str | None = None
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
+    #: rsync --exclude-from files (rsync's FILTER RULES; see stageflow.sync.filters).
     exclude_from: str | list[str] | None = None
+    #: rsync --filter='merge FILE' files ('+ PATTERN' / '- PATTERN' / '!' lines).
+    filter_from: str | list[str] | None = None
+    #: Files of gitignore-syntax lines, read as more ``exclude`` lines.
+    ignore_from: str | list[str] | None = None
     protect: list[str] = Field(default_factory=list)
     mode: Literal["in-place", "releases"] = "in-place"
     keep_releases: int = Field(default=5, ge=1)
@@ -76,9 +81,19 @@ class EnvironmentProfile(BaseModel):
         return parse_persist(value)
 
     def exclude_files(self) -> list[str]:
-        if self.exclude_from is None:
-            return []
-        return [self.exclude_from] if isinstance(self.exclude_from, str) else list(self.exclude_from)
+        return _names(self.exclude_from)
+
+    def filter_files(self) -> list[str]:
+        return _names(self.filter_from)
+
+    def ignore_files(self) -> list[str]:
+        return _names(self.ignore_from)
+
+
+def _names(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 class SyncConfig(BaseModel):

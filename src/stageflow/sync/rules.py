@@ -1,8 +1,11 @@
-"""Which source paths ship: include / exclude / exclude_from / protect rules in gitignore syntax
-(pathspec), compiled once per sync.
+"""Which source paths ship, compiled once per sync: include / exclude / ignore_from / protect rules
+in gitignore syntax (pathspec), and exclude_from / filter_from files in rsync's FILTER RULES syntax
+(:mod:`stageflow.sync.filters`). A path ships when no gitignore exclude or protect line matches it,
+the rsync rules (first match wins) do not exclude it, no parent directory was pruned by either, and
+a non-empty include list selects it.
 
 Pure decisions on relative POSIX paths: this module never reads file contents (except the
-exclude_from files it is given) and never writes anything.
+rule files it is given) and never writes anything.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import pathspec
 
 from stageflow.errors import BadInput
+from stageflow.sync.filters import FilterChain, build_chain
 from stageflow.sync.profile import EnvironmentProfile
 
 #: Never shipped, whatever the rules say: VCS data and stageflow's own state directory.
@@ -62,22 +66,30 @@ class SelectionRules:
     #: Exclude and protect lines (stripped) when none negates: a path matching any of them never
     #: ships. Empty when some line negates (then nothing can be said without matching).
     skip_lines: frozenset[str] = frozenset()
+    #: The exclude_from and filter_from rules (rsync syntax), in that order.
+    chain: FilterChain = field(default_factory=FilterChain)
     _dir_cache: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_profile(cls, profile: EnvironmentProfile, source: Path) -> SelectionRules:
         exclude_lines = list(ALWAYS_EXCLUDED) + list(profile.exclude)
-        for name in profile.exclude_files():
+        for name in profile.ignore_files():
             path = source / name
             try:
                 exclude_lines += path.read_text(encoding="utf-8").splitlines()
             except FileNotFoundError:
                 raise BadInput(
-                    f"exclude_from file '{name}' not found in {source}: create it or remove exclude_from"
+                    f"ignore_from file '{name}' not found in {source}: create it or remove ignore_from"
                 ) from None
             except (OSError, UnicodeDecodeError) as exc:
-                raise BadInput(f"exclude_from file '{path}' cannot be read: {exc}") from None
-        lines = {"exclude": exclude_lines, "protect": list(profile.protect), "include": list(profile.include)}
+                raise BadInput(f"ignore_from file '{path}' cannot be read: {exc}") from None
+        chain = rsync_chain(profile, source)
+        lines: dict[str, Any] = {
+            "exclude": exclude_lines,
+            "protect": list(profile.protect),
+            "include": list(profile.include),
+            "rsync": [[name, hashlib.sha256(data).hexdigest()] for name, data in chain.sources],
+        }
         digest = hashlib.sha256(json.dumps(lines, ensure_ascii=False).encode("utf-8", "surrogateescape"))
         skipping = [ln.strip() for ln in exclude_lines + list(profile.protect)]
         skipping = [ln for ln in skipping if ln and not ln.startswith("#")]
@@ -89,6 +101,7 @@ class SelectionRules:
             exclude=_spec(exclude_lines),
             protect=_spec(list(profile.protect)),
             include=_spec(list(profile.include)),
+            chain=chain,
         )
 
     def skip_dir(self, rel: str) -> bool:
@@ -97,6 +110,7 @@ class SelectionRules:
         return bool(
             (self.exclude is not None and self.exclude.match_file(probe))
             or (self.protect is not None and self.protect.match_file(probe))
+            or (self.chain and self.chain.excluded(rel, True))
         )
 
     def skip_file(self, rel: str) -> bool:
@@ -105,7 +119,14 @@ class SelectionRules:
             return True
         if self.is_protected(rel):  # "uploads/" protects a source *file* or link named uploads too
             return True
+        if self.chain and self.chain.excluded(rel, False):
+            return True
         return self.include is not None and not self.include.match_file(rel)
+
+    def dir_entry(self, rel: str) -> bool:
+        """Whether a directory a walk enters (``rel``, no trailing slash) is shipped even when no file
+        in it is (rsync creates it): always, unless a non-empty include list does not select it."""
+        return self.include is None or self.include.match_file(rel + "/")
 
     def _pruned(self, directory: str) -> bool:
         """True when a full walk never enters ``directory``: it or one of its parents is skipped."""
@@ -120,7 +141,10 @@ class SelectionRules:
         return False
 
     def skip_path(self, rel: str) -> bool:
-        """True when a file would not ship from a full walk (a pruned parent, or the file's rules)."""
+        """True when a file would not ship from a full walk (a pruned parent, or the file's rules).
+        A directory entry (``rel`` ending in ``/``): when the walk never enters it or does not ship it."""
+        if rel.endswith("/"):
+            return self._pruned(rel[:-1]) or not self.dir_entry(rel[:-1])
         parent = rel.rpartition("/")[0]
         return (bool(parent) and self._pruned(parent)) or self.skip_file(rel)
 
@@ -136,8 +160,17 @@ class SelectionRules:
     def unmatched_includes(self, selected: list[str]) -> list[str]:
         """Include patterns that select no shipped file (a warning, not an error)."""
         out = []
+        selected = [p for p in selected if not p.endswith("/")]  # files, not directory entries
         for pattern in self.include_patterns:
             matcher = _Matcher(pathspec.GitIgnoreSpec.from_lines([pattern]))
             if not any(matcher.match_file(p) for p in selected):
                 out.append(pattern)
         return out
+
+
+def rsync_chain(profile: EnvironmentProfile, source: Path) -> FilterChain:
+    """The profile's exclude_from then filter_from files (relative to ``source``), as one rsync filter
+    list. Raises FilterError (exit 2, naming file:line) for a rule rsync rejects or stageflow refuses."""
+    files = [("exclude", source / name, name) for name in profile.exclude_files()]
+    files += [("filter", source / name, name) for name in profile.filter_files()]
+    return build_chain(files)
