@@ -26,7 +26,10 @@ class SelectiveBuildParams(BaseModel):
     base: str | None = Field(default=None, description="Build what changed since this git ref")
     head: str = "HEAD"
     committed_only: bool = False
-    filters: list[str] = Field(default_factory=list, description="NAME, NAME... or ...NAME")
+    filters: list[str] = Field(
+        default_factory=list,
+        description="Turborepo --filter expressions: NAME, NAME..., ...NAME, [ref], !EXPR",
+    )
     role: str | None = None
     task: str | None = Field(default=None, description="Script to run (default: build)")
     concurrency: int | None = Field(default=None, ge=1)

@@ -94,6 +94,8 @@ def parse(raw: str) -> Selector:
     m = _SELECTOR.fullmatch(text)
     if m is None:
         if text in (".", "..") or text.startswith(_LOCATION_PREFIXES):
+            # as turbo: a bare path keeps the package itself even with ^ (./a^... = ./a...)
+            flags["exclude_self"] = False
             return Selector(**flags, directory=_directory(raw, text))  # type: ignore[arg-type]
         if not text:
             raise _bad(raw, "nothing to select")
