@@ -42,7 +42,18 @@ def attach_run_logging(level: int = logging.INFO) -> None:
     if logger.getEffectiveLevel() > level:
         logger.setLevel(level)
     if not any(isinstance(h, APILogHandler) for h in logger.handlers):
-        logger.addHandler(APILogHandler())
+        handler = APILogHandler()
+        # The handler stays on the logger after the run; lines logged later outside any run (the
+        # CLI, tests, a second flow's set-up) would each warn "without a flow run id". Drop them.
+        handler.addFilter(_InRunFilter())
+        logger.addHandler(handler)
+
+
+class _InRunFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from stageflow.orchestration import in_prefect_run
+
+        return in_prefect_run()
 
 
 def load_project(config: str | Path | None = None, start: Path | None = None) -> ProjectConfig:
