@@ -317,6 +317,24 @@ def _col(letters: str) -> int:
     return n - 1
 
 
+class Formula(str):
+    """A cell Sheets parsed as a formula (USER_ENTERED text starting with "=")."""
+
+
+def _user_entered(value: Any) -> Any:
+    """Sheets' USER_ENTERED parsing of a string: "=..." becomes a formula, a numeric string a number
+    (so an all-digit id loses its leading zeros); RAW stores values as given."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith("="):
+        return Formula(value)
+    try:
+        number = float(value.replace(",", ""))
+    except ValueError:
+        return value
+    return int(number) if number.is_integer() else number
+
+
 class SheetsServer(LoopbackServer):
     """Spreadsheets with worksheets as lists of rows. ``unshared`` ids answer 403."""
 
@@ -365,8 +383,14 @@ class SheetsServer(LoopbackServer):
             return self._get(book, rest[len("/values/") :])
         if rest == "/values:batchUpdate" and req.method == "POST":
             body = req.json()
+            option = body.get("valueInputOption")
+            if option not in ("RAW", "USER_ENTERED"):
+                return _json(400, {"error": {"code": 400, "message": "Invalid valueInputOption",
+                                             "status": "INVALID_ARGUMENT"}})  # fmt: skip
             cells = 0
             for item in body["data"]:
+                if option == "USER_ENTERED":  # what the Sheets UI would make of typed text
+                    item = {**item, "values": [[_user_entered(v) for v in row] for row in item["values"]]}
                 try:
                     sheet, r1, _, c1, _ = self._parse(item["range"])
                 except ValueError:
