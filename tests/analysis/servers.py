@@ -238,6 +238,9 @@ class GeminiServer(LoopbackServer):
         self.ranges = ranges or []
         self.candidate = candidate or {}
         self.texts: deque[tuple[str, str]] = deque()  # (text, finishReason)
+        #: tokens the model would think before answering when no thinkingBudget caps it; thinking
+        #: counts against maxOutputTokens, as with gemini-2.5 (answer tokens ~ len(text) / 3)
+        self.thinking_tokens = 0
 
     def queue_text(self, text: str, finish: str = "STOP") -> None:
         self.texts.append((text, finish))
@@ -261,6 +264,12 @@ class GeminiServer(LoopbackServer):
             text, finish = json.dumps({"ranges": self.ranges}), "STOP"
         else:
             text, finish = json.dumps(self.candidate, ensure_ascii=False), "STOP"
+        gen = body["generationConfig"]
+        budget = (gen.get("thinkingConfig") or {}).get("thinkingBudget")
+        thought = self.thinking_tokens if budget is None else min(self.thinking_tokens, budget)
+        cap = gen.get("maxOutputTokens", 8192)
+        if finish == "STOP" and thought + len(text) // 3 > cap:
+            text, finish = text[: max(0, (cap - thought) * 3)], "MAX_TOKENS"
         return _json(
             200,
             {
