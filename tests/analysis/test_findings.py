@@ -426,3 +426,41 @@ def test_7_searches_per_candidate_cold_and_warm(store):
         started = time.monotonic()
         analyze_video(ev, analyzer=RulesAnalyzer(), store=store, commerce=c)
         assert len(server.calls("search")) == n and time.monotonic() - started < 60
+
+
+# ------------------------------------------------------------------------------- found on the held-out set
+def test_heldout_cannot_recommend_enough_is_praise_not_negation():
+    assert sentiment_of(["I can't recommend it enough."]).negative == 0.0
+    assert sentiment_of(["I can't recommend it enough."]).positive > 0
+    assert sentiment_of(["I can't recommend it, it broke."]).negative > 0  # a real negation still is
+
+
+def test_heldout_the_videos_title_on_screen_is_not_a_product():
+    ev = video(
+        "title",
+        [(0, 5, "So I grabbed my Kindle but the battery was dead, typical.")],
+        [(1, "Sunday reset"), (3, "Sunday reset")],
+        title="Sunday reset vlog",
+    )
+    assert all("Sunday" not in c.product_name for c in candidates(ev))
+    # a product named in the title is still a product
+    named = video("titled", [], [(1, "라운드랩 자작나무 선크림"), (3, "라운드랩 자작나무 선크림")],
+                  title="라운드랩 자작나무 선크림 리뷰")  # fmt: skip
+    assert [c.brand for c in candidates(named)] == ["라운드랩"]
+
+
+def test_heldout_an_unlisted_brand_is_named_by_the_matched_title():
+    from stageflow.commerce.matching import brand_from_title
+
+    assert brand_from_title("마몽드 로즈워터 토너", "마몽드 로즈워터 토너 250ml") == "마몽드"
+    assert brand_from_title("3CE 벨벳 립 틴트", "3CE 벨벳 립 틴트 4g") == "3CE"
+    assert brand_from_title("자작나무 수분 선크림", "라운드랩 자작나무 수분 선크림 50ml") is None
+    assert brand_from_title("1025 독도 토너", "1025 독도 토너") is None  # a number is no brand
+    assert brand_from_title("선크림", "선크림 50ml") is None
+    mamonde = {"productId": 6, "productName": "마몽드 로즈워터 토너 250ml", "productPrice": 15000,
+               "productUrl": "https://www.coupang.com/vp/products/6", "categoryName": "토너"}  # fmt: skip
+    with CoupangServer(ACCESS_KEY, SECRET_KEY, [mamonde]) as server:
+        ev = video("mamonde", [(0, 6, "마몽드 로즈워터 토너 매일 써요 진짜 순해요")],
+                   [(2, "마몽드 로즈워터 토너"), (4, "마몽드 로즈워터 토너")])  # fmt: skip
+        (c,) = candidates(ev, commerce=coupang(server))
+        assert c.commerce is not None and c.brand == "마몽드"

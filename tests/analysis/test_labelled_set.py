@@ -151,4 +151,10 @@ def test_heldout_set_precision_and_recall(store, catalog_server, sleeps):
     assert not {v["id"] for v in HELDOUT["videos"]} & {v["id"] for v in SET["videos"]}
     out = run_set(store, catalog_server, sleeps, HELDOUT)
     _table(out)
+    # measured after the bug fixes (docs/analysis.md): naming 0.80 / 0.78; review recall is 0.00 and
+    # is not asserted, see "Calibration" there for why
+    p, r = out["naming"]
+    assert p >= 0.8 and r >= 0.75, out
+    p, _ = out["review"]
+    assert p == 1.0, out  # nothing that should stay out reaches review
     assert all(s <= 2 * max(1, n) for s, n in out["searches"].values()), out["searches"]
