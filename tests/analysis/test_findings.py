@@ -233,6 +233,20 @@ def test_5_reanalysis_after_coupang_is_configured_reroutes_with_history(store, c
     assert "re-analysis" in store.status_history(cid)[-1]["reason"]
 
 
+def test_5_a_cli_run_then_the_flow_with_coupang_reroutes(store, coupang_server):
+    """The CLI (actor "engine") first, then the scheduled flow (actor "flow") once Coupang is set up:
+    both are the analysis, not a person, so the flow re-routes what the CLI routed."""
+    ev = VideoEvidence.from_part1(VIDEO, channel=CHANNEL)
+    analyze_video(ev, analyzer=RulesAnalyzer(), store=store, actor="engine")
+    again = analyze_video(
+        ev, analyzer=RulesAnalyzer(), store=store, commerce=coupang(coupang_server), actor="flow"
+    )
+    sun = next(c for c in again.candidates if "선크림" in c.product_name)
+    assert sun.status == "needs_review"
+    cid = next(r["id"] for r in store.candidates(video_id=ev.video_id) if r["start"] == sun.start)
+    assert store.status_history(cid)[-1]["actor"] == "flow"
+
+
 @pytest.mark.parametrize("decision", ["approved", "rejected"])
 def test_5_a_human_decision_is_never_overridden(store, coupang_server, decision):
     ev = VideoEvidence.from_part1(VIDEO, channel=CHANNEL)
