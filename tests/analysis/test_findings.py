@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from typing import Any
 
 import pytest
@@ -437,9 +436,8 @@ def test_7_searches_per_candidate_cold_and_warm(store):
         cold = analyze_video(ev, analyzer=RulesAnalyzer(), store=store, commerce=c)
         n = len(server.calls("search"))
         assert n <= 2 * len(cold.candidates)
-        started = time.monotonic()
         analyze_video(ev, analyzer=RulesAnalyzer(), store=store, commerce=c)
-        assert len(server.calls("search")) == n and time.monotonic() - started < 60
+        assert n >= 1 and len(server.calls("search")) == n  # warm: stored matches, cached searches
 
 
 # ------------------------------------------------------------------------------- found on the held-out set
