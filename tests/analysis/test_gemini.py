@@ -238,3 +238,14 @@ def test_max_tokens_twice_fails_that_range_only_and_names_the_cap(gemini_server,
     assert "MAX_TOKENS" in err and "maxOutputTokens 2048 and again at 4096" in err
     assert len(gemini_server.requests) == 1 + 2 + 1  # pass a, the range twice (no third try), range 2
     assert [c.start for c in result.candidates] == [40.0]
+
+
+def test_engine_hands_the_kept_frames_to_gemini(gemini_server, sleeps, ev, tmp_path):
+    gemini_server.ranges = [{"start": 4, "end": 14}]
+    gemini_server.candidate = GOOD
+    frames = [(f["t"], f["path"]) for f in write_frames(tmp_path, [5.0, 9.0, 50.0])]
+    result = analyze_video(ev, analyzer=analyzer(gemini_server, sleeps), frames=frames)
+    assert [c.product_name for c in result.candidates][:1] == [GOOD["product_name"]]
+    pass_b = [r.json() for r in gemini_server.requests if "product_name" in r.body.decode()][0]
+    parts = pass_b["contents"][0]["parts"]
+    assert len([p for p in parts if "inlineData" in p]) == 2  # 5 s and 9 s; 50 s is outside the range
