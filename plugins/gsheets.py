@@ -1,5 +1,6 @@
 """Built-in sink ``gsheets``: the Google Sheets review sheet (gspread). One row per candidate in the
 review worksheet, keyed by candidate id in column A, written with ONE values:batchUpdate per call
+with valueInputOption RAW (a name such as "= aes" or an id such as "00123" is stored as the text it is)
 (never cell by cell; a re-run updates rows in place and never adds duplicate lines; the status column
 of an existing row is left to reviewers). ``review_sync(store)`` reads the status column back and
 moves candidates through the store's status machine (actor "sheet"). ``read_channels()`` reads the
@@ -150,7 +151,9 @@ class GSheetsSink:
                 row_of[rid] = next_row
                 data.append({"range": f"{ws}!A{next_row}:{LAST_COL}{next_row}", "values": [values]})
                 next_row += 1
-        body = {"valueInputOption": "USER_ENTERED", "data": data}
+        # RAW: text stays text ("= aes" is no formula, an all-digit id keeps its zeros); numbers are
+        # sent as JSON numbers, so they stay numbers
+        body = {"valueInputOption": "RAW", "data": data}
         self._call("writing the review rows", lambda: self._open().values_batch_update(body))
         return len(records)
 

@@ -106,3 +106,15 @@ class Sleeps(list):
 @pytest.fixture
 def sleeps() -> Sleeps:
     return Sleeps()
+
+
+def write_frames(folder, times, size=(640, 360)) -> list[dict[str, Any]]:
+    """Kept frames as real JPEG files (Pillow), one per time, in part 1's ``frames`` shape."""
+    from PIL import Image
+
+    out = []
+    for n, t in enumerate(times):
+        path = folder / f"frame-{n:03d}.jpg"
+        Image.new("RGB", size, (40 + n * 20 % 200, 120, 200)).save(path, format="JPEG")
+        out.append({"t": t, "path": str(path)})
+    return out

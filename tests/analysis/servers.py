@@ -238,6 +238,9 @@ class GeminiServer(LoopbackServer):
         self.ranges = ranges or []
         self.candidate = candidate or {}
         self.texts: deque[tuple[str, str]] = deque()  # (text, finishReason)
+        #: tokens the model would think before answering when no thinkingBudget caps it; thinking
+        #: counts against maxOutputTokens, as with gemini-2.5 (answer tokens ~ len(text) / 3)
+        self.thinking_tokens = 0
 
     def queue_text(self, text: str, finish: str = "STOP") -> None:
         self.texts.append((text, finish))
@@ -261,6 +264,12 @@ class GeminiServer(LoopbackServer):
             text, finish = json.dumps({"ranges": self.ranges}), "STOP"
         else:
             text, finish = json.dumps(self.candidate, ensure_ascii=False), "STOP"
+        gen = body["generationConfig"]
+        budget = (gen.get("thinkingConfig") or {}).get("thinkingBudget")
+        thought = self.thinking_tokens if budget is None else min(self.thinking_tokens, budget)
+        cap = gen.get("maxOutputTokens", 8192)
+        if finish == "STOP" and thought + len(text) // 3 > cap:
+            text, finish = text[: max(0, (cap - thought) * 3)], "MAX_TOKENS"
         return _json(
             200,
             {
@@ -317,6 +326,24 @@ def _col(letters: str) -> int:
     return n - 1
 
 
+class Formula(str):
+    """A cell Sheets parsed as a formula (USER_ENTERED text starting with "=")."""
+
+
+def _user_entered(value: Any) -> Any:
+    """Sheets' USER_ENTERED parsing of a string: "=..." becomes a formula, a numeric string a number
+    (so an all-digit id loses its leading zeros); RAW stores values as given."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith("="):
+        return Formula(value)
+    try:
+        number = float(value.replace(",", ""))
+    except ValueError:
+        return value
+    return int(number) if number.is_integer() else number
+
+
 class SheetsServer(LoopbackServer):
     """Spreadsheets with worksheets as lists of rows. ``unshared`` ids answer 403."""
 
@@ -365,8 +392,14 @@ class SheetsServer(LoopbackServer):
             return self._get(book, rest[len("/values/") :])
         if rest == "/values:batchUpdate" and req.method == "POST":
             body = req.json()
+            option = body.get("valueInputOption")
+            if option not in ("RAW", "USER_ENTERED"):
+                return _json(400, {"error": {"code": 400, "message": "Invalid valueInputOption",
+                                             "status": "INVALID_ARGUMENT"}})  # fmt: skip
             cells = 0
             for item in body["data"]:
+                if option == "USER_ENTERED":  # what the Sheets UI would make of typed text
+                    item = {**item, "values": [[_user_entered(v) for v in row] for row in item["values"]]}
                 try:
                     sheet, r1, _, c1, _ = self._parse(item["range"])
                 except ValueError:

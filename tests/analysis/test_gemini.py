@@ -15,7 +15,7 @@ from stageflow.video.analysis.engine import analyze_video
 from stageflow.video.analysis.evidence import NEEDS_CHECK, TimeRange, VideoEvidence
 from stageflow.video.analysis.gemini import GeminiAnalyzer, GeminiConfig
 
-from .conftest import GEMINI_KEY, VIDEO
+from .conftest import GEMINI_KEY, VIDEO, write_frames
 from .servers import Fault
 
 GOOD = {
@@ -59,7 +59,8 @@ def test_two_passes_and_visual_evidence_in_pass_b(gemini_server, sleeps, ev):
     assert prompt["on_screen_text"][0]["text"] == "라운드랩 자작나무 선크림"
     assert prompt["objects"] == ["bottle"]
     assert body["generationConfig"]["responseMimeType"] == "application/json"
-    assert body["generationConfig"]["maxOutputTokens"] == 2048
+    assert body["generationConfig"]["maxOutputTokens"] == 2048  # thinking 1024 + answer 1024
+    assert body["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 1024}
     assert "product_name" in body["generationConfig"]["responseSchema"]["properties"]
     assert req.headers["x-goog-api-key"] == GEMINI_KEY and "key=" not in req.query
     assert g.tokens_used == 300
@@ -105,7 +106,7 @@ def test_schema_violation_message(gemini_server, sleeps, ev):
 
 
 def test_finish_reason_other_than_stop_is_a_failure(gemini_server, sleeps, ev):
-    gemini_server.queue_text('{"product_name": "x", "bra', finish="MAX_TOKENS")
+    gemini_server.queue_text(json.dumps(GOOD), finish="RECITATION")
     gemini_server.queue_text(json.dumps(GOOD), finish="SAFETY")
     with pytest.raises(AnalysisFailed, match="finishReason SAFETY"):
         analyzer(gemini_server, sleeps, attempts=2).candidate(TimeRange(start=4, end=14), ev)
@@ -156,3 +157,95 @@ def test_prompt_budget_cuts_long_transcripts(gemini_server, sleeps):
     segs = [{"start": i, "end": i + 1, "text": "가" * 100} for i in range(100)]
     analyzer(gemini_server, sleeps, max_prompt_chars=500).find_ranges(segs)
     assert len(gemini_server.requests[0].json()["contents"][0]["parts"][0]["text"]) <= 500
+
+
+# ------------------------------------------------------------------ visual evidence and token caps (item 6)
+def test_pass_b_sends_a_few_of_the_ranges_kept_frames_as_jpeg_inline_parts(gemini_server, sleeps, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    times = [2.0, 5.0, 6.0, 7.0, 8.0, 12.0, 13.0, 30.0]
+    ev = VideoEvidence.from_part1({**VIDEO, "frames": write_frames(tmp_path, times, size=(1600, 900))})
+    gemini_server.candidate = GOOD
+    c = analyzer(gemini_server, sleeps).candidate(TimeRange(start=4, end=14), ev)
+    parts = gemini_server.calls(":generateContent")[-1].json()["contents"][0]["parts"]
+    prompt = json.loads(parts[0]["text"])
+    assert prompt["speech"][0].startswith("요즘 매일") and prompt["on_screen_text"]  # OCR + transcript
+    images = [p["inlineData"] for p in parts if "inlineData" in p]
+    assert len(images) == 3 and {i["mimeType"] for i in images} == {"image/jpeg"}
+    decoded = [Image.open(io.BytesIO(base64.b64decode(i["data"]))) for i in images]
+    assert all(img.format == "JPEG" and max(img.size) == 768 for img in decoded)  # downscaled
+    labels = [p["text"] for p in parts[1:] if "text" in p]
+    assert labels == ["frame at 2.0s", "frame at 7.0s", "frame at 13.0s"]  # spread, inside range +- 2 s
+    assert 30.0 not in c.evidence.frame_times and 7.0 in c.evidence.frame_times
+
+
+def test_unreadable_frame_is_skipped_not_fatal(gemini_server, sleeps, tmp_path):
+    frames = write_frames(tmp_path, [6.0]) + [{"t": 7.0, "path": str(tmp_path / "gone.jpg")}]
+    ev = VideoEvidence.from_part1({**VIDEO, "frames": frames})
+    gemini_server.candidate = GOOD
+    analyzer(gemini_server, sleeps).candidate(TimeRange(start=4, end=14), ev)
+    parts = gemini_server.calls(":generateContent")[-1].json()["contents"][0]["parts"]
+    assert len([p for p in parts if "inlineData" in p]) == 1
+
+
+def test_thinking_budget_keeps_the_answer_inside_the_cap(gemini_server, sleeps, ev):
+    """A model that would think 4000 tokens: without thinkingConfig the old 2048 cap ended in
+    MAX_TOKENS (the server counts thinking against maxOutputTokens, as gemini-2.5 does)."""
+    gemini_server.thinking_tokens = 4000
+    gemini_server.candidate = GOOD
+    c = analyzer(gemini_server, sleeps).candidate(TimeRange(start=4, end=14), ev)
+    assert c.product_name == GOOD["product_name"]
+    assert len(gemini_server.requests) == 1
+
+
+def test_max_tokens_is_asked_again_once_with_a_larger_cap(gemini_server, sleeps, ev):
+    gemini_server.candidate = GOOD
+    gemini_server.queue_text('{"product_name": "라운드랩 자작', finish="MAX_TOKENS")
+    c = analyzer(gemini_server, sleeps).candidate(TimeRange(start=4, end=14), ev)
+    assert c.product_name == GOOD["product_name"]
+    caps = [r.json()["generationConfig"]["maxOutputTokens"] for r in gemini_server.requests]
+    assert caps == [2048, 4096]
+
+
+def test_empty_answer_is_asked_again_once(gemini_server, sleeps, ev):
+    gemini_server.candidate = GOOD
+    gemini_server.queue_text("")
+    assert analyzer(gemini_server, sleeps).candidate(TimeRange(start=4, end=14), ev).confidence == 0.9
+    assert len(gemini_server.requests) == 2
+
+
+def test_max_tokens_twice_fails_that_range_only_and_names_the_cap(gemini_server, sleeps, ev, store):
+    gemini_server.ranges = [{"start": 4, "end": 14}, {"start": 40, "end": 45}]
+    gemini_server.candidate = GOOD
+    g = analyzer(gemini_server, sleeps)
+    ranges = g.find_ranges(ev.transcript)
+    gemini_server.queue_text('{"product_name": "라', finish="MAX_TOKENS")
+    gemini_server.queue_text("", finish="MAX_TOKENS")
+
+    class Fixed:
+        def find_ranges(self, transcript):
+            return ranges
+
+        def candidate(self, rng, evidence):
+            return g.candidate(rng, evidence)
+
+    result = analyze_video(ev, analyzer=Fixed(), store=store)
+    assert [(f.start, f.end) for f in result.failed] == [(4.0, 14.0)]
+    err = result.failed[0].error
+    assert "MAX_TOKENS" in err and "maxOutputTokens 2048 and again at 4096" in err
+    assert len(gemini_server.requests) == 1 + 2 + 1  # pass a, the range twice (no third try), range 2
+    assert [c.start for c in result.candidates] == [40.0]
+
+
+def test_engine_hands_the_kept_frames_to_gemini(gemini_server, sleeps, ev, tmp_path):
+    gemini_server.ranges = [{"start": 4, "end": 14}]
+    gemini_server.candidate = GOOD
+    frames = [(f["t"], f["path"]) for f in write_frames(tmp_path, [5.0, 9.0, 50.0])]
+    result = analyze_video(ev, analyzer=analyzer(gemini_server, sleeps), frames=frames)
+    assert [c.product_name for c in result.candidates][:1] == [GOOD["product_name"]]
+    pass_b = [r.json() for r in gemini_server.requests if "product_name" in r.body.decode()][0]
+    parts = pass_b["contents"][0]["parts"]
+    assert len([p for p in parts if "inlineData" in p]) == 2  # 5 s and 9 s; 50 s is outside the range

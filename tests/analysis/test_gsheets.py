@@ -37,7 +37,7 @@ def test_write_one_batch_update_with_header(sheets_server, store):
     writes = [r for r in sheets_server.requests if r.method != "GET"]
     assert [w.path for w in writes] == ["/v4/spreadsheets/sheet-1/values:batchUpdate"]
     body = writes[0].json()
-    assert body["valueInputOption"] == "USER_ENTERED"
+    assert body["valueInputOption"] == "RAW"
     assert body["data"][0]["range"] == "'Review'!A1:N1"
     rows = sheets_server.sheets["sheet-1"]["Review"]
     assert rows[0][:3] == ["id", "video_id", "status"] and len(rows) == 4
@@ -145,3 +145,28 @@ def test_channels_worksheet_as_a_source(sheets_server):
     )
     items = SheetChannelsSource(config, sleep=lambda s: None).discover()
     assert [i.item_id for i in items] == ["AbCdEfGhIj0"]  # keyword filter from the row; Shorts skipped
+
+
+def test_text_stays_text_and_numbers_stay_numbers(sheets_server, store):
+    """Finding 9: with USER_ENTERED, "= aes" became a formula and an all-digit id a number (the
+    server parses USER_ENTERED input as Sheets does); RAW keeps them as text."""
+    from .servers import Formula
+
+    rec = {
+        "id": "00123",
+        "video_id": "0987654321",
+        "status": "needs_review",
+        "product_name": "= aes",
+        "brand": "+1 브랜드",
+        "score": 72,
+        "ppl_probability": 0.25,
+        "start": 4.0,
+        "end": 14.0,
+    }
+    assert sink(sheets_server).write("candidates", [rec]) == 1
+    row = sheets_server.sheets["sheet-1"]["Review"][1]
+    assert row[0] == "00123" and row[1] == "0987654321"
+    assert row[3] == "= aes" and not isinstance(row[3], Formula)
+    assert row[4] == "+1 브랜드"
+    assert row[8] == 72 and isinstance(row[8], int)
+    assert row[10] == 0.25 and row[6] == 4.0

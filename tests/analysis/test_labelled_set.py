@@ -25,6 +25,8 @@ from .conftest import ACCESS_KEY, SECRET_KEY
 from .servers import CoupangServer
 
 SET = json.loads((Path(__file__).parent / "labelled_set.json").read_text(encoding="utf-8"))
+#: written before it was scored and never used to tune the lexicon (issue 18 item 5): the honest figure
+HELDOUT = json.loads((Path(__file__).parent / "heldout_set.json").read_text(encoding="utf-8"))
 
 
 def _compact(text: str) -> str:
@@ -36,7 +38,8 @@ def name_ok(pred: str, truth: str) -> bool:
 
 
 def named_right(cand: Any, truth: dict[str, Any]) -> bool:
-    brand_ok = (cand.brand or None) == truth["brand"]
+    brands = truth["brand"] if isinstance(truth["brand"], list) else [truth["brand"]]
+    brand_ok = (cand.brand or None) in brands
     return cand.product_name != NEEDS_CHECK and name_ok(cand.product_name, truth["name"]) and brand_ok
 
 
@@ -49,8 +52,9 @@ def _ratio(a: int, b: int) -> float:
 
 
 @pytest.fixture
-def catalog_server():
-    with CoupangServer(ACCESS_KEY, SECRET_KEY, SET["catalog"]) as server:
+def catalog_server(request):
+    labelled = getattr(request, "param", SET)
+    with CoupangServer(ACCESS_KEY, SECRET_KEY, labelled["catalog"]) as server:
         yield server
 
 
@@ -67,13 +71,13 @@ def client_for(server: CoupangServer, store: Any, sleeps: Any) -> CoupangClient:
     return CoupangClient(cfg, store=store, sleep=sleeps)
 
 
-def run_set(store: Any, server: CoupangServer, sleeps: Any) -> dict[str, Any]:
+def run_set(store: Any, server: CoupangServer, sleeps: Any, labelled: dict[str, Any] = SET) -> dict[str, Any]:
     client = client_for(server, store, sleeps)
-    analyzer = RulesAnalyzer(RulesConfig(brands=SET["brands"]))
+    analyzer = RulesAnalyzer(RulesConfig(brands=labelled["brands"]))
     rows, searches = [], {}
     named = {"tp": 0, "pred": 0, "truth_hit": 0, "truth": 0}
     review = {"tp": 0, "pred": 0, "truth_hit": 0, "truth": 0}
-    for video in SET["videos"]:
+    for video in labelled["videos"]:
         before = len(server.calls("search"))
         ev = VideoEvidence.from_part1(video, channel=video["channel"])
         result = analyze_video(ev, analyzer=analyzer, commerce=client, store=store)
@@ -111,9 +115,7 @@ def run_set(store: Any, server: CoupangServer, sleeps: Any) -> dict[str, Any]:
     }
 
 
-def test_labelled_set_precision_and_recall(store, catalog_server, sleeps):
-    assert len(SET["videos"]) >= 12
-    out = run_set(store, catalog_server, sleeps)
+def _table(out: dict[str, Any]) -> None:
     print("\nvideo | product | brand | score | status | right")
     for row in out["rows"]:
         print(" | ".join(str(x) for x in row))
@@ -122,6 +124,12 @@ def test_labelled_set_precision_and_recall(store, catalog_server, sleeps):
         p, r = out[what]
         print(f"| {what} | {p:.2f} | {r:.2f} |   {out['counts'][what]}")
     print("searches (video: searches, candidates):", out["searches"])
+
+
+def test_labelled_set_precision_and_recall(store, catalog_server, sleeps):
+    assert len(SET["videos"]) >= 12
+    out = run_set(store, catalog_server, sleeps)
+    _table(out)
     p, r = out["review"]
     assert p >= 0.8 and r >= 0.8, out
     p, r = out["naming"]
@@ -133,3 +141,20 @@ def test_labelled_set_precision_and_recall(store, catalog_server, sleeps):
     again = run_set(store, catalog_server, sleeps)
     assert catalog_server.requests[before:] == []
     assert again["review"] == out["review"]
+
+
+@pytest.mark.parametrize("catalog_server", [HELDOUT], indirect=True)
+def test_heldout_set_precision_and_recall(store, catalog_server, sleeps):
+    """The held-out set: reported (``-s``) and held to the figures measured after the bug fixes, so a
+    regression shows; the >= 0.8 goal is the tuning set's (docs/analysis.md has both tables)."""
+    assert len(HELDOUT["videos"]) >= 8
+    assert not {v["id"] for v in HELDOUT["videos"]} & {v["id"] for v in SET["videos"]}
+    out = run_set(store, catalog_server, sleeps, HELDOUT)
+    _table(out)
+    # measured after the bug fixes (docs/analysis.md): naming 0.80 / 0.78; review recall is 0.00 and
+    # is not asserted, see "Calibration" there for why
+    p, r = out["naming"]
+    assert p >= 0.8 and r >= 0.75, out
+    p, _ = out["review"]
+    assert p == 1.0, out  # nothing that should stay out reaches review
+    assert all(s <= 2 * max(1, n) for s, n in out["searches"].values()), out["searches"]

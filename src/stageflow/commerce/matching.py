@@ -188,6 +188,22 @@ def find_match(
     )
 
 
+def brand_from_title(name: str, title: str) -> str | None:
+    """The brand of an unlisted brand's product, read from the matched Coupang title: titles start
+    with the brand, so when the candidate's name starts with the same word (and goes on with more),
+    that word is the brand, spelt as the title spells it ("마몽드 로즈워터 토너" + "마몽드 로즈워터
+    토너 250ml" -> "마몽드"). None when the first words differ or the word is a type or a number."""
+    from stageflow.video.analysis.naming import product_type
+
+    words, t_words = name.split(), title.split()
+    if len(words) < 2 or not t_words:
+        return None
+    first = t_words[0]
+    if normalize(words[0]) != normalize(first) or product_type(first) or not re.search(r"[^\W\d_]", first):
+        return None
+    return first
+
+
 def _get(product: Any, key: str) -> Any:
     return product.get(key) if isinstance(product, dict) else getattr(product, key, None)
 

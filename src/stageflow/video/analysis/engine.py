@@ -124,6 +124,11 @@ def analyze_video(
                 )
             except StageflowError as exc:
                 result.errors.append(f"commerce for {cand.product_name} at {rng.start:.1f}s: {exc}")
+        if match is not None and not cand.brand:  # a brand the list does not know, named by the match
+            from stageflow.commerce.matching import brand_from_title
+
+            if found_brand := brand_from_title(cand.product_name, match.title):
+                cand = cand.model_copy(update={"brand": found_brand})
         clip = thumb = None
         if clipper is not None:
             try:

@@ -1,20 +1,27 @@
 """The ``gemini`` analyzer: Gemini's REST generateContent through httpx, the two passes of the
 original (ranges from the transcript, then one candidate per range) with JSON-schema-constrained
-output validated by pydantic. Unlike the original, pass b also shows the model the on-screen text and
-the detected objects of the range.
+output validated by pydantic. Unlike the original, pass b also shows the model the range's kept
+frames (a few JPEG inline parts, downscaled), the on-screen text and the detected objects.
 
-Invalid JSON, a schema violation, a finishReason other than STOP, 429 and 5xx are retried; then the
-range fails with AnalysisFailed (the engine records it and continues). The API key (config SecretStr,
+Token budget: gemini-2.5 models think before answering and the thinking counts against
+``maxOutputTokens``, so every call sends ``thinkingConfig.thinkingBudget`` and a cap of that budget
+plus the answer budget of its schema. An answer cut off at MAX_TOKENS (or empty) is asked again once
+with a larger cap, then the range fails with a message naming the cap. Invalid JSON, a schema
+violation, another finishReason, 429 and 5xx are retried; then the range fails with AnalysisFailed
+(the engine records it per range and continues). The API key (config SecretStr,
 env GEMINI_API_KEY, or a Prefect Secret block) is sent in a header and never logged or put in errors.
 Evidence quotes are taken from the transcript, never from the model.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -30,6 +37,7 @@ from stageflow.errors import AnalysisFailed, BadInput, ServiceAuthError
 from stageflow.video.analysis.evidence import (
     NEEDS_CHECK,
     Candidate,
+    FrameIn,
     RangeEvidence,
     SegmentIn,
     TimeRange,
@@ -49,7 +57,12 @@ class GeminiConfig(BaseModel):
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
     temperature: float = 0.3
-    max_output_tokens: int = 2048  # token budget per call (output)
+    thinking_budget: int = 1024  # thinkingConfig.thinkingBudget (thinking counts against the cap)
+    ranges_answer_tokens: int = 2048  # answer budget of pass a's schema (a list of ranges)
+    candidate_answer_tokens: int = 1024  # answer budget of pass b's schema (one small object)
+    retry_cap_factor: float = 2.0  # a MAX_TOKENS / empty answer is asked again once with cap x this
+    frames_per_range: int = Field(default=3, ge=0, le=16)  # kept frames sent as JPEG inline parts
+    frame_max_side: int = 768  # frames are downscaled to this longest side before sending
     max_prompt_chars: int = 24000  # prompt budget per call (~8k tokens); longer transcripts are cut
     ocr_window_s: float = 2.0
     breaker_threshold: int = 3
@@ -173,7 +186,14 @@ class GeminiAnalyzer:
             return []
         lines = "\n".join(f"[{s.start:.1f}-{s.end:.1f}] {s.text}" for s in segs)
         prompt = ("Transcript:\n" + lines)[: self.config.max_prompt_chars]
-        out = self._generate(SYSTEM_RANGES, prompt, RANGES_SCHEMA, RangesOut, what="finding ranges")
+        out = self._generate(
+            SYSTEM_RANGES,
+            [{"text": prompt}],
+            RANGES_SCHEMA,
+            RangesOut,
+            what="finding ranges",
+            answer_tokens=self.config.ranges_answer_tokens,
+        )
         lo, hi = segs[0].start, max(s.end for s in segs)
         ranges = []
         for r in sorted(out.ranges, key=lambda r: r.start):
@@ -202,12 +222,22 @@ class GeminiAnalyzer:
             },
             ensure_ascii=False,
         )[: self.config.max_prompt_chars]
+        frames = range_frames(ev.frames, rng.start - w, rng.end + w, self.config.frames_per_range)
+        parts: list[dict[str, Any]] = [{"text": prompt}]
+        for f in frames:
+            data = jpeg_bytes(f.path, self.config.frame_max_side)
+            if data is not None:
+                parts.append({"text": f"frame at {f.t:.1f}s"})
+                parts.append(
+                    {"inlineData": {"mimeType": "image/jpeg", "data": base64.b64encode(data).decode()}}
+                )
         out = self._generate(
             SYSTEM_CANDIDATE,
-            prompt,
+            parts,
             CANDIDATE_SCHEMA,
             CandidateOut,
             what=f"range {rng.start:.1f}-{rng.end:.1f}s",
+            answer_tokens=self.config.candidate_answer_tokens,
         )
         name = (out.product_name or "").strip() or NEEDS_CHECK
         return Candidate(
@@ -222,7 +252,7 @@ class GeminiAnalyzer:
                 quotes=tuple(quotes),
                 ocr_texts=tuple(dict.fromkeys(o.text.strip() for o in ocr)),
                 detections=tuple(dict.fromkeys(d.label for d in dets)),
-                frame_times=tuple(sorted({round(x.t, 3) for x in [*ocr, *dets]})),
+                frame_times=tuple(sorted({round(x.t, 3) for x in [*ocr, *dets, *frames]})),
             ),
             hook_sentence=out.hook_sentence,
             summary=out.summary,
@@ -242,18 +272,52 @@ class GeminiAnalyzer:
         return text.replace(self._key, "***") if self._key else text
 
     def _generate(
-        self, system: str, prompt: str, schema: dict[str, Any], model: type[BaseModel], *, what: str
+        self,
+        system: str,
+        parts: list[dict[str, Any]],
+        schema: dict[str, Any],
+        model: type[BaseModel],
+        *,
+        what: str,
+        answer_tokens: int,
+    ) -> Any:
+        """One schema-constrained call; a MAX_TOKENS or empty answer is asked again once with a larger
+        cap, then fails naming the cap."""
+        cap = self.config.thinking_budget + answer_tokens
+        try:
+            return self._generate_capped(system, parts, schema, model, what=what, cap=cap)
+        except _Truncated:
+            bigger = int(cap * self.config.retry_cap_factor)
+        try:
+            return self._generate_capped(system, parts, schema, model, what=what, cap=bigger)
+        except _Truncated as exc:
+            raise AnalysisFailed(
+                f"gemini {what}: {exc} at maxOutputTokens {cap} and again at {bigger} "
+                f"(thinking budget {self.config.thinking_budget}); raise candidate_answer_tokens / "
+                "ranges_answer_tokens or lower thinking_budget"
+            ) from None
+
+    def _generate_capped(
+        self,
+        system: str,
+        parts: list[dict[str, Any]],
+        schema: dict[str, Any],
+        model: type[BaseModel],
+        *,
+        what: str,
+        cap: int,
     ) -> Any:
         import httpx
 
         self.breaker.before_call()
         path = f"/v1beta/models/{self.config.model}:generateContent"
         body = {
-            "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+            "contents": [{"role": "user", "parts": parts}],
             "systemInstruction": {"parts": [{"text": system}]},
             "generationConfig": {
                 "temperature": self.config.temperature,
-                "maxOutputTokens": self.config.max_output_tokens,
+                "maxOutputTokens": cap,
+                "thinkingConfig": {"thinkingBudget": self.config.thinking_budget},
                 "responseMimeType": "application/json",
                 "responseSchema": schema,
             },
@@ -288,9 +352,16 @@ class GeminiAnalyzer:
                 self.tokens_used += int(usage.get("totalTokenCount") or 0)
                 cand = data["candidates"][0]
                 reason = cand.get("finishReason", "STOP")
-                text = "".join(p.get("text", "") for p in cand["content"]["parts"])
+                content = cand.get("content") or {}
+                text = "".join(p.get("text", "") for p in content.get("parts") or () if not p.get("thought"))
             except (ValueError, KeyError, IndexError, TypeError, AttributeError):
                 raise Retryable("response is not a generateContent answer") from None
+            if reason == "MAX_TOKENS":
+                self.breaker.success()
+                raise _Truncated("answer cut off (finishReason MAX_TOKENS)")
+            if reason == "STOP" and not text.strip():
+                self.breaker.success()
+                raise _Truncated("empty answer")
             if reason != "STOP":
                 raise Retryable(f"finishReason {reason}")
             try:
@@ -314,6 +385,45 @@ class GeminiAnalyzer:
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
+
+
+class _Truncated(Exception):
+    """An answer cut off by the output cap (or empty): asked again once with a larger cap."""
+
+
+def range_frames(frames: Any, start: float, end: float, count: int) -> list[FrameIn]:
+    """At most ``count`` of the kept frames inside [start, end], spread evenly over the range."""
+    inside = sorted((f for f in frames if start <= f.t <= end), key=lambda f: f.t)
+    if count <= 0 or not inside:
+        return []
+    if len(inside) <= count:
+        return inside
+    step = (len(inside) - 1) / max(1, count - 1)
+    return [inside[round(i * step)] for i in range(count)] if count > 1 else [inside[len(inside) // 2]]
+
+
+def jpeg_bytes(path: str, max_side: int) -> bytes | None:
+    """The frame as JPEG bytes, downscaled to ``max_side`` (Pillow when installed, else the file as
+    it is); None when it cannot be read (the range is still analysed, without that frame)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError:
+        return None
+    try:
+        from PIL import Image
+    except ImportError:
+        return raw if raw[:3] == b"\xff\xd8\xff" else None
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            if raw[:3] == b"\xff\xd8\xff" and max(img.size) <= max_side:
+                return raw
+            img = img.convert("RGB")
+            img.thumbnail((max_side, max_side))
+            out = io.BytesIO()
+            img.save(out, format="JPEG", quality=85)
+            return out.getvalue()
+    except (OSError, ValueError):
+        return None
 
 
 def _error_message(resp: Any) -> str:

@@ -261,6 +261,10 @@ _NEG_BEFORE = re.compile(
     r"(?:(?:^|\s)(?:안|못|별로)|\b(?:not|never|no|(?:don|wouldn|can|didn|doesn|isn)\s?t))\s?$"
 )
 
+#: "can't / cannot / couldn't <cue> ... enough": an intensifier, not a negation.
+_CANNOT_ENOUGH = re.compile(r"\b(?:can\s?t|cannot|couldn\s?t|could not|can not)\s?$")
+_ENOUGH = re.compile(r"^(?:\s\w+){0,3}\senough\b")
+
 #: Cue kinds that make a transcript segment a candidate range (pass a). A bare brand name is not one.
 RANGE_CUES = ("recommend", "usage", "possession", "demonstration", "experience")
 #: Cue kinds that extend a range (the speaker goes on describing the item) but never start one.
@@ -315,6 +319,8 @@ def negated(norm: str, pos: int, cue: str) -> bool:
     """Whether the cue at ``pos`` of normalised text is negated (Korean after, English before)."""
     after = norm[pos + len(cue) : pos + len(cue) + 8]
     before = norm[max(0, pos - 12) : pos]
+    if _CANNOT_ENOUGH.search(before) and _ENOUGH.match(norm[pos + len(cue) : pos + len(cue) + 24]):
+        return False  # "I can't recommend it enough" is praise, not a negation
     return bool(_NEG_AFTER.search(after) or _NEG_BEFORE.search(before))
 
 

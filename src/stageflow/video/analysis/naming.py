@@ -368,10 +368,13 @@ def speech_mentions(segments: Sequence[Any], brands: Brands) -> list[Mention]:
     return out
 
 
-def caption_mentions(ocr: Sequence[Any], brands: Brands, *, min_frames: int = 2) -> list[Mention]:
+def caption_mentions(
+    ocr: Sequence[Any], brands: Brands, *, min_frames: int = 2, title: str = ""
+) -> list[Mention]:
     """Product captions among on-screen texts: texts that persist (seen in ``min_frames`` frames,
     variants within one OCR syllable counted together) or name a known brand or product type, that
-    are not junk, calls to action, disclosures or sentences (burnt-in subtitles)."""
+    are not junk, calls to action, disclosures or sentences (burnt-in subtitles), nor the video's
+    own title card (a caption inside ``title`` that names no brand and no product type)."""
     from stageflow.video.analysis.ppl import PplPatterns, caption_disclosures
 
     groups: list[list[Any]] = []
@@ -391,6 +394,8 @@ def caption_mentions(ocr: Sequence[Any], brands: Brands, *, min_frames: int = 2)
     for g in groups:
         if all(w in STOP_NOUNS or w in _EN_STOP for w in normalize(g[0].text).split()):
             continue  # a title card ("주말 브이로그"), not a product
+        if _title_card(g[0].text, title, brands):
+            continue  # the video's title on screen ("Sunday reset" of "Sunday reset vlog")
         best = max(
             g,
             key=lambda o: (
@@ -407,6 +412,13 @@ def caption_mentions(ocr: Sequence[Any], brands: Brands, *, min_frames: int = 2)
         if brands.find(text) or product_type(text) or (frames >= min_frames and name_like):
             out.append(Mention(text, "ocr", g[0].t, st + min(2.0, 0.5 * frames), frames))
     return out
+
+
+def _title_card(text: str, title: str, brands: Brands) -> bool:
+    compact, in_title = "".join(normalize(text).split()), "".join(normalize(title).split())
+    if not compact or not in_title or compact not in in_title:
+        return False
+    return not (brands.find(text) or product_type(text))
 
 
 def _disclosure(text: str) -> bool:

@@ -93,7 +93,14 @@ def route(*, ppl_probability: float, has_commerce: bool, score: int) -> Status:
     return Status.LOW_SCORE_FILTERED
 
 
+#: Actors that are the analysis itself, not a person: ``stageflow analyze`` ("engine") and the
+#: video-analysis flow ("flow"). A candidate one of them routed may be routed again by any of them.
+MACHINE_ACTORS = frozenset({"engine", "flow"})
+
+
 def may_reroute(status: str | None, last_actor: str | None, engine_actor: str) -> bool:
-    """Whether the engine may route this candidate again: it is in a routed state and the engine
-    (not a person) put it there."""
-    return status in {s.value for s in ROUTED} and last_actor == engine_actor
+    """Whether the engine may route this candidate again: it is in a routed state and the analysis
+    (this run's actor, or another machine actor: the CLI then the scheduled flow), not a person, put
+    it there."""
+    machine = last_actor == engine_actor or last_actor in MACHINE_ACTORS
+    return status in {s.value for s in ROUTED} and machine

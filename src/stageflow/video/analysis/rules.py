@@ -145,7 +145,9 @@ class RulesAnalyzer:
             and not any(r.start - w <= o.t <= r.end + w for r in covered)
         ]
         out: list[tuple[float, float, str]] = []
-        for m in caption_mentions(free, self.brands, min_frames=self.config.caption_min_frames):
+        for m in caption_mentions(
+            free, self.brands, min_frames=self.config.caption_min_frames, title=evidence.title
+        ):
             times = sorted(o.t for o in free if names_agree(" ".join(o.text.split()), m.text, 0.85))
             for t in times:
                 if out and out[-1][2] == m.text and t - out[-1][1] <= self.config.ocr_merge_gap_s:
@@ -176,7 +178,10 @@ class RulesAnalyzer:
         ]
         said = speech_mentions(segs, self.brands)
         shown = caption_mentions(
-            ocr, self.brands, min_frames=1 if said or rng.origin == "ocr" else cfg.caption_min_frames
+            ocr,
+            self.brands,
+            min_frames=1 if said or rng.origin == "ocr" else cfg.caption_min_frames,
+            title=ev.title,
         )
         if rng.origin != "ocr":
             # in a speech range an unknown caption counts when it persists or agrees with the speech
