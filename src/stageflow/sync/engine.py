@@ -27,7 +27,7 @@ from typing import Any
 
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import BadInput, ConfigError, JobFailed, PluginError
-from stageflow.sync import gitscan, notify, releases, watch
+from stageflow.sync import drift, gitscan, notify, releases, watch
 from stageflow.sync.hooks import DeployContext, HookOutcome, PlannedHook, run_hooks
 from stageflow.sync.localstate import LocalState
 from stageflow.sync.manifest import (
@@ -71,6 +71,10 @@ class SyncRequest:
     config_path: Path | None = None
     dry_run: bool = False
     use_git: bool = True  # False (--no-git): always walk the whole tree
+    #: --verify: compare the target's real files with the manifest and repair what drifted.
+    verify: bool = False
+    #: --checksum (with verify): compare content too, not only type, size, mtime and mode.
+    checksum: bool = False
 
 
 @dataclass
@@ -101,6 +105,8 @@ class SyncResult:
     #: Releases mode: a live release an interrupted sync left with unfinished hooks, and what this
     #: sync did about it ({"release", "action": "finished" | "rolled back", "hooks", "to"}).
     unfinished: dict[str, Any] | None = None
+    #: --verify: how the target differed from the manifest before this sync repaired it.
+    drift: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -124,6 +130,7 @@ class SyncResult:
             "accelerator": self.accelerator,
             "accelerator_reason": self.accelerator_reason,
             "unfinished": self.unfinished,
+            "drift": self.drift,
         }
 
 
@@ -662,9 +669,10 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
             planned = plan(prep)
             result = planned.result
             _warn_unfinished_dry_run(prep, result)
+            _verify(prep, planned)
         elif prep.profile.mode == "in-place":
             planned = plan(prep)
-            if not planned.result.changes and not planned.pending:
+            if not planned.result.changes and not planned.pending and not prep.request.verify:
                 result = _apply(prep, planned, on_changes)
             else:
                 with prep.target.lock(prep.profile.lock_timeout, read=state_files) as held:
@@ -672,6 +680,7 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
                     if held.texts != prep.snapshot.read_many(list(state_files)):
                         _close_local(planned)
                         planned = plan(prep, held.texts)
+                    _verify(prep, planned)
                     result = _apply(prep, planned, on_changes, held)
         else:
             with prep.target.lock(prep.profile.lock_timeout, read=state_files) as held:
@@ -683,6 +692,7 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
                     current = releases.current_release(prep.target)
                 planned = plan(prep, texts, current)
                 _report_unfinished(planned.result, unfinished)
+                _verify(prep, planned)
                 result = _apply(prep, planned, on_changes, held)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
@@ -700,6 +710,48 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
     result.duration_s = time.perf_counter() - prep.started
     result.control_bytes = prep.target.control_bytes
     return result
+
+
+def _verify(prep: Prepared, planned: Plan) -> None:
+    """--verify: compare the deployed tree on the target with the manifest this sync leaves, and add
+    what drifted (edited or deleted by hand, files added by hand that a sync would not keep) to the
+    change set, so the transfer repairs it. Paths the rules skip (excluded, protected) are never
+    looked at. A dry run only reports."""
+    if not prep.request.verify:
+        return
+    result = planned.result
+    if prep.profile.mode == "releases":
+        if not result.release:
+            return  # nothing deployed yet: the sync ships everything anyway
+        base = f"{releases.RELEASES}/{result.release}"
+    else:
+        base = ""
+    expected = planned.new_manifest()
+    found = drift.check(prep.target, base, expected, prep.rules.skip_path, prep.request.checksum)
+    changes = result.changes
+    shipped = set(changes.to_send) | set(changes.deleted)
+    found.edited = [p for p in found.edited if p not in shipped and p.rstrip("/") not in changes.dirs]
+    found.missing = [p for p in found.missing if p not in shipped and p.rstrip("/") not in changes.dirs]
+    found.extra = [p for p in found.extra if p not in shipped]
+    result.drift = {**found.as_dict(), "checksum": prep.request.checksum}
+    if not found:
+        return
+    for path in found.edited + found.missing:
+        if path.endswith("/"):
+            changes.dirs.append(path[:-1])
+            continue
+        (changes.added if path in found.missing else changes.modified).append(path)
+        changes.bytes_to_send += expected[path].size
+    for path in found.extra:
+        if path.endswith("/"):
+            changes.gone_dirs.append(path[:-1])
+        else:
+            changes.deleted.append(path)
+    for paths in (changes.added, changes.modified, changes.deleted, changes.dirs, changes.gone_dirs):
+        paths[:] = sorted(set(paths))
+    changes.ignore_times = True  # same size and mtime, other content (--checksum): rewrite anyway
+    done = "would repair it (dry run)" if prep.request.dry_run else "repaired"
+    result.warnings.append(f"drift on {prep.target.spec}: {found.summary()}: {done}")
 
 
 def _close_local(planned: Plan | None) -> None:
