@@ -187,3 +187,21 @@ def test_kill_9_during_a_hook_over_real_ssh_next_sync_runs_it_again(cli, project
         _rerun_after_kill(cli, project, hook)
     finally:
         close_masters(sshd.ssh_command)
+
+
+def test_in_place_kill_9_during_a_hook_next_sync_runs_it_again(cli, project, tmp_path) -> None:
+    """In place the state is committed after the hooks: the pending journal makes the next sync
+    re-send the interrupted change set, so its hooks run again."""
+    hook = Hook(tmp_path)
+    hook.go.touch()
+    project.env(exclude='["node_modules/", "*.log"]', hooks=hook.toml())
+    assert cli("target", "init", project.target, "--role", "apiserver")[0] == 0
+    assert cli("sync", project.source, "--env", "api")[0] == 0
+    project.write("packages/lib/lib.js", "v2\n")
+    _kill_during_hook(project, hook)
+    assert hook.runs() == 2
+    code, out, err = cli("sync", project.source, "--env", "api", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert hook.runs() == 3 and doc["hooks"] == [{"name": "shell", "status": "ok"}]
+    assert doc["changes"]["modified"] == ["packages/lib/lib.js"]

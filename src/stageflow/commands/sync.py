@@ -83,7 +83,9 @@ def sync_cmd(
     Leaves a warm sync server for the next sync (STAGEFLOW_SYNC_SERVER: idle time, default 10m; 0: off).
     There is none when CI is set and STAGEFLOW_SYNC_SERVER is not.
     `stageflow target close` stops it and the ssh connections kept between syncs.
-    watchman = true in the environment asks watchman what changed instead of git status."""
+    watchman = true in the environment asks watchman what changed instead of git status.
+    Releases mode: a release an interrupted sync left with unfinished hooks is finished first (its
+    hooks run again; rolled back if they fail) or rolled back (unfinished_hooks = "rollback")."""
     from stageflow.sync.engine import SyncRequest
 
     if checksum and not verify:
