@@ -205,3 +205,32 @@ def test_in_place_kill_9_during_a_hook_next_sync_runs_it_again(cli, project, tmp
     doc = json.loads(out)
     assert hook.runs() == 3 and doc["hooks"] == [{"name": "shell", "status": "ok"}]
     assert doc["changes"]["modified"] == ["packages/lib/lib.js"]
+
+
+def test_killed_between_the_switch_and_the_state_write(cli, project, tmp_path) -> None:
+    """The narrower window: ``current`` already names the new release, the state still the old one
+    and the pending journal the new one (what a kill right after the switch leaves)."""
+    hook = _setup(cli, project, tmp_path)
+    first = _current(project)
+    project.write("packages/lib/lib.js", "v2\n")
+    assert cli("sync", project.source, "--env", "api")[0] == 0
+    second = _current(project)
+    state = project.target / ".stageflow/state.json"
+    doc = json.loads(state.read_text())
+    first_manifest = (project.target / f".stageflow/manifests/{first}.json").read_text()
+    from stageflow.sync.manifest import manifest_id_of_json
+
+    state.write_text(
+        json.dumps({**doc, "release": first, "manifest_id": manifest_id_of_json(first_manifest)})
+    )
+    (project.target / ".stageflow/pending.json").write_text(
+        json.dumps({"mode": "releases", "release": second, "previous": first})
+    )
+    runs = hook.runs()
+    code, out, err = cli("sync", project.source, "--env", "api", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["unfinished"]["release"] == second and doc["unfinished"]["action"] == "finished"
+    assert hook.runs() == runs + 1 and doc["changes"]["modified"] == []
+    assert json.loads(state.read_text())["release"] == second
+    assert not (project.target / ".stageflow/pending.json").exists()

@@ -156,3 +156,15 @@ def test_verify_over_real_ssh_repairs_and_probe(cli, project, sshd) -> None:
         _checksum_case(cli, project, project.target, ssh_command=sshd.ssh_command)
     finally:
         close_masters(sshd.ssh_command)
+
+
+def test_verify_on_a_first_sync_removes_nothing(cli, project) -> None:
+    """Files already on a target no sync wrote are not drift: a first sync with --verify keeps them."""
+    _env(project)
+    assert cli("target", "init", project.target, "--role", "apiserver")[0] == 0
+    (project.target / "preexisting.txt").write_text("was here before\n")
+    code, out, err = cli("sync", project.source, "--env", "api", "--verify", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["drift"] is None and any("no recorded manifest" in w for w in doc["warnings"])
+    assert (project.target / "preexisting.txt").read_text() == "was here before\n"

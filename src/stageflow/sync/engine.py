@@ -720,9 +720,14 @@ def _verify(prep: Prepared, planned: Plan) -> None:
     if not prep.request.verify:
         return
     result = planned.result
+    if planned.base_id is None or (prep.profile.mode == "releases" and not result.release):
+        # No manifest recorded (a first sync): everything is sent anyway, and files already there
+        # were never ours to judge, so none is removed.
+        result.warnings.append(
+            f"--verify: {prep.target.spec} has no recorded manifest yet: nothing to verify"
+        )
+        return
     if prep.profile.mode == "releases":
-        if not result.release:
-            return  # nothing deployed yet: the sync ships everything anyway
         base = f"{releases.RELEASES}/{result.release}"
     else:
         base = ""
