@@ -34,6 +34,10 @@ class DeploySyncParams(BaseModel):
     )
     dry_run: bool = False
     use_git: bool = Field(default=True, description="Ask git what changed (False: walk the whole tree)")
+    verify: bool = Field(
+        default=False, description="Compare the target's files with the manifest and repair drift"
+    )
+    checksum: bool = Field(default=False, description="With verify: compare file contents too")
     notifier: str = Field(default="log", description="Notifier backend (default: [notify] backend)")
     notifier_options: dict[str, Any] = Field(
         default_factory=dict, description="Notifier options (default: [notify] options)"
@@ -49,6 +53,8 @@ def prepare_task(params: DeploySyncParams) -> engine.Prepared:
         config_path=Path(params.config) if params.config else None,
         dry_run=params.dry_run,
         use_git=params.use_git,
+        verify=params.verify,
+        checksum=params.checksum,
     )
     return engine.prepare(request, log=get_run_logger().info)
 

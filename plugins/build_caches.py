@@ -81,7 +81,9 @@ class LocalCacheConfig(BaseModel):
     dir: str = ".stageflow/cache"  # relative paths are resolved against the repository root
     max_size_mb: int = Field(default=2048, ge=1)
     #: Name of an env var holding an HMAC key: entries are signed and checked (a shared directory).
-    signature_key_env: str | None = None
+    signature_key_env: str | None = Field(
+        default=None, description="env var NAME holding the HMAC key entries are signed with"
+    )
 
 
 class LocalCache:
@@ -162,9 +164,11 @@ class HttpCacheConfig(BaseModel):
     timeout_s: float = Field(default=30.0, gt=0)
     #: Name of an env var holding the HMAC key entries are signed with (e.g.
     #: TURBO_REMOTE_CACHE_SIGNATURE_KEY); a wrongly signed or unsigned entry is then a miss.
-    signature_key_env: str | None = None
+    signature_key_env: str | None = Field(
+        default=None, description="env var NAME holding the HMAC key entries are signed with"
+    )
     #: An entry larger than this is refused (a miss with a warning), never buffered.
-    max_entry_mb: int = Field(default=2048, ge=1)
+    max_entry_mb: int = Field(default=2048, ge=1, description="largest entry fetched or stored, in MiB")
 
 
 class HttpCache:

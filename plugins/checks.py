@@ -1,5 +1,6 @@
 """Built-in monitor probes: ``http`` (health URL), ``disk`` (free space), ``store`` (SQLite integrity),
-``role`` (a deploy target's role marker), ``gpu`` (nvidia-smi) and ``work_pool`` (Prefect API).
+``role`` (a deploy target's role marker), ``drift`` (a deploy target's files still match its
+manifest), ``gpu`` (nvidia-smi) and ``work_pool`` (Prefect API).
 
 Probes only read: they never change what they look at. Each returns a CheckResult with a short
 detail a person can act on; exceptions are turned into failures by the monitor engine.
@@ -10,10 +11,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from stageflow.hookspecs import hookimpl
+from stageflow.monitor.drift import DriftCheckConfig
 from stageflow.stages import CheckResult
 
 
@@ -113,6 +116,18 @@ class RoleCheck:
                 self.c.target, False, f"{self.c.target} declares role {found!r}, expected {self.c.role!r}"
             )
         return CheckResult(self.c.target, True, f"role {found}")
+
+
+class DriftCheck:
+    """A deploy target whose files no longer match what its last sync recorded (hand edits)."""
+
+    def __init__(self, config: Any):
+        self.c = config
+
+    def probe(self) -> CheckResult:
+        from stageflow.monitor.drift import probe_drift
+
+        return probe_drift(self.c)
 
 
 class Pm2CheckConfig(_Cfg):
@@ -221,6 +236,9 @@ def register_checks(register):
     register("store", StoreCheck, config=StoreCheckConfig, description="stageflow store passes quick_check")
     register(
         "role", RoleCheck, config=RoleCheckConfig, description="Deploy target declares the expected role"
+    )
+    register(
+        "drift", DriftCheck, config=DriftCheckConfig, description="Deploy target's files match its manifest"
     )
     register("pm2", Pm2Check, config=Pm2CheckConfig, description="PM2 runs only this role's apps, all online")
     register("gpu", GpuCheck, config=GpuCheckConfig, description="NVIDIA GPUs visible (nvidia-smi)")

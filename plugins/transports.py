@@ -267,6 +267,7 @@ class RsyncTransport:
             "--out-format=%n",
             *(["-e", self.config.ssh] if self.config.ssh else []),
             *(["--compress"] if self._compress(dest) else []),
+            *(["--ignore-times"] if getattr(changes, "ignore_times", False) else []),
             *self.config.extra_args,
             str(source).rstrip("/") + "/",
             dest.rstrip("/") + "/",

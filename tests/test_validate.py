@@ -65,7 +65,7 @@ def test_unknown_backends_and_bad_options_are_all_listed(tmp_path, capsys):
         " (options: directory, key)"
     )
     assert lines[2].startswith(
-        "FAIL [[monitor.checks]] api: unknown checks backend 'ping' (known: disk, gpu, http"
+        "FAIL [[monitor.checks]] api: unknown checks backend 'ping' (known: disk, drift, gpu, http"
     )
 
 

@@ -171,7 +171,12 @@ def build_cmd(
         ),
     ] = False,
 ) -> None:
-    """Build only what a change affects, in dependency order, in parallel, with a content-hash cache."""
+    """Build only what a change affects, in dependency order, in parallel, with a content-hash cache.
+
+    The cache is [build] cache = "local" | "http" with cache_options: local {dir, max_size_mb},
+    http {url, token_env, timeout_s, max_entry_mb (an entry larger than this is a miss, never
+    buffered)}; both take signature_key_env, the NAME of an env var holding an HMAC key (e.g.
+    TURBO_REMOTE_CACHE_SIGNATURE_KEY): entries are signed and a wrongly signed one is a miss."""
     from stageflow.build import engine
     from stageflow.errors import BadInput, JobFailed
 

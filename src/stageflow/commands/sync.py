@@ -64,15 +64,34 @@ def sync_cmd(
     no_git: Annotated[
         bool, typer.Option("--no-git", help="Walk the whole tree instead of asking git what changed.")
     ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Also compare the target's real files with the manifest (type, size, mtime, mode) and "
+            "repair drift: re-ship edited or deleted files, remove files added by hand (never excluded "
+            "or protected paths). With --dry-run: report only.",
+        ),
+    ] = False,
+    checksum: Annotated[
+        bool,
+        typer.Option("--checksum", help="With --verify: compare file contents (SHA-256) too."),
+    ] = False,
 ) -> None:
     """Ship what changed in SOURCE to the environment's target, behind the role safety net.
 
     Leaves a warm sync server for the next sync (STAGEFLOW_SYNC_SERVER: idle time, default 10m; 0: off).
     There is none when CI is set and STAGEFLOW_SYNC_SERVER is not.
     `stageflow target close` stops it and the ssh connections kept between syncs.
-    watchman = true in the environment asks watchman what changed instead of git status."""
+    watchman = true in the environment asks watchman what changed instead of git status.
+    Releases mode: a release an interrupted sync left with unfinished hooks is finished first (its
+    hooks run again; rolled back if they fail) or rolled back (unfinished_hooks = "rollback")."""
     from stageflow.sync.engine import SyncRequest
 
+    if checksum and not verify:
+        from stageflow.errors import BadInput
+
+        raise BadInput("--checksum only applies to --verify: pass both (stageflow sync --verify --checksum)")
     request = SyncRequest(
         source=source,
         environment=env,
@@ -80,6 +99,8 @@ def sync_cmd(
         config_path=config,
         dry_run=dry_run,
         use_git=not no_git,
+        verify=verify,
+        checksum=checksum,
     )
     if prefect:
         from stageflow.flows.deploy_sync import DeploySyncParams, deploy_sync
@@ -92,6 +113,8 @@ def sync_cmd(
                 config=str(config) if config else None,
                 dry_run=dry_run,
                 use_git=not no_git,
+                verify=verify,
+                checksum=checksum,
             )
         )
         if as_json:

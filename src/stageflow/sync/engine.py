@@ -27,7 +27,7 @@ from typing import Any
 
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import BadInput, ConfigError, JobFailed, PluginError
-from stageflow.sync import gitscan, notify, releases, watch
+from stageflow.sync import drift, gitscan, notify, releases, watch
 from stageflow.sync.hooks import DeployContext, HookOutcome, PlannedHook, run_hooks
 from stageflow.sync.localstate import LocalState
 from stageflow.sync.manifest import (
@@ -71,6 +71,10 @@ class SyncRequest:
     config_path: Path | None = None
     dry_run: bool = False
     use_git: bool = True  # False (--no-git): always walk the whole tree
+    #: --verify: compare the target's real files with the manifest and repair what drifted.
+    verify: bool = False
+    #: --checksum (with verify): compare content too, not only type, size, mtime and mode.
+    checksum: bool = False
 
 
 @dataclass
@@ -98,6 +102,11 @@ class SyncResult:
     #: watch (or the last sync) named were examined.
     accelerator: str = "walk"
     accelerator_reason: str | None = None  # why the whole tree was walked
+    #: Releases mode: a live release an interrupted sync left with unfinished hooks, and what this
+    #: sync did about it ({"release", "action": "finished" | "rolled back", "hooks", "to"}).
+    unfinished: dict[str, Any] | None = None
+    #: --verify: how the target differed from the manifest before this sync repaired it.
+    drift: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +129,8 @@ class SyncResult:
             "error": self.error,
             "accelerator": self.accelerator,
             "accelerator_reason": self.accelerator_reason,
+            "unfinished": self.unfinished,
+            "drift": self.drift,
         }
 
 
@@ -657,9 +668,11 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
         if prep.request.dry_run:
             planned = plan(prep)
             result = planned.result
+            _warn_unfinished_dry_run(prep, result)
+            _verify(prep, planned)
         elif prep.profile.mode == "in-place":
             planned = plan(prep)
-            if not planned.result.changes and not planned.pending:
+            if not planned.result.changes and not planned.pending and not prep.request.verify:
                 result = _apply(prep, planned, on_changes)
             else:
                 with prep.target.lock(prep.profile.lock_timeout, read=state_files) as held:
@@ -667,10 +680,19 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
                     if held.texts != prep.snapshot.read_many(list(state_files)):
                         _close_local(planned)
                         planned = plan(prep, held.texts)
+                    _verify(prep, planned)
                     result = _apply(prep, planned, on_changes, held)
         else:
             with prep.target.lock(prep.profile.lock_timeout, read=state_files) as held:
-                planned = plan(prep, held.texts, releases.current_release(prep.target))
+                current = releases.current_release(prep.target)
+                texts = held.texts
+                unfinished = _finish_unfinished(prep, held, current)
+                if unfinished is not None:
+                    texts = prep.target.read_many(list(state_files))
+                    current = releases.current_release(prep.target)
+                planned = plan(prep, texts, current)
+                _report_unfinished(planned.result, unfinished)
+                _verify(prep, planned)
                 result = _apply(prep, planned, on_changes, held)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
@@ -690,6 +712,53 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
     return result
 
 
+def _verify(prep: Prepared, planned: Plan) -> None:
+    """--verify: compare the deployed tree on the target with the manifest this sync leaves, and add
+    what drifted (edited or deleted by hand, files added by hand that a sync would not keep) to the
+    change set, so the transfer repairs it. Paths the rules skip (excluded, protected) are never
+    looked at. A dry run only reports."""
+    if not prep.request.verify:
+        return
+    result = planned.result
+    if planned.base_id is None or (prep.profile.mode == "releases" and not result.release):
+        # No manifest recorded (a first sync): everything is sent anyway, and files already there
+        # were never ours to judge, so none is removed.
+        result.warnings.append(
+            f"--verify: {prep.target.spec} has no recorded manifest yet: nothing to verify"
+        )
+        return
+    if prep.profile.mode == "releases":
+        base = f"{releases.RELEASES}/{result.release}"
+    else:
+        base = ""
+    expected = planned.new_manifest()
+    found = drift.check(prep.target, base, expected, prep.rules.skip_path, prep.request.checksum)
+    changes = result.changes
+    shipped = set(changes.to_send) | set(changes.deleted)
+    found.edited = [p for p in found.edited if p not in shipped and p.rstrip("/") not in changes.dirs]
+    found.missing = [p for p in found.missing if p not in shipped and p.rstrip("/") not in changes.dirs]
+    found.extra = [p for p in found.extra if p not in shipped]
+    result.drift = {**found.as_dict(), "checksum": prep.request.checksum}
+    if not found:
+        return
+    for path in found.edited + found.missing:
+        if path.endswith("/"):
+            changes.dirs.append(path[:-1])
+            continue
+        (changes.added if path in found.missing else changes.modified).append(path)
+        changes.bytes_to_send += expected[path].size
+    for path in found.extra:
+        if path.endswith("/"):
+            changes.gone_dirs.append(path[:-1])
+        else:
+            changes.deleted.append(path)
+    for paths in (changes.added, changes.modified, changes.deleted, changes.dirs, changes.gone_dirs):
+        paths[:] = sorted(set(paths))
+    changes.ignore_times = True  # same size and mtime, other content (--checksum): rewrite anyway
+    done = "would repair it (dry run)" if prep.request.dry_run else "repaired"
+    result.warnings.append(f"drift on {prep.target.spec}: {found.summary()}: {done}")
+
+
 def _close_local(planned: Plan | None) -> None:
     if planned is not None and planned.local is not None:
         planned.local.close()
@@ -707,7 +776,7 @@ def _apply(
         if on_changes is not None:
             on_changes(result.changes)
         if prep.profile.mode == "releases":
-            _apply_release(prep, planned)
+            _apply_release(prep, planned, held)
         else:
             _apply_in_place(prep, planned, held)
     else:
@@ -807,7 +876,7 @@ def _commit_in_place(prep: Prepared, planned: Plan, held: Held) -> None:
     _save_local(planned, mid, None, full)
 
 
-def _apply_release(prep: Prepared, planned: Plan) -> None:
+def _apply_release(prep: Prepared, planned: Plan, held: Held) -> None:
     target, result, pending = prep.target, planned.result, planned.pending
     changes = result.changes
     previous = result.release
@@ -818,7 +887,9 @@ def _apply_release(prep: Prepared, planned: Plan) -> None:
         target.remove(releases.PENDING_FILE)
         return
     new = releases.new_release_id(releases.list_releases(target), _git_short_sha(prep.source))
-    target.write_text(releases.PENDING_FILE, json.dumps({"mode": "releases", "release": new}))
+    target.write_text(
+        releases.PENDING_FILE, json.dumps({"mode": "releases", "release": new, "previous": previous})
+    )
     base = f"{releases.RELEASES}/{previous}" if previous else ""
     target.clone_tree(base, f"{releases.RELEASES}/{new}")
     stats = prep.transport.send(prep.source, target.transport_dest(f"{releases.RELEASES}/{new}"), changes)
@@ -833,8 +904,15 @@ def _apply_release(prep: Prepared, planned: Plan) -> None:
     target.write_text(releases.manifest_path(new), text)
     releases.switch(target, new)
     result.release = new
-    state = releases.state_text(manifest_id=mid, release=new, environment=prep.request.environment)
-    target.write_many({releases.STATE_FILE: state}, remove=(releases.PENDING_FILE,))
+    env = prep.request.environment
+    # Live from here; the state says its hooks are still to run until they succeeded, so a sync killed
+    # while they run is finished (or rolled back) by the next one instead of reporting "no changes".
+    final = releases.state_text(manifest_id=mid, release=new, environment=env)
+    marked = {releases.HOOKS_PENDING: new, releases.HOOKS_PREVIOUS: previous} if prep.hooks else {}
+    held.apply(
+        {releases.STATE_FILE: releases.state_text(manifest_id=mid, release=new, environment=env, **marked)},
+        remove=(releases.PENDING_FILE,),
+    )
     context = DeployContext(
         target,
         releases.CURRENT,
@@ -847,19 +925,130 @@ def _apply_release(prep: Prepared, planned: Plan) -> None:
     )
     result.hooks = run_hooks(prep.hooks, context)
     if any(h.status == "failed" for h in result.hooks):
-        if previous:
-            releases.rollback(target, previous)
-        else:
-            target.remove(releases.CURRENT)
-            releases.write_state(target)
-        target.remove_tree(f"{releases.RELEASES}/{new}")
-        target.remove(releases.manifest_path(new))
         result.release = previous
-        result.rolled_back_to = previous or "(none: first release removed)"
+        result.rolled_back_to = _undo_release(prep, new, previous)
         prep.log(f"rolled back {prep.target.spec} to release {result.rolled_back_to}")
         _fail_if_hook_failed(result, rolled_back=result.rolled_back_to)
+    if marked:
+        held.apply({releases.STATE_FILE: final})  # the hooks finished
     _save_local(planned, mid, new, full)
     releases.prune(target, prep.profile.keep_releases)
+
+
+def _undo_release(prep: Prepared, release: str, previous: str | None) -> str:
+    """Take ``release`` off the target: ``current`` back to ``previous`` (else the newest complete
+    release before it; none: no ``current``), then remove it. Returns what ``current`` now is."""
+    target = prep.target
+    complete = [r for r in releases.complete_releases(target) if r != release]
+    to = previous if previous in complete else next((r for r in reversed(complete) if r < release), None)
+    if to:
+        releases.rollback(target, to)
+    else:
+        target.remove(releases.CURRENT)
+        releases.write_state(target)
+    target.remove_tree(f"{releases.RELEASES}/{release}")
+    target.remove(releases.manifest_path(release))
+    return to or "(none: first release removed)"
+
+
+def _finish_unfinished(prep: Prepared, held: Held, current: str | None) -> dict[str, Any] | None:
+    """Under the lock, before planning: the live release an interrupted sync left with its hooks
+    unfinished is finished (its hooks run again; if they fail it is rolled back, as a failed hook
+    is) or, with ``unfinished_hooks = "rollback"``, rolled back. None when there is none."""
+    pending: dict[str, Any] = {}
+    with contextlib.suppress(json.JSONDecodeError, TypeError):
+        loaded = json.loads(held.texts.get(releases.PENDING_FILE) or "{}")
+        pending = loaded if isinstance(loaded, dict) else {}
+    state = releases.parse_state(held.texts.get(releases.STATE_FILE))
+    found = releases.unfinished(state, pending, current)
+    if found is None:
+        return None
+    release, previous = found
+    target, env = prep.target, prep.request.environment
+    if prep.profile.unfinished_hooks == "rollback":
+        to = _undo_release(prep, release, previous)
+        prep.log(f"release {release} never finished its hooks (an interrupted sync): rolled back to {to}")
+        return {"release": release, "action": "rolled back", "to": to, "hooks": []}
+    text = target.read_text(releases.manifest_path(release)) or ""
+    changes = ChangeSet()
+    with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+        new_manifest = manifest_from_json(text)[0]
+        old_text = target.read_text(releases.manifest_path(previous)) if previous else None
+        changes = diff(manifest_from_json(old_text)[0] if old_text else {}, new_manifest)
+    prep.log(f"release {release} never finished its hooks (an interrupted sync): running them again")
+    context = DeployContext(
+        target, releases.CURRENT, prep.source, env, prep.profile.role, release, changes, prep.log
+    )
+    outcomes = run_hooks(prep.hooks, context)
+    if any(h.status == "failed" for h in outcomes):
+        to = _undo_release(prep, release, previous)
+        prep.log(f"rolled back {target.spec} to release {to}")
+        result = SyncResult(
+            environment=env,
+            target=target.spec,
+            role=prep.profile.role,
+            mode=prep.profile.mode,
+            release=None if to.startswith("(none") else to,
+            hooks=outcomes,
+            rolled_back_to=to,
+            unfinished={"release": release, "action": "rolled back", "to": to, "hooks": _hooks_doc(outcomes)},
+        )
+        failed = next(h for h in outcomes if h.status == "failed")
+        result.error = (
+            f"release {release} was left with unfinished hooks by an interrupted sync; running them "
+            f"again, hook '{failed.name}' failed: {failed.detail}; rolled back to release {to}"
+        )
+        raise DeployFailed(result.error, result)
+    mid = manifest_id_of_json(text) if text else state.get("manifest_id")
+    held.apply(
+        {releases.STATE_FILE: releases.state_text(manifest_id=mid, release=release, environment=env)},
+        remove=(releases.PENDING_FILE,),
+    )
+    return {"release": release, "action": "finished", "to": release, "hooks": _hooks_doc(outcomes)}
+
+
+def _hooks_doc(outcomes: list[HookOutcome]) -> list[dict[str, str]]:
+    return [{"name": h.name, "status": h.status} for h in outcomes]
+
+
+def _report_unfinished(result: SyncResult, unfinished: dict[str, Any] | None) -> None:
+    """Say what became of an unfinished release: a warning line, and its hooks as this sync's when
+    it ships nothing new."""
+    if unfinished is None:
+        return
+    result.unfinished = unfinished
+    release = unfinished["release"]
+    if unfinished["action"] == "finished":
+        statuses = ", ".join(f"{h['name']} {h['status']}" for h in unfinished["hooks"]) or "no hooks"
+        result.warnings.append(
+            f"release {release} was left with unfinished hooks by an interrupted sync: "
+            f"ran them again ({statuses})"
+        )
+        if not result.changes:
+            result.hooks = [HookOutcome(h["name"], h["status"], "re-run") for h in unfinished["hooks"]]
+    else:
+        result.warnings.append(
+            f"release {release} was left with unfinished hooks by an interrupted sync: rolled back to "
+            f'{unfinished["to"]} (unfinished_hooks = "rollback")'
+        )
+
+
+def _warn_unfinished_dry_run(prep: Prepared, result: SyncResult) -> None:
+    if prep.profile.mode != "releases" or prep.snapshot is None:
+        return
+    texts = prep.snapshot.read_many([releases.PENDING_FILE, releases.STATE_FILE])
+    pending: dict[str, Any] = {}
+    with contextlib.suppress(json.JSONDecodeError, TypeError):
+        loaded = json.loads(texts[releases.PENDING_FILE] or "{}")
+        pending = loaded if isinstance(loaded, dict) else {}
+    link = prep.snapshot.readlink(releases.CURRENT)
+    current = link.rstrip("/").rsplit("/", 1)[-1] if link else None
+    found = releases.unfinished(releases.parse_state(texts[releases.STATE_FILE]), pending, current)
+    if found is not None:
+        what = "roll it back" if prep.profile.unfinished_hooks == "rollback" else "run them again"
+        result.warnings.append(
+            f"release {found[0]} was left with unfinished hooks by an interrupted sync: a sync will {what}"
+        )
 
 
 def _fail_if_hook_failed(result: SyncResult, rolled_back: str | None) -> None:

@@ -56,6 +56,9 @@ def print_result(result: Any) -> None:
         return
     for h in result.hooks:
         echo(f"hook {h.name}: {h.status}" + (f" ({h.detail})" if h.detail else ""))
+    drift = getattr(result, "drift", None)
+    if drift is not None and not (drift["edited"] or drift["missing"] or drift["extra"]):
+        echo(f"verified {result.target}: {drift['checked']} paths match the manifest")
     where = f" release {result.release}" if result.release else ""
     echo(
         f"synced {result.environment} to {result.target}{where}: {len(changes.added)} added, "

@@ -235,6 +235,9 @@ class ChangeSet:
     dirs: list[str] = field(default_factory=list)
     gone_dirs: list[str] = field(default_factory=list)
     bytes_to_send: int = 0
+    #: Rewrite every path in ``to_send`` even when size and mtime on the target match (a
+    #: ``sync --verify --checksum`` repair); rsync's quick check would skip them.
+    ignore_times: bool = False
     #: Called by a transport after each path it sent (path, bytes); set by the caller for progress bars.
     progress: Callable[[str, int], None] | None = field(default=None, repr=False, compare=False)
 

@@ -44,6 +44,9 @@ class EnvironmentProfile(BaseModel):
     protect: list[str] = Field(default_factory=list)
     mode: Literal["in-place", "releases"] = "in-place"
     keep_releases: int = Field(default=5, ge=1)
+    #: Releases mode: what a sync does with a live release whose hooks never finished (the last
+    #: sync was killed while they ran): "rerun" them (and roll back if they fail), or "rollback".
+    unfinished_hooks: Literal["rerun", "rollback"] = "rerun"
     hooks: list[HookSpec] = Field(default_factory=list)
     #: PM2 app names this role runs; an ecosystem config naming another role's apps is refused.
     apps: list[str] = Field(default_factory=list)

@@ -21,6 +21,11 @@ PENDING_FILE = f"{STATE_DIR}/pending.json"
 MANIFEST_FILE = f"{STATE_DIR}/manifest.json"
 #: In-place mode: deltas appended after MANIFEST_FILE (see stageflow.sync.manifest.replay).
 JOURNAL_FILE = f"{STATE_DIR}/manifest.journal"
+#: State keys of a release whose hooks have not finished: written (atomically, with the rest of the
+#: state) when ``current`` moves to a new release, dropped once its hooks succeeded. A sync killed
+#: while the hooks ran leaves them, and the next sync finishes or rolls back that release.
+HOOKS_PENDING = "hooks_pending"
+HOOKS_PREVIOUS = "hooks_previous"
 
 
 def manifest_path(release: str | None) -> str:
@@ -72,6 +77,23 @@ def prune(target: LocalTarget | SshTarget, keep: int) -> list[str]:
     return removed
 
 
+def unfinished(
+    state: dict[str, Any], pending: dict[str, Any], current: str | None
+) -> tuple[str, str | None] | None:
+    """(release, the release before it) when ``current`` is a release whose hooks never finished:
+    the state names it as hooks-pending, or a sync was killed between moving ``current`` to it and
+    committing the state (the pending journal still names it). None otherwise."""
+    if not current:
+        return None
+    if state.get(HOOKS_PENDING) == current:
+        previous = state.get(HOOKS_PREVIOUS)
+        return current, previous if isinstance(previous, str) and previous else None
+    if pending.get("mode") == "releases" and pending.get("release") == current:
+        previous = pending.get("previous", state.get("release"))
+        return current, previous if isinstance(previous, str) and previous != current else None
+    return None
+
+
 def state_text(**state: object) -> str:
     """One line of JSON (so it can travel through the held lock session)."""
     return json.dumps(state, ensure_ascii=False)
@@ -119,6 +141,8 @@ def rollback(target: LocalTarget | SshTarget, to: str | None = None) -> tuple[st
     from stageflow.sync.manifest import manifest_id_of_json
 
     state["release"] = to
+    state.pop(HOOKS_PENDING, None)  # a hand rollback leaves nothing to finish
+    state.pop(HOOKS_PREVIOUS, None)
     if manifest_text:
         state["manifest_id"] = manifest_id_of_json(manifest_text)
     write_state(target, **state)

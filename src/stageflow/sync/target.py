@@ -573,6 +573,24 @@ class SshTarget(Target):
             raise JobFailed(f"reading state on {self.spec} failed (exit {proc.returncode}): {detail[-1]}")
         return proc.stdout
 
+    def read_command(self, script: str, stdin: bytes = b"") -> bytes:
+        """The stdout (bytes) of a read-only shell script on the host (drift checks: ``find``,
+        ``sha256sum``); exit status non-zero is a JobFailed naming the target."""
+        argv = [*self.ssh_argv, self.host, "sh -c " + shlex.quote(script)]
+        try:
+            proc = subprocess.run(argv, input=stdin, capture_output=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            raise JobFailed(f"target {self.spec} unreachable: ssh timed out after 600 s") from None
+        except FileNotFoundError:
+            raise JobFailed(f"ssh command '{self.ssh_argv[0]}' not found: install openssh-client") from None
+        if proc.returncode != 0:
+            detail = proc.stderr.decode("utf-8", "replace").strip().splitlines() or [
+                f"exit {proc.returncode}"
+            ]
+            what = "unreachable" if proc.returncode == 255 else f"failed (exit {proc.returncode})"
+            raise JobFailed(f"reading files on {self.spec} {what}: {detail[-1]}")
+        return proc.stdout
+
     def read_many(self, rels: list[str]) -> dict[str, str | None]:
         return dict(zip(rels, self._read_script("; ".join(self._emit_files(rels)), len(rels)), strict=True))
 
