@@ -20,7 +20,7 @@ from typing import Any
 import pathspec
 
 from stageflow.errors import BadInput
-from stageflow.sync.filters import FilterChain, build_chain
+from stageflow.sync.filters import FilterChain, build_chain, rule_file_problems
 from stageflow.sync.profile import EnvironmentProfile
 
 #: Never shipped, whatever the rules say: VCS data and stageflow's own state directory.
@@ -48,9 +48,54 @@ class _Matcher:
         return bool(self.spec.match_file(path))
 
 
-def _spec(lines: list[str]) -> _Matcher | None:
+def _spec(lines: list[str], key: str) -> _Matcher | None:
     lines = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    for line in lines:
+        _check_gitignore_line(line, f"{key} entry")
     return _Matcher(pathspec.GitIgnoreSpec.from_lines(lines)) if lines else None
+
+
+def _check_gitignore_line(line: str, where: str) -> None:
+    """BadInput for a line pathspec cannot compile (git reads ``!`` or a trailing ``\\`` as a
+    pattern that matches nothing; stageflow asks for the line to go rather than guess)."""
+    try:
+        pathspec.GitIgnoreSpec.from_lines([line])
+    except ValueError:  # pathspec's GitIgnorePatternError
+        raise BadInput(
+            f"{where}: {line!r} \u2014 not a gitignore pattern stageflow can match (git matches "
+            "nothing with it): delete the line"
+        ) from None
+
+
+def read_ignore_file(source: Path, name: str, problems: list[str] | None = None) -> list[str]:
+    """The lines of an ``ignore_from`` file (gitignore syntax, relative to ``source``), each checked:
+    BadInput naming ``file:line`` for one that cannot be matched, or naming the missing file. With
+    ``problems``, every problem is appended there instead of raising the first."""
+    path = source / name
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        error = BadInput(f"ignore_from file '{name}' not found in {source}: create it or remove ignore_from")
+    except UnicodeDecodeError as exc:
+        error = BadInput(
+            f"ignore_from file '{path}' is not UTF-8 ({exc.reason} at byte {exc.start}): save it as UTF-8"
+        )
+    except OSError as exc:
+        error = BadInput(f"ignore_from file '{path}' cannot be read: {exc.strerror or exc}")
+    else:
+        for number, line in enumerate(lines, 1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                try:
+                    _check_gitignore_line(line, f"{name}:{number}")
+                except BadInput as exc:
+                    if problems is None:
+                        raise
+                    problems.append(str(exc))
+        return lines
+    if problems is None:
+        raise error
+    problems.append(str(error))
+    return []
 
 
 @dataclass
@@ -74,15 +119,7 @@ class SelectionRules:
     def from_profile(cls, profile: EnvironmentProfile, source: Path) -> SelectionRules:
         exclude_lines = list(ALWAYS_EXCLUDED) + list(profile.exclude)
         for name in profile.ignore_files():
-            path = source / name
-            try:
-                exclude_lines += path.read_text(encoding="utf-8").splitlines()
-            except FileNotFoundError:
-                raise BadInput(
-                    f"ignore_from file '{name}' not found in {source}: create it or remove ignore_from"
-                ) from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise BadInput(f"ignore_from file '{path}' cannot be read: {exc}") from None
+            exclude_lines += read_ignore_file(source, name)
         chain = rsync_chain(profile, source)
         lines: dict[str, Any] = {
             "exclude": exclude_lines,
@@ -98,9 +135,9 @@ class SelectionRules:
             digest=digest.hexdigest()[:32],
             skip_lines=frozenset() if negated else frozenset(skipping),
             include_patterns=[p for p in profile.include if p.strip()],
-            exclude=_spec(exclude_lines),
-            protect=_spec(list(profile.protect)),
-            include=_spec(list(profile.include)),
+            exclude=_spec(exclude_lines, "exclude"),
+            protect=_spec(list(profile.protect), "protect"),
+            include=_spec(list(profile.include), "include"),
             chain=chain,
         )
 
@@ -174,3 +211,24 @@ def rsync_chain(profile: EnvironmentProfile, source: Path) -> FilterChain:
     files = [("exclude", source / name, name) for name in profile.exclude_files()]
     files += [("filter", source / name, name) for name in profile.filter_files()]
     return build_chain(files)
+
+
+def selection_problems(profile: EnvironmentProfile, source: Path) -> list[str]:
+    """Every problem of the profile's selection rules: its exclude / protect / include entries and
+    its exclude_from, filter_from and ignore_from files (missing file, bad or refused rule), one line
+    each, worded as sync words it; ``stageflow validate`` lists them all where sync stops at the first."""
+    problems: list[str] = []
+    keys = (("exclude", profile.exclude), ("protect", profile.protect), ("include", profile.include))
+    for key, entries in keys:
+        for line in entries:
+            if line.strip() and not line.lstrip().startswith("#"):
+                try:
+                    _check_gitignore_line(line, f"{key} entry")
+                except BadInput as exc:
+                    problems.append(str(exc))
+    for kind, names in (("exclude", profile.exclude_files()), ("filter", profile.filter_files())):
+        for name in names:
+            problems += rule_file_problems(kind, source / name, name)
+    for name in profile.ignore_files():
+        read_ignore_file(source, name, problems)
+    return problems
