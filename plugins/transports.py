@@ -307,7 +307,11 @@ def _only_deleted_vanished(source: Path, deleted: list[str], stderr: bytes) -> b
     """rsync exit 24 is fine when only deleted paths (or their absent parents) 'vanished'; a vanished
     path that was to be sent means the source changed during the sync."""
     allowed = set().union(*(_ancestors(d) for d in deleted))
-    vanished = re.findall(rb'file has vanished: "(.*?)"\n', stderr)
+    vanished = [
+        # rsync writes a byte its locale cannot print as \#ooo (octal): b'caf\xe9' is "caf\#351"
+        re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), v)
+        for v in re.findall(rb'file has vanished: "(.*?)"\n', stderr)
+    ]
     return bool(vanished) and all(os.path.relpath(os.fsdecode(v), source) in allowed for v in vanished)
 
 

@@ -37,6 +37,7 @@ from stageflow.sync.manifest import (
     apply_delta,
     delta_line,
     diff,
+    json_text,
     manifest_from_json,
     manifest_id_of_json,
     manifest_to_json,
@@ -750,7 +751,7 @@ def _apply_in_place(prep: Prepared, planned: Plan, held: Held) -> None:
     changes = result.changes
     paths = sorted(set(changes.to_send) | set(changes.deleted) | set(pending.get("paths", [])))
     stale_paths = pending.get("paths", []) if pending.get("mode") == "in-place" else []
-    held.apply({releases.PENDING_FILE: json.dumps({"mode": "in-place", "paths": paths}, ensure_ascii=False)})
+    held.apply({releases.PENDING_FILE: json_text({"mode": "in-place", "paths": paths})})
     if stale_paths:
         _cleanup_temps(target, "", stale_paths)
     stats = prep.transport.send(prep.source, target.transport_dest(""), changes)
