@@ -166,7 +166,7 @@ class LocalTransport:
             what = exc.filename or dest
             reason = exc.strerror or type(exc).__name__
             hint = (
-                "free space on the target's disk"
+                "the target's disk is full: free space on it and sync again"
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT)
                 else "check the target's owner and permissions"
             )
@@ -286,6 +286,8 @@ class RsyncTransport:
                 err[-1] if err else f"exit {proc.returncode}",
             )
             kind = "unreachable" if proc.returncode == 255 else "failed"
+            if "No space left" in detail or "Disk quota" in detail:
+                detail += ": the target's disk is full: free space on it and sync again"
             raise JobFailed(f"rsync to {dest} {kind} (exit {proc.returncode}): {detail}")
         if changes.progress is not None:
             for line in out.splitlines():

@@ -10,6 +10,7 @@ to a complete release. Never imports Prefect or a plugin module.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import logging
@@ -675,9 +676,14 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
                 result = _apply(prep, planned, on_changes, held)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)  # #15.13: say the disk is full
         raise JobFailed(
             f"cannot write {exc.filename or prep.target.spec} on the target ({reason}): "
-            "check its owner and permissions"
+            + (
+                "the target's disk is full: free space on it and sync again"
+                if full
+                else "check its owner and permissions"
+            )
         ) from None
     finally:
         prep.target.close()
