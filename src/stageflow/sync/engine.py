@@ -28,7 +28,7 @@ from typing import Any
 
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import BadInput, ConfigError, JobFailed, PluginError
-from stageflow.sync import gitscan, notify, releases, watch
+from stageflow.sync import casefold, gitscan, notify, releases, watch
 from stageflow.sync.hooks import DeployContext, HookOutcome, PlannedHook, run_hooks
 from stageflow.sync.localstate import LocalState
 from stageflow.sync.manifest import (
@@ -237,9 +237,11 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
     git = gitscan.StatusRun(source, rules.skip_lines) if need_git else None
     try:
         links = [releases.CURRENT] if profile.mode == "releases" else []
-        files = [*ROLE_FILES, releases.PENDING_FILE, releases.STATE_FILE]
+        files = [*ROLE_FILES, releases.PENDING_FILE, releases.STATE_FILE, *casefold.SNAPSHOT_FILES]
         snapshot = target.snapshot(files, list(ENV_VARS), links)
         role = check_role(target, profile.role, snapshot)
+        if rules.protect is not None and casefold.from_snapshot(snapshot):
+            rules.fold_protect_case()  # #15.16: .ENV must not land on a protected .env
     except BaseException:
         if git is not None:
             git.cancel()
@@ -895,7 +897,8 @@ def sync(
 def init_target(
     spec: str, role: str, ssh_command: str = "ssh", ssh_options: list[str] | None = None, force: bool = False
 ) -> str:
-    """Write the target's role marker. Refuses to change an existing, different role unless forced."""
+    """Write the target's role marker (and the case marker when its file system ignores case).
+    Refuses to change an existing, different role unless forced."""
     from stageflow.errors import Refused
     from stageflow.sync.safety import ROLE_MARKER
 
@@ -912,6 +915,7 @@ def init_target(
         if not target.remote:
             os.makedirs(target.root, exist_ok=True)
         target.write_text(ROLE_MARKER, role + "\n")
+        casefold.record(target, casefold.probe(target))  # #15.16: a case-insensitive file system
     except PermissionError as exc:
         raise JobFailed(
             f"cannot write {exc.filename or spec}: permission denied: run as the target's owner"

@@ -113,6 +113,10 @@ class SelectionRules:
     skip_lines: frozenset[str] = frozenset()
     #: The exclude_from and filter_from rules (rsync syntax), in that order.
     chain: FilterChain = field(default_factory=FilterChain)
+    #: The protect lines as given, and whether they match case-insensitively (a target whose file
+    #: system ignores case, see :meth:`fold_protect_case`).
+    protect_lines: tuple[str, ...] = ()
+    protect_casefold: bool = False
     _dir_cache: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -137,16 +141,32 @@ class SelectionRules:
             include_patterns=[p for p in profile.include if p.strip()],
             exclude=_spec(exclude_lines, "exclude"),
             protect=_spec(list(profile.protect), "protect"),
+            protect_lines=tuple(profile.protect),
             include=_spec(list(profile.include), "include"),
             chain=chain,
         )
+
+    def fold_protect_case(self) -> None:
+        """Match protect patterns without regard to case from now on (the target's file system
+        ignores case: a source ``.ENV`` or ``Uploads/x`` would land on a protected ``.env`` or
+        ``uploads/``). Patterns and paths are both lower-cased; the rules digest changes with it."""
+        if self.protect_casefold or self.protect is None:
+            return
+        self.protect = _spec([ln.lower() for ln in self.protect_lines], "protect")
+        self.protect_casefold = True
+        self.digest = hashlib.sha256(f"{self.digest}:protect-casefold".encode()).hexdigest()[:32]
+        self._dir_cache.clear()
+
+    def _protect_matches(self, path: str) -> bool:
+        assert self.protect is not None
+        return self.protect.match_file(path.lower() if self.protect_casefold else path)
 
     def skip_dir(self, rel: str) -> bool:
         """True when a whole directory (``rel`` without trailing slash) is excluded or protected."""
         probe = rel + "/"
         return bool(
             (self.exclude is not None and self.exclude.match_file(probe))
-            or (self.protect is not None and self.protect.match_file(probe))
+            or (self.protect is not None and self._protect_matches(probe))
             or (self.chain and self.chain.excluded(rel, True))
         )
 
@@ -190,9 +210,7 @@ class SelectionRules:
         return self._pruned(rel)
 
     def is_protected(self, rel: str) -> bool:
-        return self.protect is not None and (
-            self.protect.match_file(rel) or self.protect.match_file(rel + "/")
-        )
+        return self.protect is not None and (self._protect_matches(rel) or self._protect_matches(rel + "/"))
 
     def unmatched_includes(self, selected: list[str]) -> list[str]:
         """Include patterns that select no shipped file (a warning, not an error)."""
