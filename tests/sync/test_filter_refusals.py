@@ -244,3 +244,18 @@ def test_validate_passes_good_rule_files(tmp_path: Path) -> None:
     proc = run("validate", cwd=src, home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "ok   [sync.environments.api] rule files: .rsyncignore" in proc.stdout
+
+
+@pytest.mark.parametrize(("key", "where"), [("ignore_from", ".deployignore:3"), ("protect", "protect entry")])
+def test_a_gitignore_line_pathspec_rejects_is_exit_2_naming_it(tmp_path: Path, key: str, where: str) -> None:
+    """'!' alone (git matches nothing with it) was an internal GitIgnorePatternError (exit 1)."""
+    from stageflow.errors import BadInput
+
+    (tmp_path / ".deployignore").write_text("# c\nnode_modules/\n!\n", encoding="utf-8")
+    value: object = ".deployignore" if key == "ignore_from" else ["uploads/", "!"]
+    with pytest.raises(BadInput) as caught:
+        SelectionRules.from_profile(EnvironmentProfile(role="r", **{key: value}), tmp_path)
+    assert str(caught.value) == (
+        f"{where}: '!' \u2014 not a gitignore pattern stageflow can match (git matches nothing with it): "
+        "delete the line"
+    )

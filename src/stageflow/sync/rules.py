@@ -48,11 +48,21 @@ class _Matcher:
         return bool(self.spec.match_file(path))
 
 
-def _spec(lines: list[str], key: str) -> _Matcher | None:
-    lines = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    for line in lines:
-        _check_gitignore_line(line, f"{key} entry")
-    return _Matcher(pathspec.GitIgnoreSpec.from_lines(lines)) if lines else None
+def _spec(lines: list[str], key: str, origins: list[str] | None = None) -> _Matcher | None:
+    """The lines compiled; a line pathspec rejects is a BadInput naming where it came from
+    (``origins[i]``, e.g. ``.deployignore:3``, else ``KEY entry``), found only when compiling fails."""
+    where = origins or [f"{key} entry"] * len(lines)
+    kept = [
+        (ln, w) for ln, w in zip(lines, where, strict=True) if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    if not kept:
+        return None
+    try:
+        return _Matcher(pathspec.GitIgnoreSpec.from_lines([ln for ln, _ in kept]))
+    except ValueError:  # pathspec's GitIgnorePatternError: say which line
+        for line, w in kept:
+            _check_gitignore_line(line, w)
+        raise
 
 
 def _check_gitignore_line(line: str, where: str) -> None:
@@ -68,9 +78,9 @@ def _check_gitignore_line(line: str, where: str) -> None:
 
 
 def read_ignore_file(source: Path, name: str, problems: list[str] | None = None) -> list[str]:
-    """The lines of an ``ignore_from`` file (gitignore syntax, relative to ``source``), each checked:
-    BadInput naming ``file:line`` for one that cannot be matched, or naming the missing file. With
-    ``problems``, every problem is appended there instead of raising the first."""
+    """The lines of an ``ignore_from`` file (gitignore syntax, relative to ``source``), or BadInput
+    naming the missing or unreadable file. With ``problems`` (``stageflow validate``), every problem
+    is appended there instead, each line checked too (a sync finds a bad line when compiling)."""
     path = source / name
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -84,12 +94,10 @@ def read_ignore_file(source: Path, name: str, problems: list[str] | None = None)
         error = BadInput(f"ignore_from file '{path}' cannot be read: {exc.strerror or exc}")
     else:
         for number, line in enumerate(lines, 1):
-            if line.strip() and not line.lstrip().startswith("#"):
+            if problems is not None and line.strip() and not line.lstrip().startswith("#"):
                 try:
                     _check_gitignore_line(line, f"{name}:{number}")
                 except BadInput as exc:
-                    if problems is None:
-                        raise
                     problems.append(str(exc))
         return lines
     if problems is None:
@@ -122,8 +130,11 @@ class SelectionRules:
     @classmethod
     def from_profile(cls, profile: EnvironmentProfile, source: Path) -> SelectionRules:
         exclude_lines = list(ALWAYS_EXCLUDED) + list(profile.exclude)
+        origins = ["exclude entry"] * len(exclude_lines)
         for name in profile.ignore_files():
-            exclude_lines += read_ignore_file(source, name)
+            more = read_ignore_file(source, name)
+            exclude_lines += more
+            origins += [f"{name}:{number}" for number in range(1, len(more) + 1)]
         chain = rsync_chain(profile, source)
         lines: dict[str, Any] = {
             "exclude": exclude_lines,
@@ -139,7 +150,7 @@ class SelectionRules:
             digest=digest.hexdigest()[:32],
             skip_lines=frozenset() if negated else frozenset(skipping),
             include_patterns=[p for p in profile.include if p.strip()],
-            exclude=_spec(exclude_lines, "exclude"),
+            exclude=_spec(exclude_lines, "exclude", origins),
             protect=_spec(list(profile.protect), "protect"),
             protect_lines=tuple(profile.protect),
             include=_spec(list(profile.include), "include"),
