@@ -4,10 +4,11 @@
 
 Hypothesis generates trees (names with spaces, a trailing space, unicode, bytes that are not UTF-8,
 dots, brackets; nested and empty directories) and rule files from a grammar of the supported rules
-(prefixes and long forms, anchors, ``*`` ``**`` ``***`` ``?`` classes, trailing ``/``, ``!``, comments, CRLF, trailing spaces,
-and a few lines rsync rejects, which stageflow must reject too). Most examples compare the walk the
-engine plans with (``scan`` over ``SelectionRules``); the seed files of tests/sync/data/rsync-filters
-and a few generated examples go through ``stageflow sync`` itself. Failures are shrunk by Hypothesis.
+(prefixes and long forms, anchors, ``*`` ``**`` ``***`` ``?`` classes, trailing ``/``, ``!``,
+comments, CRLF, trailing spaces, and a few lines rsync rejects, which stageflow must reject too). Most
+examples compare the walk the engine plans with (``scan`` over ``SelectionRules``); the seed files of
+tests/sync/data/rsync-filters and a few generated examples go through ``stageflow sync`` itself.
+Failures are shrunk by Hypothesis.
 """
 
 from __future__ import annotations
