@@ -166,7 +166,7 @@ class LocalTransport:
             what = exc.filename or dest
             reason = exc.strerror or type(exc).__name__
             hint = (
-                "free space on the target's disk"
+                "the target's disk is full: free space on it and sync again"
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT)
                 else "check the target's owner and permissions"
             )
@@ -287,6 +287,8 @@ class RsyncTransport:
                 err[-1] if err else f"exit {proc.returncode}",
             )
             kind = "unreachable" if proc.returncode == 255 else "failed"
+            if "No space left" in detail or "Disk quota" in detail:
+                detail += ": the target's disk is full: free space on it and sync again"
             raise JobFailed(f"rsync to {dest} {kind} (exit {proc.returncode}): {detail}")
         if changes.progress is not None:
             for line in out.splitlines():
@@ -308,7 +310,11 @@ def _only_deleted_vanished(source: Path, deleted: list[str], stderr: bytes) -> b
     """rsync exit 24 is fine when only deleted paths (or their absent parents) 'vanished'; a vanished
     path that was to be sent means the source changed during the sync."""
     allowed = set().union(*(_ancestors(d) for d in deleted))
-    vanished = re.findall(rb'file has vanished: "(.*?)"\n', stderr)
+    vanished = [
+        # rsync writes a byte its locale cannot print as \#ooo (octal): b'caf\xe9' is "caf\#351"
+        re.sub(rb"\\#([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), v)
+        for v in re.findall(rb'file has vanished: "(.*?)"\n', stderr)
+    ]
     return bool(vanished) and all(os.path.relpath(os.fsdecode(v), source) in allowed for v in vanished)
 
 

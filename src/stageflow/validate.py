@@ -178,6 +178,7 @@ def validate_project(config_path: Path | None, prefect_yaml: Path | None, check_
         return report
     report.checked.append(f"{cfg.source_path or 'defaults (no stageflow.toml)'}: valid")
     _check_backends(cfg, report)
+    _check_sync_rule_files(cfg, report)
     blocks: list[tuple[str, str]] = []
     if prefect_yaml is not None:
         if prefect_yaml.is_file():
@@ -189,3 +190,23 @@ def validate_project(config_path: Path | None, prefect_yaml: Path | None, check_
     elif blocks:
         report.checked.append(f"{len(blocks)} block reference(s) not checked (no --check-blocks)")
     return report
+
+
+def _check_sync_rule_files(cfg: Any, report: Report) -> None:
+    """Every environment's selection rules and rule files (exclude_from, filter_from, ignore_from),
+    read as sync reads them, relative to stageflow.toml's directory (the sync source when the
+    config is the default ``SOURCE/stageflow.toml``); each problem is the line sync would stop on."""
+    from stageflow.sync.rules import selection_problems
+
+    environments = cfg.sync.environments
+    if not environments:
+        return
+    source = Path(cfg.source_path).resolve().parent if cfg.source_path else Path.cwd()
+    seen: set[str] = set()
+    for env_name, profile in environments.items():
+        problems = [p for p in selection_problems(profile, source) if p not in seen]
+        seen.update(problems)
+        report.problems += problems
+        files = profile.exclude_files() + profile.filter_files() + profile.ignore_files()
+        if not problems and files:
+            report.checked.append(f"[sync.environments.{env_name}] rule files: {', '.join(files)}")

@@ -2,12 +2,13 @@
 *and directories* stageflow ships equal what the real ``rsync -a --delete --exclude-from=F`` (or
 ``--filter='merge F'``) ships.
 
-Hypothesis generates trees (names with spaces, a trailing space, unicode, dots, brackets; nested and
-empty directories) and rule files from a grammar of the supported rules (prefixes and long forms,
-anchors, ``*`` ``**`` ``***`` ``?`` classes, trailing ``/``, ``!``, comments, CRLF, trailing spaces,
-and a few lines rsync rejects, which stageflow must reject too). Most examples compare the walk the
-engine plans with (``scan`` over ``SelectionRules``); the seed files of tests/sync/data/rsync-filters
-and a few generated examples go through ``stageflow sync`` itself. Failures are shrunk by Hypothesis.
+Hypothesis generates trees (names with spaces, a trailing space, unicode, bytes that are not UTF-8,
+dots, brackets; nested and empty directories) and rule files from a grammar of the supported rules
+(prefixes and long forms, anchors, ``*`` ``**`` ``***`` ``?`` classes, trailing ``/``, ``!``,
+comments, CRLF, trailing spaces, and a few lines rsync rejects, which stageflow must reject too). Most
+examples compare the walk the engine plans with (``scan`` over ``SelectionRules``); the seed files of
+tests/sync/data/rsync-filters and a few generated examples go through ``stageflow sync`` itself.
+Failures are shrunk by Hypothesis.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ CLI_EXAMPLES = 6
 NAMES = [
     "a", "b", "A", "Bc", "x.md", "README.md", ".env", "key.pem", "node_modules", "logs", "my file",
     "é", "ü.txt", "..x", ".hidden", "sp ", "foo", "Foo.MD", "[x]", "1", "a.b.c", "uploads", "k1",
+    "caf\udce9.md", "\udcff",  # not UTF-8: the bytes b'caf\xe9.md' and b'\xff' (os.fsdecode's surrogates)
 ]  # fmt: skip
 SEGMENTS = [
-    *NAMES, "*", "**", "?", "*.md", "[[:upper:]]*", "[a-c]*", "[!a]*", "[^.]*", "a?", "***", "[[:digit:]]",
+    *NAMES, "*", "**", "?", "*.md", "*\udce9*", "[\udce0-\udcff]*",
+    "[[:upper:]]*", "[a-c]*", "[!a]*", "[^.]*", "a?", "***", "[[:digit:]]",
     "*b", ".*", "é*", "[[:alpha:]][[:alnum:]]", "*.[mM][dD]", "\\*", "[]x]*", "[[:space:]]*", "?*",
 ]  # fmt: skip
 
@@ -134,7 +137,7 @@ def filter_lines(draw: st.DrawFn) -> str:
 def rule_file(lines: st.SearchStrategy[str]) -> st.SearchStrategy[bytes]:
     return st.tuples(
         st.lists(lines, min_size=1, max_size=6), st.sampled_from(["\n", "\r\n"]), st.booleans()
-    ).map(lambda t: (t[1].join(t[0]) + (t[1] if t[2] else "")).encode("utf-8"))
+    ).map(lambda t: (t[1].join(t[0]) + (t[1] if t[2] else "")).encode("utf-8", "surrogateescape"))
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -142,7 +145,7 @@ def make_tree(root: Path, spec: Tree) -> None:
     root.mkdir(parents=True, exist_ok=True)
     for name, kid in spec.items():
         if kid is None:
-            (root / name).write_text(name, encoding="utf-8")
+            (root / name).write_bytes(os.fsencode(name))
         else:
             make_tree(root / name, kid)
 

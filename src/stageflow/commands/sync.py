@@ -170,7 +170,8 @@ def target_init_cmd(
         str, typer.Option("--ssh-command", help="ssh command for remote targets.")
     ] = "ssh",
 ) -> None:
-    """Write DEST/.stageflow/role so syncs of other roles are refused."""
+    """Write DEST/.stageflow/role so syncs of other roles are refused (and probe whether DEST's file
+    system ignores case: then protect patterns match case-insensitively there)."""
     from stageflow.sync.engine import init_target
 
     path = init_target(dest, role, ssh_command=ssh_command, force=force)

@@ -10,6 +10,7 @@ to a complete release. Never imports Prefect or a plugin module.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import logging
@@ -27,7 +28,7 @@ from typing import Any
 
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import BadInput, ConfigError, JobFailed, PluginError
-from stageflow.sync import drift, gitscan, notify, releases, watch
+from stageflow.sync import casefold, drift, gitscan, notify, releases, watch
 from stageflow.sync.hooks import DeployContext, HookOutcome, PlannedHook, run_hooks
 from stageflow.sync.localstate import LocalState
 from stageflow.sync.manifest import (
@@ -37,6 +38,7 @@ from stageflow.sync.manifest import (
     apply_delta,
     delta_line,
     diff,
+    json_text,
     manifest_from_json,
     manifest_id_of_json,
     manifest_to_json,
@@ -246,9 +248,11 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
     git = gitscan.StatusRun(source, rules.skip_lines) if need_git else None
     try:
         links = [releases.CURRENT] if profile.mode == "releases" else []
-        files = [*ROLE_FILES, releases.PENDING_FILE, releases.STATE_FILE]
+        files = [*ROLE_FILES, releases.PENDING_FILE, releases.STATE_FILE, *casefold.SNAPSHOT_FILES]
         snapshot = target.snapshot(files, list(ENV_VARS), links)
         role = check_role(target, profile.role, snapshot)
+        if rules.protect is not None and casefold.from_snapshot(snapshot):
+            rules.fold_protect_case()  # #15.16: .ENV must not land on a protected .env
     except BaseException:
         if git is not None:
             git.cancel()
@@ -696,9 +700,14 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
                 result = _apply(prep, planned, on_changes, held)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)  # #15.13: say the disk is full
         raise JobFailed(
             f"cannot write {exc.filename or prep.target.spec} on the target ({reason}): "
-            "check its owner and permissions"
+            + (
+                "the target's disk is full: free space on it and sync again"
+                if full
+                else "check its owner and permissions"
+            )
         ) from None
     finally:
         prep.target.close()
@@ -819,7 +828,7 @@ def _apply_in_place(prep: Prepared, planned: Plan, held: Held) -> None:
     changes = result.changes
     paths = sorted(set(changes.to_send) | set(changes.deleted) | set(pending.get("paths", [])))
     stale_paths = pending.get("paths", []) if pending.get("mode") == "in-place" else []
-    held.apply({releases.PENDING_FILE: json.dumps({"mode": "in-place", "paths": paths}, ensure_ascii=False)})
+    held.apply({releases.PENDING_FILE: json_text({"mode": "in-place", "paths": paths})})
     if stale_paths:
         _cleanup_temps(target, "", stale_paths)
     stats = prep.transport.send(prep.source, target.transport_dest(""), changes)
@@ -1077,7 +1086,8 @@ def sync(
 def init_target(
     spec: str, role: str, ssh_command: str = "ssh", ssh_options: list[str] | None = None, force: bool = False
 ) -> str:
-    """Write the target's role marker. Refuses to change an existing, different role unless forced."""
+    """Write the target's role marker (and the case marker when its file system ignores case).
+    Refuses to change an existing, different role unless forced."""
     from stageflow.errors import Refused
     from stageflow.sync.safety import ROLE_MARKER
 
@@ -1094,6 +1104,7 @@ def init_target(
         if not target.remote:
             os.makedirs(target.root, exist_ok=True)
         target.write_text(ROLE_MARKER, role + "\n")
+        casefold.record(target, casefold.probe(target))  # #15.16: a case-insensitive file system
     except PermissionError as exc:
         raise JobFailed(
             f"cannot write {exc.filename or spec}: permission denied: run as the target's owner"

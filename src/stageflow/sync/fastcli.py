@@ -8,7 +8,6 @@ Shared with :mod:`stageflow.commands.sync`, which prints through the same functi
 
 from __future__ import annotations
 
-import json
 import sys
 
 TYPE_CHECKING = False
@@ -34,7 +33,9 @@ def echo(message: str, err: bool = False) -> None:
 
 
 def emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, default=str, ensure_ascii=False) + "\n")
+    from stageflow.sync.manifest import json_text
+
+    sys.stdout.write(json_text(doc, indent=2, default=str) + "\n")
 
 
 def warn(message: str) -> None:

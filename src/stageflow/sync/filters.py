@@ -25,12 +25,12 @@ from stageflow.errors import BadInput
 
 #: The rule kinds and modifiers rsync has that stageflow refuses, with what each one means in rsync.
 _REFUSED_RULES = {
-    ".": "merge (read rules from another file)",
-    ":": "dir-merge (per-directory rule files)",
-    "H": "hide (sender-side exclude)",
-    "S": "show (sender-side include)",
-    "P": "protect (receiver-side exclude)",
-    "R": "risk (receiver-side include)",
+    ".": "merge rule (reads rules from another file)",
+    ":": "dir-merge rule (per-directory rule files)",
+    "H": "hide rule (a sender-side exclude)",
+    "S": "show rule (a sender-side include)",
+    "P": "protect rule (a receiver-side exclude; use stageflow's protect key)",
+    "R": "risk rule (a receiver-side include)",
 }
 _REFUSED_MODIFIERS = {
     "/": "match against the absolute path",
@@ -297,28 +297,28 @@ def _lines(data: bytes) -> Iterable[tuple[int, str]]:
             yield number, os.fsdecode(chunk)
 
 
+def _parse_exclude_line(line: str, where: str) -> Rule | None:
+    """One line of an ``--exclude-from`` file (rsync's parse_rule_tok with XFLG_OLD_PREFIXES): a
+    pattern, excluded unless it starts with ``+ ``; ``- `` is an optional exclude prefix; a line that
+    is just ``!`` clears the rules so far (None; ``!x`` is the literal pattern ``!x``)."""
+    include, s = False, line
+    if line.startswith("- "):
+        s = line[2:]
+    elif line.startswith("+ "):
+        include, s = True, line[2:]
+    elif line == "!":
+        return None
+    if not s:
+        raise FilterError(
+            f"{where}: {line!r} \u2014 no pattern after the prefix (rsync: unexpected end of filter "
+            "rule): write a pattern after it or delete the line"
+        )
+    return _rule(include, s, where, line)
+
+
 def parse_exclude_from(data: bytes, name: str) -> Parsed:
-    """A ``--exclude-from`` file: each line a pattern, excluded unless it starts with ``+ ``; ``- ``
-    is an optional exclude prefix; a line that is just ``!`` clears the rules so far (``!x`` is the
-    literal pattern ``!x``)."""
-    out: Parsed = []
-    for number, line in _lines(data):
-        where = f"{name}:{number}"
-        include, s = False, line
-        if line.startswith("- "):
-            s = line[2:]
-        elif line.startswith("+ "):
-            include, s = True, line[2:]
-        elif line == "!":
-            out.append(None)
-            continue
-        if not s:
-            raise FilterError(
-                f"{where}: rule {line!r} has no pattern (rsync: unexpected end of filter rule): "
-                "write a pattern after the prefix or delete the line"
-            )
-        out.append(_rule(include, s, where, line))
-    return out
+    """A ``--exclude-from`` file, one rule per line (see :func:`_parse_exclude_line`)."""
+    return [_parse_exclude_line(line, f"{name}:{number}") for number, line in _lines(data)]
 
 
 def _parse_filter_line(line: str, where: str) -> Rule | None:
@@ -326,7 +326,7 @@ def _parse_filter_line(line: str, where: str) -> Rule | None:
 
     def bad(why: str) -> FilterError:
         return FilterError(
-            f"{where}: {line!r} is not a valid rsync filter rule ({why}): fix or delete the line"
+            f"{where}: {line!r} \u2014 not a valid rsync filter rule ({why}): fix or delete the line"
         )
 
     kind = ""
@@ -348,8 +348,8 @@ def _parse_filter_line(line: str, where: str) -> Rule | None:
         raise bad("unknown rule name")
     if kind in _REFUSED_RULES:
         raise FilterRefused(
-            f"{where}: rsync rule {line!r} ({_REFUSED_RULES[kind]}) is not supported by stageflow: "
-            "use only '+ PATTERN', '- PATTERN' and '!' lines (see docs/deploy-sync.md)"
+            f"{where}: {line!r} \u2014 rsync's {_REFUSED_RULES[kind]} is not supported by "
+            "stageflow: use only '+ PATTERN', '- PATTERN' and '!' lines (see docs/deploy-sync.md)"
         )
     if kind not in "+-!":
         raise bad(f"unknown filter rule {kind!r}")
@@ -365,8 +365,8 @@ def _parse_filter_line(line: str, where: str) -> Rule | None:
     refused = next((m for m in modifiers if m in _REFUSED_MODIFIERS), None)
     if refused is not None:
         raise FilterRefused(
-            f"{where}: rsync rule {line!r} uses the modifier '{refused}' ({_REFUSED_MODIFIERS[refused]}), "
-            "which stageflow does not support: remove the modifier or the rule"
+            f"{where}: {line!r} \u2014 the modifier '{refused}' ({_REFUSED_MODIFIERS[refused]}) is not "
+            "supported by stageflow: remove the modifier or the rule"
         )
     negate = "!" in modifiers
     i += 1  # past the separator (or the '!')
@@ -407,21 +407,44 @@ class FilterChain:
         return False
 
 
+def read_rule_file(kind: str, path: Path, name: str) -> bytes:
+    """The bytes of an ``exclude_from`` (kind ``exclude``) or ``filter_from`` (``filter``) file, or
+    a FilterError naming the key and the file."""
+    key = "exclude_from" if kind == "exclude" else "filter_from"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FilterError(
+            f"{key} file '{name}' not found ({path}): create it or remove it from {key}"
+        ) from None
+    except OSError as exc:
+        raise FilterError(f"{key} file '{path}' cannot be read: {exc.strerror or exc}") from None
+
+
+def rule_file_problems(kind: str, path: Path, name: str) -> list[str]:
+    """Every problem of one rule file, one line each, worded as sync words it (``stageflow
+    validate``; sync stops at the first)."""
+    try:
+        data = read_rule_file(kind, path, name)
+    except FilterError as exc:
+        return [str(exc)]
+    parse = _parse_exclude_line if kind == "exclude" else _parse_filter_line
+    problems = []
+    for number, line in _lines(data):
+        try:
+            parse(line, f"{name}:{number}")
+        except FilterError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def build_chain(files: Iterable[tuple[str, Path, str]]) -> FilterChain:
     """Read ``(kind, path, display name)`` files in order (kind ``exclude`` or ``filter``) into one
     list, as ``rsync --exclude-from=A --filter='merge B'`` does: a clear rule empties the list so far."""
     rules: list[Rule] = []
     sources: list[tuple[str, bytes]] = []
     for kind, path, name in files:
-        key = "exclude_from" if kind == "exclude" else "filter_from"
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise FilterError(
-                f"{key} file '{name}' not found ({path}): create it or remove it from {key}"
-            ) from None
-        except OSError as exc:
-            raise FilterError(f"{key} file '{path}' cannot be read: {exc.strerror or exc}") from None
+        data = read_rule_file(kind, path, name)
         sources.append((f"{kind}:{name}", data))
         parsed = parse_exclude_from(data, name) if kind == "exclude" else parse_filter_from(data, name)
         for rule in parsed:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -60,12 +61,24 @@ def with_parent_dirs(paths: Iterable[str]) -> set[str]:
     return out
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def json_text(obj: Any, **options: Any) -> str:
+    """``json.dumps(obj, ensure_ascii=False)`` that is always valid UTF-8: a path that is not UTF-8
+    (``os.fsdecode`` keeps its bytes as lone surrogates, e.g. ``caf\\udce9.txt`` for b'caf\\xe9.txt')
+    is written with ``\\udcXX`` escapes, which ``json.loads`` turns back into the same surrogates, so
+    ``os.fsencode`` gives the original bytes again."""
+    text = json.dumps(obj, ensure_ascii=False, **options)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def manifest_to_json(manifest: Manifest, **meta: Any) -> str:
     """Columnar JSON (one list per field): compact, and fast to parse for 100k paths."""
     paths = sorted(manifest)
     entries = [manifest[p] for p in paths]
     columns = {name: [e[i] for e in entries] for i, name in enumerate(Entry._fields)}
-    return json.dumps({"version": MANIFEST_VERSION, **meta, "paths": paths, **columns}, ensure_ascii=False)
+    return json_text({"version": MANIFEST_VERSION, **meta, "paths": paths, **columns})
 
 
 def manifest_from_json(text: str) -> tuple[Manifest, dict[str, Any]]:

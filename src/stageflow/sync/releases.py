@@ -96,7 +96,9 @@ def unfinished(
 
 def state_text(**state: object) -> str:
     """One line of JSON (so it can travel through the held lock session)."""
-    return json.dumps(state, ensure_ascii=False)
+    from stageflow.sync.manifest import json_text
+
+    return json_text(state)
 
 
 def write_state(target: LocalTarget | SshTarget, **state: object) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import pathspec
 
 from stageflow.errors import BadInput
-from stageflow.sync.filters import FilterChain, build_chain
+from stageflow.sync.filters import FilterChain, build_chain, rule_file_problems
 from stageflow.sync.profile import EnvironmentProfile
 
 #: Never shipped, whatever the rules say: VCS data and stageflow's own state directory.
@@ -48,9 +48,62 @@ class _Matcher:
         return bool(self.spec.match_file(path))
 
 
-def _spec(lines: list[str]) -> _Matcher | None:
-    lines = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    return _Matcher(pathspec.GitIgnoreSpec.from_lines(lines)) if lines else None
+def _spec(lines: list[str], key: str, origins: list[str] | None = None) -> _Matcher | None:
+    """The lines compiled; a line pathspec rejects is a BadInput naming where it came from
+    (``origins[i]``, e.g. ``.deployignore:3``, else ``KEY entry``), found only when compiling fails."""
+    where = origins or [f"{key} entry"] * len(lines)
+    kept = [
+        (ln, w) for ln, w in zip(lines, where, strict=True) if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    if not kept:
+        return None
+    try:
+        return _Matcher(pathspec.GitIgnoreSpec.from_lines([ln for ln, _ in kept]))
+    except ValueError:  # pathspec's GitIgnorePatternError: say which line
+        for line, w in kept:
+            _check_gitignore_line(line, w)
+        raise
+
+
+def _check_gitignore_line(line: str, where: str) -> None:
+    """BadInput for a line pathspec cannot compile (git reads ``!`` or a trailing ``\\`` as a
+    pattern that matches nothing; stageflow asks for the line to go rather than guess)."""
+    try:
+        pathspec.GitIgnoreSpec.from_lines([line])
+    except ValueError:  # pathspec's GitIgnorePatternError
+        raise BadInput(
+            f"{where}: {line!r} \u2014 not a gitignore pattern stageflow can match (git matches "
+            "nothing with it): delete the line"
+        ) from None
+
+
+def read_ignore_file(source: Path, name: str, problems: list[str] | None = None) -> list[str]:
+    """The lines of an ``ignore_from`` file (gitignore syntax, relative to ``source``), or BadInput
+    naming the missing or unreadable file. With ``problems`` (``stageflow validate``), every problem
+    is appended there instead, each line checked too (a sync finds a bad line when compiling)."""
+    path = source / name
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        error = BadInput(f"ignore_from file '{name}' not found in {source}: create it or remove ignore_from")
+    except UnicodeDecodeError as exc:
+        error = BadInput(
+            f"ignore_from file '{path}' is not UTF-8 ({exc.reason} at byte {exc.start}): save it as UTF-8"
+        )
+    except OSError as exc:
+        error = BadInput(f"ignore_from file '{path}' cannot be read: {exc.strerror or exc}")
+    else:
+        for number, line in enumerate(lines, 1):
+            if problems is not None and line.strip() and not line.lstrip().startswith("#"):
+                try:
+                    _check_gitignore_line(line, f"{name}:{number}")
+                except BadInput as exc:
+                    problems.append(str(exc))
+        return lines
+    if problems is None:
+        raise error
+    problems.append(str(error))
+    return []
 
 
 @dataclass
@@ -68,21 +121,20 @@ class SelectionRules:
     skip_lines: frozenset[str] = frozenset()
     #: The exclude_from and filter_from rules (rsync syntax), in that order.
     chain: FilterChain = field(default_factory=FilterChain)
+    #: The protect lines as given, and whether they match case-insensitively (a target whose file
+    #: system ignores case, see :meth:`fold_protect_case`).
+    protect_lines: tuple[str, ...] = ()
+    protect_casefold: bool = False
     _dir_cache: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_profile(cls, profile: EnvironmentProfile, source: Path) -> SelectionRules:
         exclude_lines = list(ALWAYS_EXCLUDED) + list(profile.exclude)
+        origins = ["exclude entry"] * len(exclude_lines)
         for name in profile.ignore_files():
-            path = source / name
-            try:
-                exclude_lines += path.read_text(encoding="utf-8").splitlines()
-            except FileNotFoundError:
-                raise BadInput(
-                    f"ignore_from file '{name}' not found in {source}: create it or remove ignore_from"
-                ) from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise BadInput(f"ignore_from file '{path}' cannot be read: {exc}") from None
+            more = read_ignore_file(source, name)
+            exclude_lines += more
+            origins += [f"{name}:{number}" for number in range(1, len(more) + 1)]
         chain = rsync_chain(profile, source)
         lines: dict[str, Any] = {
             "exclude": exclude_lines,
@@ -98,18 +150,34 @@ class SelectionRules:
             digest=digest.hexdigest()[:32],
             skip_lines=frozenset() if negated else frozenset(skipping),
             include_patterns=[p for p in profile.include if p.strip()],
-            exclude=_spec(exclude_lines),
-            protect=_spec(list(profile.protect)),
-            include=_spec(list(profile.include)),
+            exclude=_spec(exclude_lines, "exclude", origins),
+            protect=_spec(list(profile.protect), "protect"),
+            protect_lines=tuple(profile.protect),
+            include=_spec(list(profile.include), "include"),
             chain=chain,
         )
+
+    def fold_protect_case(self) -> None:
+        """Match protect patterns without regard to case from now on (the target's file system
+        ignores case: a source ``.ENV`` or ``Uploads/x`` would land on a protected ``.env`` or
+        ``uploads/``). Patterns and paths are both lower-cased; the rules digest changes with it."""
+        if self.protect_casefold or self.protect is None:
+            return
+        self.protect = _spec([ln.lower() for ln in self.protect_lines], "protect")
+        self.protect_casefold = True
+        self.digest = hashlib.sha256(f"{self.digest}:protect-casefold".encode()).hexdigest()[:32]
+        self._dir_cache.clear()
+
+    def _protect_matches(self, path: str) -> bool:
+        assert self.protect is not None
+        return self.protect.match_file(path.lower() if self.protect_casefold else path)
 
     def skip_dir(self, rel: str) -> bool:
         """True when a whole directory (``rel`` without trailing slash) is excluded or protected."""
         probe = rel + "/"
         return bool(
             (self.exclude is not None and self.exclude.match_file(probe))
-            or (self.protect is not None and self.protect.match_file(probe))
+            or (self.protect is not None and self._protect_matches(probe))
             or (self.chain and self.chain.excluded(rel, True))
         )
 
@@ -153,9 +221,7 @@ class SelectionRules:
         return self._pruned(rel)
 
     def is_protected(self, rel: str) -> bool:
-        return self.protect is not None and (
-            self.protect.match_file(rel) or self.protect.match_file(rel + "/")
-        )
+        return self.protect is not None and (self._protect_matches(rel) or self._protect_matches(rel + "/"))
 
     def unmatched_includes(self, selected: list[str]) -> list[str]:
         """Include patterns that select no shipped file (a warning, not an error)."""
@@ -174,3 +240,24 @@ def rsync_chain(profile: EnvironmentProfile, source: Path) -> FilterChain:
     files = [("exclude", source / name, name) for name in profile.exclude_files()]
     files += [("filter", source / name, name) for name in profile.filter_files()]
     return build_chain(files)
+
+
+def selection_problems(profile: EnvironmentProfile, source: Path) -> list[str]:
+    """Every problem of the profile's selection rules: its exclude / protect / include entries and
+    its exclude_from, filter_from and ignore_from files (missing file, bad or refused rule), one line
+    each, worded as sync words it; ``stageflow validate`` lists them all where sync stops at the first."""
+    problems: list[str] = []
+    keys = (("exclude", profile.exclude), ("protect", profile.protect), ("include", profile.include))
+    for key, entries in keys:
+        for line in entries:
+            if line.strip() and not line.lstrip().startswith("#"):
+                try:
+                    _check_gitignore_line(line, f"{key} entry")
+                except BadInput as exc:
+                    problems.append(str(exc))
+    for kind, names in (("exclude", profile.exclude_files()), ("filter", profile.filter_files())):
+        for name in names:
+            problems += rule_file_problems(kind, source / name, name)
+    for name in profile.ignore_files():
+        read_ignore_file(source, name, problems)
+    return problems

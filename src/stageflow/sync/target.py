@@ -592,7 +592,8 @@ class SshTarget(Target):
         return proc.stdout
 
     def read_many(self, rels: list[str]) -> dict[str, str | None]:
-        return dict(zip(rels, self._read_script("; ".join(self._emit_files(rels)), len(rels)), strict=True))
+        texts = self._read_script("; ".join(self._emit_files(rels)), len(rels))
+        return _utf8_files(self.spec, dict(zip(rels, texts, strict=True)))
 
     def snapshot(self, files: list[str], env: list[str], links: list[str]) -> Snapshot:
         """Everything the safety net and a no-change sync read, in one ssh session and few remote
@@ -610,7 +611,7 @@ class SshTarget(Target):
         n_env, n_links = len(env), len(links)
         return Snapshot(
             self.spec,
-            dict(zip(files, items[n_env + n_links :], strict=True)),
+            _utf8_files(self.spec, dict(zip(files, items[n_env + n_links :], strict=True))),
             dict(zip(env, items[:n_env], strict=True)),
             dict(zip(links, items[n_env : n_env + n_links], strict=True)),
             self.hostname,
@@ -943,7 +944,7 @@ def _parse_framed_prefix(out: bytes, count: int) -> tuple[list[str | None], int]
             pos = end + 1
             continue
         size = int(head)
-        result.append(out[end + 1 : end + 1 + size].decode("utf-8"))
+        result.append(out[end + 1 : end + 1 + size].decode("utf-8", "surrogateescape"))
         pos = end + 1 + size
     return result, pos
 
@@ -963,8 +964,20 @@ def _read_framed(stream: IO[bytes], count: int) -> list[str | None]:
             if not chunk:
                 raise JobFailed("the target's lock session ended early")
             data += chunk
-        result.append(data.decode("utf-8"))
+        result.append(data.decode("utf-8", "surrogateescape"))  # checked by _utf8_files
     return result
+
+
+def _utf8_files(spec: str, texts: dict[str, str | None]) -> dict[str, str | None]:
+    """The remote files read, refused (exit 3, naming the file) when one is not UTF-8 text, as the
+    local target refuses it (a framed read keeps undecodable bytes as surrogates until here)."""
+    for rel, text in texts.items():
+        if text is not None and re.search("[\udc80-\udcff]", text):
+            raise Refused(
+                f"{spec}: {rel} is not UTF-8 text: rewrite it (for the role marker: "
+                f"`stageflow target init {spec} --role ROLE`)"
+            )
+    return texts
 
 
 def open_target(
