@@ -13,19 +13,14 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stageflow.errors import StageflowError
 
+if TYPE_CHECKING:
+    from stageflow.config import BackendUse
+
 BLOCK_REF = re.compile(r"\{\{\s*prefect\.blocks\.([a-z0-9-]+)\.([A-Za-z0-9_-]+)\s*\}\}")
-
-
-@dataclass(frozen=True)
-class BackendRef:
-    kind: str
-    name: str
-    options: dict[str, Any]
-    where: str
 
 
 @dataclass
@@ -38,42 +33,18 @@ class Report:
         return not self.problems
 
 
-def backend_refs(cfg: Any) -> Iterator[BackendRef]:
-    """Every backend a project config names, with where it is named."""
-    yield BackendRef("notifiers", cfg.notify.backend, cfg.notify.options, "[notify] backend")
-    if cfg.given("discover"):  # the defaults name a source without feeds: check only if used
-        d = cfg.discover
-        yield BackendRef("sources", d.source, d.options, "[discover] source")
-        for i, sink in enumerate(d.sinks):
-            yield BackendRef("sinks", sink.backend, sink.options, f"[discover] sinks[{i}]")
-    m = cfg.monitor
-    if m.notifier:
-        yield BackendRef("notifiers", m.notifier, m.notifier_options, "[monitor] notifier")
-    for check in m.checks:
-        yield BackendRef("checks", check.use, check.options, f"[[monitor.checks]] {check.name}")
-    for env_name, profile in cfg.sync.environments.items():
-        where = f"[sync.environments.{env_name}]"
-        if profile.transport:
-            yield BackendRef("transports", profile.transport, profile.transport_options, f"{where} transport")
-        for i, hook in enumerate(profile.hooks):
-            yield BackendRef("deploy_hooks", hook.use, hook.options, f"{where} hooks[{i}]")
-    b = cfg.build
-    if b.runner:
-        yield BackendRef("build_runners", b.runner, b.runner_options, "[build] runner")
-    yield BackendRef("build_caches", b.cache, b.cache_options, "[build] cache")
+def backend_refs(cfg: Any) -> Iterator[BackendUse]:
+    """Every backend a project config names, with where: the generic walk over every section
+    model's ``BackendRef`` fields (:func:`stageflow.config.backend_refs`), plus the option tables of
+    the built-in downloader, which no key names (downloaders are picked by URL)."""
+    from stageflow.config import BackendUse
+    from stageflow.config import backend_refs as declared
+
+    yield from declared(cfg)
     if cfg.given("video"):
         v = cfg.video
-        for kind, names, key in (
-            ("transcribers", [v.transcriber], "transcriber"),
-            ("detectors", [v.detector], "detector"),
-            ("ocr_engines", list(v.ocr), "ocr"),
-            ("analyzers", [v.analyzer], "analyzer"),
-        ):
-            for name in names:
-                if name:  # "" switches a stage off
-                    yield BackendRef(kind, name, v.options(name), f"[video] {key}")
         if "http" in (v.model_extra or {}):  # the built-in downloader's options (max_bytes, ...)
-            yield BackendRef("downloaders", "http", v.options("http"), "[video.http]")
+            yield BackendUse("downloaders", "http", v.options("http"), "[video.http]")
 
 
 def _check_backends(cfg: Any, report: Report) -> None:
