@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
+from stageflow.backend_refs import backend_fields, field_ref
 from stageflow.cli import main
-from stageflow.config import SECTIONS, ProjectConfig, backend_fields, field_ref, section_model
+from stageflow.config import SECTIONS, ProjectConfig, section_model
 from stageflow.stages import KINDS
 
 #: Words that, as a field name, say "this key names a backend" (the kinds, their singulars, and the

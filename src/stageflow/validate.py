@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from stageflow.errors import StageflowError
 
 if TYPE_CHECKING:
-    from stageflow.config import BackendUse
+    from stageflow.backend_refs import BackendUse
 
 BLOCK_REF = re.compile(r"\{\{\s*prefect\.blocks\.([a-z0-9-]+)\.([A-Za-z0-9_-]+)\s*\}\}")
 
@@ -37,7 +37,7 @@ def backend_refs(cfg: Any) -> Iterator[BackendUse]:
     """Every backend a project config names, with where: the generic walk over every section
     model's ``BackendRef`` fields (:func:`stageflow.config.backend_refs`), plus the option tables of
     the built-in downloader, which no key names (downloaders are picked by URL)."""
-    from stageflow.config import BackendUse
+    from stageflow.backend_refs import BackendUse
     from stageflow.config import backend_refs as declared
 
     yield from declared(cfg)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.config import BackendRef
+from stageflow.backend_refs import BackendRef
 
 
 class _Strict(BaseModel):

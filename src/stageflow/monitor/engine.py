@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from stageflow.config import BackendRef
+from stageflow.backend_refs import BackendRef
 from stageflow.errors import ConfigError
 from stageflow.stages import CheckResult, Message
 

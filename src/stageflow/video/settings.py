@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stageflow.config import BackendRef
+from stageflow.backend_refs import BackendRef
 from stageflow.errors import ConfigError
 
 

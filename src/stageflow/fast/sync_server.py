@@ -52,6 +52,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
     from typing import Any
 
@@ -232,7 +233,7 @@ def start_in_background(args: list[str]) -> None:
 
         subprocess.Popen(
             # -P: the server's sys.path does not start with its working directory ("/")
-            [sys.executable, "-P", "-m", "stageflow.sync.server", str(path), str(idle)],
+            [sys.executable, "-P", "-m", "stageflow.fast.sync_daemon", str(path), str(idle)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -308,18 +309,19 @@ def _bind(path: str) -> socket.socket | None:
     return sock
 
 
-def serve(path: str, idle: float) -> None:
-    """The server's main loop (``python -m stageflow.sync.server PATH IDLE``)."""
+def serve(path: str, idle: float, handler: Callable[[list[str]], object]) -> None:
+    """The server's main loop: each request runs ``handler(argv)`` in a fork (what ``stageflow
+    ARGS`` runs in-process). The launcher (:mod:`stageflow.fast.sync_daemon`) does the imports
+    first, so every fork starts warm; this module imports no command and no engine but the change
+    notifier."""
     import select
     import signal
 
-    from stageflow import cli  # noqa: F401  (the Typer app: a terminal's progress-bar path)
-    from stageflow.sync import engine, fastcli, notify  # noqa: F401
+    from stageflow.sync import notify
 
     registry = notify.Registry()  # the inotify watches of the sources served (stageflow.sync.notify)
     channels: dict[socket.socket, int] = {}  # the server's end of each running sync's channel
 
-    engine.PRELOADED_PLUGINS = engine._sync_plugins()
     stamped = _stamped_paths()
     stamp = _stamp(stamped)
     sock = _bind(path)
@@ -387,7 +389,7 @@ def serve(path: str, idle: float) -> None:
                         channel.close()
                     registry.forget_in_child()
                     notify.CHANNEL = theirs
-                    _child(conn)
+                    _child(conn, handler)
                 finally:
                     os._exit(1)
             conn.close()
@@ -411,7 +413,7 @@ def _same_user(conn: socket.socket) -> bool:
     return struct.unpack("3i", creds)[1] == os.getuid()
 
 
-def _child(conn: socket.socket) -> None:
+def _child(conn: socket.socket, handler: Callable[[list[str]], object]) -> None:
     """Run one request in this fork with the client's stdio, environment, cwd, umask and argv."""
     import signal
 
@@ -430,7 +432,7 @@ def _child(conn: socket.socket) -> None:
         os.write(2, f"stageflow: error: {exc}: cannot take over the caller's working directory\n".encode())
         code = 1
     else:
-        code = _run(request["argv"], conn)
+        code = _run(request["argv"], conn, handler)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the client's close after the answer is no Ctrl-C
     with contextlib.suppress(OSError):
         conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
@@ -484,8 +486,8 @@ def _become_client(request: dict[str, Any]) -> None:
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
 
 
-def _run(args: list[str], conn: socket.socket) -> int:
-    """What ``stageflow ARGS`` does in-process (entry.run_sync), Ctrl-C in the client included."""
+def _run(args: list[str], conn: socket.socket, handler: Callable[[list[str]], object]) -> int:
+    """``handler(args)`` (what ``stageflow ARGS`` does in-process), Ctrl-C in the client included."""
     import atexit
     import signal
     import threading
@@ -500,10 +502,8 @@ def _run(args: list[str], conn: socket.socket) -> int:
     finished = threading.Event()
 
     threading.Thread(target=watch, daemon=True).start()
-    from stageflow.entry import run_sync
-
     try:
-        run_sync(args)
+        handler(args)
         code: Any = 0
     except SystemExit as exc:
         code = exc.code
@@ -522,7 +522,3 @@ def _run(args: list[str], conn: socket.socket) -> int:
         with contextlib.suppress(OSError):
             stream.flush()
     return int(code)
-
-
-if __name__ == "__main__":
-    serve(sys.argv[1], float(sys.argv[2]))
