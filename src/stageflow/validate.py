@@ -80,7 +80,7 @@ def _check_prefect_yaml(path: Path, report: Report) -> list[tuple[str, str]]:
             report.problems.append(f"{path}: deployment '{name}' has no entrypoint")
             continue
         try:
-            flow = load_flow_from_entrypoint(entrypoint)
+            flow: Any = load_flow_from_entrypoint(entrypoint)
         except Exception as exc:
             report.problems.append(
                 f"{path}: deployment '{name}': entrypoint {entrypoint} does not load: {exc}"

@@ -134,7 +134,7 @@ class _Worker:
         self.lock_fd = lock_fd
         self.path = path
         self.fresh = fresh  # spawned by this build (its lib files are not parsed yet)
-        self.where: tuple[str, ...] = ()
+        self.where: tuple[str, str, str] = ("", "", "")
 
     def _read(self) -> dict[str, Any] | None:
         line = self.answers.readline()

@@ -267,7 +267,9 @@ def stop_servers() -> int:
 # ------------------------------------------------------------------------------------------ server
 def _stamped_paths() -> list[str]:
     """Every loaded module's file and every sys.path directory (listed once, after the imports)."""
-    paths = {m.__file__ for m in list(sys.modules.values()) if isinstance(getattr(m, "__file__", None), str)}
+    paths: set[str] = {
+        f for m in list(sys.modules.values()) if isinstance(f := getattr(m, "__file__", None), str)
+    }
     paths.update(p for p in sys.path if p)
     return sorted(paths)
 
@@ -354,7 +356,8 @@ def serve(path: str, idle: float, handler: Callable[[list[str]], object]) -> Non
                 break
             trees = registry.fds()
             try:
-                ready, _, _ = select.select([sock, *channels, *trees], [], [], 0.5)
+                waiting: list[Any] = [sock, *channels, *trees]  # sockets and inotify trees (fileno())
+                ready, _, _ = select.select(waiting, [], [], 0.5)
             except InterruptedError:
                 continue
             for tree in trees:
@@ -471,7 +474,7 @@ def _become_client(request: dict[str, Any]) -> None:
     tempfile.tempdir = None  # recomputed from the client's TMPDIR
     time.tzset()  # the client's TZ
     sys.argv = [request["argv0"], *request["argv"]]
-    streams = []
+    streams: list[io.TextIOWrapper[Any]] = []
     for fd, (encoding, errors) in enumerate(request["stdio"]):
         raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
         tty = os.isatty(fd)
@@ -483,7 +486,7 @@ def _become_client(request: dict[str, Any]) -> None:
                 io.TextIOWrapper(buffered, encoding=encoding, errors=errors, line_buffering=tty or fd == 2)
             )
     sys.stdin, sys.stdout, sys.stderr = streams
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams  # type: ignore[misc]
 
 
 def _run(args: list[str], conn: socket.socket, handler: Callable[[list[str]], object]) -> int:
