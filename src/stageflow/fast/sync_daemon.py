@@ -22,10 +22,10 @@ def warm_up() -> None:
 
 def main(argv: list[str]) -> None:
     from stageflow.entry import run_sync
-    from stageflow.fast import sync_server
+    from stageflow.fast import sync_zygote
 
     warm_up()
-    sync_server.serve(argv[0], float(argv[1]), handler=run_sync)
+    sync_zygote.serve(argv[0], float(argv[1]), handler=run_sync)
 
 
 if __name__ == "__main__":
