@@ -13,12 +13,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from stageflow.backend_refs import BackendUse
+from stageflow.config import backend_refs as declared
+from stageflow.config import load_config
 from stageflow.errors import StageflowError
-
-if TYPE_CHECKING:
-    from stageflow.backend_refs import BackendUse
+from stageflow.plugin_manager import get_plugin_manager
 
 BLOCK_REF = re.compile(r"\{\{\s*prefect\.blocks\.([a-z0-9-]+)\.([A-Za-z0-9_-]+)\s*\}\}")
 
@@ -37,9 +38,6 @@ def backend_refs(cfg: Any) -> Iterator[BackendUse]:
     """Every backend a project config names, with where: the generic walk over every section
     model's ``BackendRef`` fields (:func:`stageflow.config.backend_refs`), plus the option tables of
     the built-in downloader, which no key names (downloaders are picked by URL)."""
-    from stageflow.backend_refs import BackendUse
-    from stageflow.config import backend_refs as declared
-
     yield from declared(cfg)
     if cfg.given("video"):
         v = cfg.video
@@ -48,8 +46,6 @@ def backend_refs(cfg: Any) -> Iterator[BackendUse]:
 
 
 def _check_backends(cfg: Any, report: Report) -> None:
-    from stageflow.plugin_manager import get_plugin_manager
-
     plugins = get_plugin_manager()
     for problem in plugins.problems:
         report.problems.append(f"plugin skipped: {problem.error}")
@@ -139,8 +135,6 @@ def _check_blocks(blocks: list[tuple[str, str]], report: Report) -> None:
 
 
 def validate_project(config_path: Path | None, prefect_yaml: Path | None, check_blocks: bool) -> Report:
-    from stageflow.config import load_config
-
     report = Report()
     try:
         cfg = load_config(config_path)
