@@ -287,7 +287,7 @@ def no_change_breakdown(root: Path, runs: int) -> dict[str, float]:
     node_modules/.bin wrapper), whose cache replay rewrites outputs, so it runs after stageflow's."""
     py = sys.executable
     fast = (
-        "import sys; from stageflow.build import fastpath; "
+        "import sys; from stageflow.fast import build as fastpath; "
         f"sys.exit(0 if fastpath.run([{str(root)!r}, '--json', '--logs', 'none']) else 3)"
     )
     cases = {

@@ -197,7 +197,7 @@ def start_sshd(work: Path, user: str | None = None) -> tuple[subprocess.Popen[by
 
 def wait_for_sync_server(timeout: float = 30.0) -> bool:
     """Whether the warm sync server the first CLI run left (STAGEFLOW_SYNC_SERVER) listens."""
-    from stageflow.sync import server
+    from stageflow.fast import sync_server as server
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -414,7 +414,7 @@ def run(
             bench_variant(variant, prefix)
     finally:
         close_masters(ssh_command)  # the masters the syncs left (ssh_persist)
-        from stageflow.sync.server import stop_servers
+        from stageflow.fast.sync_server import stop_servers
 
         stop_servers()  # the warm sync server the CLI runs left
         if use_watchman:

@@ -35,5 +35,5 @@ def register_analyzers(register):
         _gemini,
         config=GeminiConfig,
         requires=("httpx",),
-        description="Gemini generateContent with JSON-schema output (GEMINI_API_KEY)",
+        description="Gemini generateContent, JSON-schema output, kept frames as images (GEMINI_API_KEY)",
     )

@@ -73,6 +73,22 @@ def test_wheel_installs_one_import_root(fresh_venv, tmp_path):
     assert doc["file"].startswith(str(fresh_venv)) and doc["file"].endswith("stageflow/flows/__init__.py")
 
 
+def test_wheel_ships_the_warm_tsc_worker_and_the_fast_paths(fresh_venv, tmp_path):
+    """Package data: the warm tsc worker's JavaScript is a file in the wheel (build/warmtsc_worker.js),
+    read by the installed module; the top-floor fast paths (stageflow.fast) are in the wheel too."""
+    code = (
+        "import json, stageflow.build.warmtsc as w, stageflow.fast.sync_daemon, stageflow.fast.build\n"
+        "from pathlib import Path\n"
+        "js = Path(w.__file__).with_name('warmtsc_worker.js')\n"
+        "print(json.dumps({'file': str(js), 'same': js.read_text() == w.WORKER_JS, 'n': len(w.WORKER_JS)}))"
+    )
+    doc = json.loads(
+        sh(fresh_venv / "bin" / "python", "-c", code, cwd=tmp_path, env=env_for(tmp_path)).stdout
+    )
+    assert doc["file"].startswith(str(fresh_venv)) and doc["same"] and doc["n"] > 5000
+    assert "use strict" in (ROOT / "src" / "stageflow" / "build" / "warmtsc_worker.js").read_text()
+
+
 def test_example_plugin_is_listed_and_used_by_a_flow(fresh_venv, tmp_path):
     env = env_for(tmp_path)
     listing = json.loads(

@@ -291,7 +291,7 @@ _register_families()
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["build"]:  # no-change fast path: stdlib only, falls through when unsure
-        from stageflow.build import fastpath
+        from stageflow.fast import build as fastpath
 
         if fastpath.run(args[1:]):
             return

@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import tomllib
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from stageflow.backend_refs import BackendRef, BackendUse, model_refs
 from stageflow.errors import ConfigError
 
 if typing.TYPE_CHECKING:
@@ -31,14 +33,21 @@ class _Strict(BaseModel):
 
 
 class BackendChoice(_Strict):
-    """A backend chosen by name, with its options (validated by the backend's own config model)."""
+    """A backend chosen by name, with its options (validated by the backend's own config model).
+    Which kind it names is said where it is used (``sinks: list[SinkChoice]``)."""
 
     backend: str
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class SinkChoice(BackendChoice):
+    """A sink chosen by name, with its options."""
+
+    backend: Annotated[str, BackendRef("sinks")]
+
+
 class NotifyConfig(_Strict):
-    backend: str = "log"
+    backend: Annotated[str, BackendRef("notifiers")] = "log"
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -49,9 +58,9 @@ class StoreConfig(_Strict):
 class DiscoverConfig(_Strict):
     """The source the discovery flow reads, and the sinks it writes to."""
 
-    source: str = "rss"
+    source: Annotated[str, BackendRef("sources")] = "rss"
     options: dict[str, Any] = Field(default_factory=dict)
-    sinks: list[BackendChoice] = Field(default_factory=list)
+    sinks: list[SinkChoice] = Field(default_factory=list)
 
 
 #: Each family's section: its model, imported only when the file has the section or a caller reads
@@ -111,6 +120,21 @@ class ProjectConfig(_Strict):
     @property
     def monitor(self) -> MonitorConfig:
         return self.section("monitor")
+
+
+#: Sections whose defaults are not checked by ``backend_refs``: they only run when the file has them
+#: (the default discover source has no feeds; the default video backends need models).
+CHECKED_ONLY_IF_GIVEN = frozenset({"discover", "video"})
+
+
+def backend_refs(cfg: ProjectConfig) -> Iterator[BackendUse]:
+    """Every backend a project config names, with where (the walk over the section models'
+    BackendRef fields: what ``stageflow validate`` checks)."""
+    for name in [*type(cfg).model_fields, *SECTIONS]:
+        if name in CHECKED_ONLY_IF_GIVEN and not cfg.given(name):
+            continue
+        model = cfg.section(name) if name in SECTIONS else getattr(cfg, name)
+        yield from model_refs(model, (name,))
 
 
 def find_config(start: Path | None = None) -> Path | None:

@@ -3,7 +3,7 @@
 Each hook receives a ``register`` callable; a plugin calls it once per backend it provides::
 
     @hookimpl
-    def register_notifiers(register):
+    def register_notifiers(register: Register) -> None:
         register("example", ExampleNotifier, config=ExampleConfig, description="...")
 
 ``register(name, factory, *, config=NoConfig, requires=(), extra=None, description="")``:
@@ -17,7 +17,13 @@ without breaking plugins. Every hook here is documented in docs/plugins.md and h
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
 import pluggy
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 PROJECT_NAME = "stageflow"
 
@@ -25,71 +31,86 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
+class Register(Protocol):
+    """The ``register`` callable every hook receives (the signature above)."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[[Any], object],
+        *,
+        config: type[BaseModel] = ...,
+        requires: Iterable[str] = (),
+        extra: str | None = None,
+        description: str = "",
+    ) -> None: ...
+
+
 @hookspec
-def register_sources(register):
+def register_sources(register: Register) -> None:
     """Register video sources (rss, folder, urls): objects with ``discover() -> list[MediaItem]``."""
 
 
 @hookspec
-def register_downloaders(register):
+def register_downloaders(register: Register) -> None:
     """Register media downloaders (e.g. a yt-dlp plugin): ``can_handle(url)`` and ``download(url, dest)``."""
 
 
 @hookspec
-def register_transcribers(register):
+def register_transcribers(register: Register) -> None:
     """Register speech-to-text backends (faster-whisper): ``transcribe(audio, language) -> Transcript``."""
 
 
 @hookspec
-def register_detectors(register):
+def register_detectors(register: Register) -> None:
     """Register object detectors (ultralytics, onnx): ``detect(frames) -> list[Detection]``."""
 
 
 @hookspec
-def register_ocr_engines(register):
+def register_ocr_engines(register: Register) -> None:
     """Register OCR engines (rapidocr, tesseract): ``read(frames) -> list[OcrText]``."""
 
 
 @hookspec
-def register_analyzers(register):
+def register_analyzers(register: Register) -> None:
     """Register analyzers (rules, gemini): ``find_ranges(transcript)`` and ``candidate(range, evidence)``."""
 
 
 @hookspec
-def register_commerce(register):
+def register_commerce(register: Register) -> None:
     """Register commerce APIs (coupang): ``search(keyword, limit)`` and ``deeplink(urls)``."""
 
 
 @hookspec
-def register_sinks(register):
+def register_sinks(register: Register) -> None:
     """Register result sinks (sqlite, jsonl, gsheets): ``write(table, records) -> int``."""
 
 
 @hookspec
-def register_notifiers(register):
+def register_notifiers(register: Register) -> None:
     """Register notifiers (log, slack): ``notify(message: Message) -> None``."""
 
 
 @hookspec
-def register_transports(register):
+def register_transports(register: Register) -> None:
     """Register deploy transports (local, rsync): ``send(source, dest, changes) -> TransferStats``."""
 
 
 @hookspec
-def register_build_runners(register):
+def register_build_runners(register: Register) -> None:
     """Register workspace build runners (npm, pnpm, yarn): ``run(task: BuildTask) -> BuildOutcome``."""
 
 
 @hookspec
-def register_build_caches(register):
+def register_build_caches(register: Register) -> None:
     """Register build caches (local dir, http): ``fetch(key, dest)``, ``store(key, root, outputs, log)``."""
 
 
 @hookspec
-def register_deploy_hooks(register):
+def register_deploy_hooks(register: Register) -> None:
     """Register post-deploy hooks (pm2, health, shell): ``run(context: DeployContext) -> HookOutcome``."""
 
 
 @hookspec
-def register_checks(register):
+def register_checks(register: Register) -> None:
     """Register monitor probes (health URLs, role markers, disk): ``probe() -> CheckResult``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -61,9 +61,13 @@ class BackendSpec:
         return f"{self.distribution} {self.version}"
 
 
+B = TypeVar("B")
+
+
 @dataclass
-class Registry:
-    """Backends of one stage kind, keyed by name."""
+class Registry(Generic[B]):
+    """Backends of one stage kind, keyed by name. ``Registry[Sink]``: :meth:`build` returns a Sink
+    (checked at run time against ``protocol``)."""
 
     kind: str
     protocol: type
@@ -111,7 +115,7 @@ class Registry:
                 f" (options: {', '.join(spec.config.model_fields) or 'none'})"
             ) from None
 
-    def build(self, name: str, config: Mapping[str, Any] | BaseModel | None = None) -> Any:
+    def build(self, name: str, config: Mapping[str, Any] | BaseModel | None = None) -> B:
         """Validate ``config`` against the backend's model and build the backend."""
         spec = self.get(name)
         cfg = self.validate_config(name, config)
@@ -127,4 +131,4 @@ class Registry:
                 f"{self.kind} backend '{name}' from {spec.provider} does not implement "
                 f"{self.protocol.__name__}"
             )
-        return backend
+        return cast(B, backend)  # checked against the kind's Protocol above

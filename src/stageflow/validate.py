@@ -15,17 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stageflow.backend_refs import BackendUse
+from stageflow.config import backend_refs as declared
+from stageflow.config import load_config
 from stageflow.errors import StageflowError
+from stageflow.plugin_manager import get_plugin_manager
 
 BLOCK_REF = re.compile(r"\{\{\s*prefect\.blocks\.([a-z0-9-]+)\.([A-Za-z0-9_-]+)\s*\}\}")
-
-
-@dataclass(frozen=True)
-class BackendRef:
-    kind: str
-    name: str
-    options: dict[str, Any]
-    where: str
 
 
 @dataclass
@@ -38,47 +34,18 @@ class Report:
         return not self.problems
 
 
-def backend_refs(cfg: Any) -> Iterator[BackendRef]:
-    """Every backend a project config names, with where it is named."""
-    yield BackendRef("notifiers", cfg.notify.backend, cfg.notify.options, "[notify] backend")
-    if cfg.given("discover"):  # the defaults name a source without feeds: check only if used
-        d = cfg.discover
-        yield BackendRef("sources", d.source, d.options, "[discover] source")
-        for i, sink in enumerate(d.sinks):
-            yield BackendRef("sinks", sink.backend, sink.options, f"[discover] sinks[{i}]")
-    m = cfg.monitor
-    if m.notifier:
-        yield BackendRef("notifiers", m.notifier, m.notifier_options, "[monitor] notifier")
-    for check in m.checks:
-        yield BackendRef("checks", check.use, check.options, f"[[monitor.checks]] {check.name}")
-    for env_name, profile in cfg.sync.environments.items():
-        where = f"[sync.environments.{env_name}]"
-        if profile.transport:
-            yield BackendRef("transports", profile.transport, profile.transport_options, f"{where} transport")
-        for i, hook in enumerate(profile.hooks):
-            yield BackendRef("deploy_hooks", hook.use, hook.options, f"{where} hooks[{i}]")
-    b = cfg.build
-    if b.runner:
-        yield BackendRef("build_runners", b.runner, b.runner_options, "[build] runner")
-    yield BackendRef("build_caches", b.cache, b.cache_options, "[build] cache")
+def backend_refs(cfg: Any) -> Iterator[BackendUse]:
+    """Every backend a project config names, with where: the generic walk over every section
+    model's ``BackendRef`` fields (:func:`stageflow.config.backend_refs`), plus the option tables of
+    the built-in downloader, which no key names (downloaders are picked by URL)."""
+    yield from declared(cfg)
     if cfg.given("video"):
         v = cfg.video
-        for kind, names, key in (
-            ("transcribers", [v.transcriber], "transcriber"),
-            ("detectors", [v.detector], "detector"),
-            ("ocr_engines", list(v.ocr), "ocr"),
-            ("analyzers", [v.analyzer], "analyzer"),
-        ):
-            for name in names:
-                if name:  # "" switches a stage off
-                    yield BackendRef(kind, name, v.options(name), f"[video] {key}")
         if "http" in (v.model_extra or {}):  # the built-in downloader's options (max_bytes, ...)
-            yield BackendRef("downloaders", "http", v.options("http"), "[video.http]")
+            yield BackendUse("downloaders", "http", v.options("http"), "[video.http]")
 
 
 def _check_backends(cfg: Any, report: Report) -> None:
-    from stageflow.plugin_manager import get_plugin_manager
-
     plugins = get_plugin_manager()
     for problem in plugins.problems:
         report.problems.append(f"plugin skipped: {problem.error}")
@@ -109,7 +76,7 @@ def _check_prefect_yaml(path: Path, report: Report) -> list[tuple[str, str]]:
             report.problems.append(f"{path}: deployment '{name}' has no entrypoint")
             continue
         try:
-            flow = load_flow_from_entrypoint(entrypoint)
+            flow: Any = load_flow_from_entrypoint(entrypoint)
         except Exception as exc:
             report.problems.append(
                 f"{path}: deployment '{name}': entrypoint {entrypoint} does not load: {exc}"
@@ -168,8 +135,6 @@ def _check_blocks(blocks: list[tuple[str, str]], report: Report) -> None:
 
 
 def validate_project(config_path: Path | None, prefect_yaml: Path | None, check_blocks: bool) -> Report:
-    from stageflow.config import load_config
-
     report = Report()
     try:
         cfg = load_config(config_path)

@@ -1,4 +1,4 @@
-"""The no-change fast path of ``stageflow build`` (stageflow.build.fastpath) against the normal path:
+"""The no-change fast path of ``stageflow build`` (stageflow.fast.build) against the normal path:
 same decision, same JSON document, same lines, and never "up to date" after a change that the normal
 path would rebuild for. Real git, real node builds; $BUILD_TRACE tells which builds really ran."""
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from stageflow.build import fastpath
+from stageflow.fast import build as fastpath
 
 from .conftest import Monorepo, git, write_monorepo
 
@@ -253,7 +253,7 @@ def test_fast_path_imports_only_the_standard_library(small: Monorepo, normal):
     _normal_json(normal, root)
     script = (
         "import sys\n"
-        "from stageflow.build import fastpath\n"
+        "from stageflow.fast import build as fastpath\n"
         f"assert fastpath.run([{root!r}, '--json'])\n"
         "heavy = [m for m in ('typer', 'click', 'pydantic', 'pluggy', 'prefect', 'pathspec', 'yaml', 'rich')"
         " if m in sys.modules]\n"

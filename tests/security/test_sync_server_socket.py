@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.sync import server
+from stageflow.fast import sync_server as server
 
 #: The other user's fake server: accept connections, record what they send.
 EVIL_SERVER = r"""

@@ -16,7 +16,7 @@ import time
 _DELAY = float(os.environ.get("STAGEFLOW_STRESS_DELAY", "1.5") or 0)
 #: Each helper: words that all appear in its argv (argv entries and their basenames).
 _HELPERS = (
-    {"stageflow.sync.server"},
+    {"stageflow.fast.sync_daemon"},
     {"prefect", "server", "start"},
     {"prefect", "worker", "start"},
     {"stageflow", "serve"},

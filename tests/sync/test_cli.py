@@ -396,7 +396,7 @@ def _script(*args: object) -> subprocess.CompletedProcess[str]:
 
 
 def test_sync_fast_path_prints_what_typer_prints(cli, project) -> None:
-    from stageflow.sync.fastcli import parse
+    from stageflow.fast.sync_cli import parse
 
     project.env(exclude='["node_modules/", "*.log"]')
     init(cli, project)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.sync import notify, server
+from stageflow.fast import sync_server as server
+from stageflow.sync import notify
 from stageflow.sync.engine import SyncRequest, sync
 
 from .test_git_accelerator import expected_tree, git, make_repo

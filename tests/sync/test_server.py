@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.sync import server
+from stageflow.fast import sync_server as server
 
 STAGEFLOW = str(Path(sys.executable).with_name("stageflow"))
 PASS = '["STAGEFLOW_SYNC_SERVED", "MYVAR"]'  # hooks get a clean environment plus these
@@ -69,7 +69,7 @@ def server_processes() -> list[int]:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"stageflow.sync.server" in argv and any(a.startswith(mine) for a in argv):
+        if b"stageflow.fast.sync_daemon" in argv and any(a.startswith(mine) for a in argv):
             found.append(int(proc.name))
     return found
 

@@ -5,9 +5,11 @@ This module only describes options; it never touches the disk or runs anything.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from stageflow.backend_refs import BackendRef
 
 
 class _Strict(BaseModel):
@@ -42,10 +44,10 @@ class BuildConfig(_Strict):
     memory_mb: int = Field(default=1024, ge=64)
     concurrency: int | None = Field(default=None, ge=1)
     #: Build runner backend (npm, pnpm, yarn); default: detected from the lockfile.
-    runner: str | None = None
+    runner: Annotated[str | None, BackendRef("build_runners", options="runner_options")] = None
     runner_options: dict[str, Any] = Field(default_factory=dict)
     #: Build cache backend (local, http) and its options.
-    cache: str = "local"
+    cache: Annotated[str, BackendRef("build_caches", options="cache_options")] = "local"
     cache_options: dict[str, Any] = Field(default_factory=dict)
     workspaces: dict[str, WorkspaceOverride] = Field(default_factory=dict)
     #: Dependency edges ``"dependent -> dependency"`` not treated as build edges (e.g. to break a cycle).

@@ -277,33 +277,17 @@ def build_backends(plan: BuildPlan, plugins: Any = None) -> tuple[Any, Any]:
     return runner(), cache()
 
 
-#: The built-in distribution's entry points a build needs; its other ones (video, sync, ...) only
-#: cost import time here (about a quarter of a second of every build that runs anything).
-BUILD_ENTRY_POINTS = frozenset({"build_runners", "build_caches"})
+#: The stage kinds a build uses: the plugin manager loads only their built-in modules (the others,
+#: video, sync, ..., only cost import time here: about a quarter of a second of every build).
+BUILD_KINDS = frozenset({"build_runners", "build_caches"})
 
 
 def _build_plugin_manager() -> Any:
-    """The process-wide plugin manager when one is already loaded; otherwise a manager of every
-    third-party plugin plus only the build modules of the built-in distribution (the other built-in
-    modules register other stage kinds, so the build registries come out the same)."""
-    from importlib import metadata
+    """The process-wide plugin manager when one is already loaded; otherwise one with the build
+    kinds' built-in modules and every third-party plugin (the kernel's ``plugins_for``)."""
+    from stageflow.plugin_manager import plugins_for
 
-    from stageflow.plugin_manager import (
-        BUILTIN_DISTRIBUTION,
-        ENTRY_POINT_GROUP,
-        get_plugin_manager,
-        load_plugins,
-    )
-
-    if get_plugin_manager.cache_info().currsize:
-        return get_plugin_manager()
-
-    def needed(ep: metadata.EntryPoint) -> bool:
-        dist = getattr(ep, "dist", None)
-        builtin = dist is not None and dist.metadata["Name"] == BUILTIN_DISTRIBUTION
-        return not builtin or ep.name in BUILD_ENTRY_POINTS
-
-    return load_plugins([ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if needed(ep)])
+    return plugins_for(BUILD_KINDS)
 
 
 def cache_status(plan: BuildPlan, cache: Any, name: str) -> str:

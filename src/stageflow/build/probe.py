@@ -1,5 +1,5 @@
 """Cheap, stdlib-only probes shared by the build engine and the CLI fast path
-(:mod:`stageflow.build.fastpath`): output fingerprints, the memory-limited concurrency, the state file
+(:mod:`stageflow.fast.build`): output fingerprints, the memory-limited concurrency, the state file
 of a workspace, where the build config comes from, and one digest of every input a task hash reads.
 
 Must never import anything outside the standard library (the fast path's start-up depends on it),

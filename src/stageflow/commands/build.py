@@ -225,12 +225,13 @@ def build_cmd(
 
 
 class _StampGuard:
-    """Keeps the fast path's stamp (:mod:`stageflow.build.fastpath`) honest: a build that may change
+    """Keeps the fast path's stamp (:mod:`stageflow.fast.build`) honest: a build that may change
     state discards it first; a successful run without selection flags records a new one, but only when
     the inputs digest taken before the plan equals the one taken after the run."""
 
     def __init__(self, options: Any, config: Path | None, build_config: Any):
-        from stageflow.build import fastpath, probe
+        from stageflow.build import probe
+        from stageflow.fast import build as fastpath
 
         self.root = options.repo.resolve()
         self.build_config = build_config
@@ -266,7 +267,8 @@ class _StampGuard:
         self.before = probe.inputs_digest(self.root, self.config, build_config.env, self.globs)
 
     def finish(self, plan: Any, doc: dict[str, Any]) -> None:
-        from stageflow.build import fastpath, probe
+        from stageflow.build import probe
+        from stageflow.fast import build as fastpath
 
         if not self.eligible or self.before is None or doc["failed"] or doc["blocked"]:
             return

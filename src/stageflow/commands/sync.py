@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from stageflow.sync.fastcli import emit_json
+from stageflow.fast.sync_cli import emit_json
 
 target_app = typer.Typer(
     help="Prepare deploy targets (role markers).", no_args_is_help=True, rich_markup_mode=None
@@ -122,7 +122,7 @@ def sync_cmd(
         else:
             typer.echo(f"deploy_sync flow: {json.dumps(doc['changes'])} release {doc['release']}")
         return
-    from stageflow.sync.fastcli import execute
+    from stageflow.fast.sync_cli import execute
 
     on_changes, bar = _progress_hook(not as_json)
     execute(request, as_json=as_json, on_changes=on_changes, bar=bar)
@@ -186,7 +186,7 @@ def target_close_cmd(
 ) -> None:
     """Stop what syncs keep between runs: the ssh master connections (ssh_persist) and the warm sync
     server (STAGEFLOW_SYNC_SERVER)."""
-    from stageflow.sync.server import stop_servers
+    from stageflow.fast.sync_server import stop_servers
     from stageflow.sync.target import close_masters
 
     typer.echo(f"closed {close_masters(ssh_command)} ssh master connection(s)")

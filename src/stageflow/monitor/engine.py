@@ -13,10 +13,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stageflow.backend_refs import BackendRef
 from stageflow.errors import ConfigError
 from stageflow.stages import CheckResult, Message
 
@@ -26,7 +27,7 @@ class CheckSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str
-    use: str
+    use: Annotated[str, BackendRef("checks")]
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -38,7 +39,8 @@ class MonitorConfig(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, le=50)
     escalate_after_min: float = Field(default=15.0, ge=0)
     recover_after: int = Field(default=2, ge=1, description="good ticks in a row before a recovery")
-    notifier: str | None = None  # default: [notify] backend
+    # default: [notify] backend
+    notifier: Annotated[str | None, BackendRef("notifiers", options="notifier_options")] = None
     notifier_options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("checks")

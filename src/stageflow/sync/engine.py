@@ -180,26 +180,14 @@ def load_profile(request: SyncRequest) -> tuple[Path, SyncConfig, EnvironmentPro
     return source, cfg.sync, profile, Path(path)
 
 
-#: Set by the warm sync server (stageflow.sync.server) once it has loaded them: its forks reuse it.
-PRELOADED_PLUGINS: Any = None
-
-
 def _sync_plugins() -> Any:
     """A plugin manager with the backends a sync can use: stageflow's own ``transports`` and
-    ``deploy_hooks`` plugins and every third-party plugin (which may add either). Skipping the other
-    built-in families (video, build, ...) saves importing them on every ``stageflow sync``."""
-    if PRELOADED_PLUGINS is not None:
-        return PRELOADED_PLUGINS
-    import importlib.metadata as md
+    ``deploy_hooks`` plugins and every third-party plugin (the kernel's cached ``plugins_for``; the warm
+    sync server loads it once before it forks). Skipping the other built-in families (video, build,
+    ...) saves importing them on every ``stageflow sync``."""
+    from stageflow.plugin_manager import plugins_for
 
-    from stageflow.plugin_manager import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, load_plugins
-
-    def wanted(ep: md.EntryPoint) -> bool:
-        dist = getattr(ep, "dist", None)
-        builtin = dist is not None and dist.metadata["Name"] == BUILTIN_DISTRIBUTION
-        return not builtin or ep.name in ("transports", "deploy_hooks")
-
-    return load_plugins(entry_points=[ep for ep in md.entry_points(group=ENTRY_POINT_GROUP) if wanted(ep)])
+    return plugins_for(("transports", "deploy_hooks"))
 
 
 def _build_hooks(plugins: Any, profile: EnvironmentProfile, env: str, where: Path) -> list[PlannedHook]:

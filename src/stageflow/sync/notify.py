@@ -3,7 +3,7 @@ changed since the last successful sync to this target", as Turborepo's daemon do
 hashes. Needs no set-up and no watchman: the first served sync of a source starts the watch (and
 uses git or walks, as always); every later one stats only what changed.
 
-How it works. The server process (:mod:`stageflow.sync.server`) holds one :class:`Tree` per source:
+How it works. The server process (:mod:`stageflow.fast.sync_server`) holds one :class:`Tree` per source:
 an inotify descriptor with a watch on every directory of the source (``.git`` and ``.stageflow``
 left out) and a log ``path -> sequence number`` of every file event. A sync, run in a fork of the
 server, asks its parent over a socket pair (:func:`look`) with the token the last successful sync to

@@ -7,10 +7,11 @@ Validation only: this module never touches the source tree or the target, and ne
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from stageflow.backend_refs import BackendRef
 from stageflow.errors import BadInput
 
 
@@ -19,7 +20,7 @@ class HookSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    use: str
+    use: Annotated[str, BackendRef("deploy_hooks")]
 
     @property
     def options(self) -> dict[str, Any]:
@@ -50,7 +51,8 @@ class EnvironmentProfile(BaseModel):
     hooks: list[HookSpec] = Field(default_factory=list)
     #: PM2 app names this role runs; an ecosystem config naming another role's apps is refused.
     apps: list[str] = Field(default_factory=list)
-    transport: str | None = None  # default: "local" for a local target, "rsync" for user@host:/path
+    # default: "local" for a local target, "rsync" for user@host:/path
+    transport: Annotated[str | None, BackendRef("transports", options="transport_options")] = None
     transport_options: dict[str, Any] = Field(default_factory=dict)
     ssh_command: str = "ssh"
     ssh_options: list[str] = Field(default_factory=list)

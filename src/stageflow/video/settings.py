@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stageflow.backend_refs import BackendRef
 from stageflow.errors import ConfigError
 
 
@@ -39,7 +40,7 @@ class SinkChoice(BaseModel):
     """An extra sink for the candidates (the sqlite store is always written): ``{backend, options}``."""
 
     model_config = ConfigDict(extra="forbid")
-    backend: str
+    backend: Annotated[str, BackendRef("sinks")]
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -71,14 +72,15 @@ class VideoConfig(BaseModel):
     of backend options."""
 
     model_config = ConfigDict(extra="allow")
-    transcriber: str = "faster-whisper"
-    detector: str = "ultralytics"
-    ocr: list[str] = Field(default_factory=lambda: ["rapidocr"])
+    transcriber: Annotated[str, BackendRef("transcribers")] = "faster-whisper"
+    detector: Annotated[str, BackendRef("detectors")] = "ultralytics"
+    ocr: list[Annotated[str, BackendRef("ocr_engines")]] = Field(default_factory=lambda: ["rapidocr"])
     # OCR engines read the crops of text boxes that rapidocr's detector finds once per frame (false:
     # each engine reads whole frames)
     ocr_regions: bool = True
-    analyzer: str = "rules"
-    commerce: str = ""  # e.g. "coupang"; "" -> no commerce (candidates route to filtered_no_coupang)
+    analyzer: Annotated[str, BackendRef("analyzers")] = "rules"
+    # e.g. "coupang"; "" -> no commerce (candidates route to filtered_no_coupang)
+    commerce: Annotated[str, BackendRef("commerce")] = ""
     commerce_limit: int = Field(10, ge=1)  # search results considered per keyword variant
     sinks: list[SinkChoice] = Field(default_factory=list)
     ppl_patterns: str | None = None  # a PPL pattern TOML file (default: the packaged one)
