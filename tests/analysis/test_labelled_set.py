@@ -27,6 +27,9 @@ from .servers import CoupangServer
 SET = json.loads((Path(__file__).parent / "labelled_set.json").read_text(encoding="utf-8"))
 #: written before it was scored and never used to tune the lexicon (issue 18 item 5): the honest figure
 HELDOUT = json.loads((Path(__file__).parent / "heldout_set.json").read_text(encoding="utf-8"))
+#: written blind before the conviction scoring change and scored once after it: the honest figure now
+#: (heldout_set.json became tuning data for that change)
+HELDOUT2 = json.loads((Path(__file__).parent / "heldout2_set.json").read_text(encoding="utf-8"))
 
 
 def _compact(text: str) -> str:
@@ -151,10 +154,32 @@ def test_heldout_set_precision_and_recall(store, catalog_server, sleeps):
     assert not {v["id"] for v in HELDOUT["videos"]} & {v["id"] for v in SET["videos"]}
     out = run_set(store, catalog_server, sleeps, HELDOUT)
     _table(out)
-    # measured after the bug fixes (docs/analysis.md): naming 0.80 / 0.78; review recall is 0.00 and
-    # is not asserted, see "Calibration" there for why
+    # tuning data for the conviction scoring (docs/analysis.md): review 1.00 / 1.00, naming 1.00 / 1.00
+    p, r = out["naming"]
+    assert p >= 0.9 and r >= 0.85, out
+    p, r = out["review"]
+    assert p == 1.0 and r >= 0.8, out
+    assert all(s <= 2 * max(1, n) for s, n in out["searches"].values()), out["searches"]
+
+
+@pytest.mark.parametrize("catalog_server", [HELDOUT2], indirect=True)
+def test_heldout2_set_precision_and_recall(store, catalog_server, sleeps):
+    """The blind set (written before the conviction scoring, measured once after it): held a little
+    below what was measured, review P 0.75 R 0.43 and naming P 0.85 R 0.80 (docs/analysis.md says
+    what fails: English-only names with Korean catalogue titles, a one-syllable spoken brand)."""
+    assert len(HELDOUT2["videos"]) >= 12
+    ids = {v["id"] for v in HELDOUT2["videos"]}
+    assert not ids & ({v["id"] for v in SET["videos"]} | {v["id"] for v in HELDOUT["videos"]})
+    out = run_set(store, catalog_server, sleeps, HELDOUT2)
+    _table(out)
+    p, r = out["review"]
+    assert p >= 0.7 and r >= 0.4, out
     p, r = out["naming"]
     assert p >= 0.8 and r >= 0.75, out
-    p, _ = out["review"]
-    assert p == 1.0, out  # nothing that should stay out reaches review
+    # the scores themselves separate the set: every genuine recommendation scores >= 60, and nothing
+    # that is not one does unless PPL routes it away
+    truths = {v["id"]: v["truth"] for v in HELDOUT2["videos"]}
+    for vid, _name, _brand, score, status, _ok in out["rows"]:
+        genuine = any(t["review"] for t in truths[vid])
+        assert (score >= 60) == genuine or status.startswith(("ppl", "high_ppl")), (vid, score, status)
     assert all(s <= 2 * max(1, n) for s, n in out["searches"].values()), out["searches"]

@@ -153,3 +153,20 @@ def test_illegal_transition_changes_nothing(store):
         store.set_candidate_status("c2", "published", actor="x")
     assert store.candidate_status("c2") == "pending"
     assert len(store.status_history("c2")) == 1
+
+
+def test_conviction_lifts_calm_sincere_speech_not_negated_or_hedged():
+    """Calm, sincere speech (no "!", no emotion words) reads as a recommendation through conviction
+    cues; the same cues negated, outweighed by negative ones, or hedged do not lift it."""
+    stats = InfluencerStats(subscribers=500_000, engagement_rate=0.05, consistency=0.75, authenticity=0.8)
+    calm = ["이 크림 벌써 세 번째 재구매예요", "2년째 쓰고 있는데 결국 다시 이걸로 돌아오게 돼요"]
+    plain = ["이 크림 쓰고 있어요"]
+    assert score_quotes(calm, stats)[0] >= 60 > score_quotes(plain, stats)[0]
+    en = ["I've used this kettle every morning for over a year.", "I'd buy the same one again."]
+    assert score_quotes(en, stats)[0] >= 60
+    assert score_quotes(["I wouldn't buy it again."], stats)[0] < 40  # negated
+    assert score_quotes(["재구매 안 할 거예요"], stats)[0] < 40
+    negative = ["솔직히 2년째 써봤는데 별로예요 실망했어요"]  # negative outweighs the duration cue
+    assert sentiment_of(negative).positive == 0.0
+    hedged_ = ["재구매는 했는데 글쎄 잘 모르겠어요"]
+    assert score_quotes(hedged_, stats)[0] < score_quotes(["재구매는 했는데 좋아요"], stats)[0]

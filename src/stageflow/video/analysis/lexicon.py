@@ -51,6 +51,9 @@ CUES: dict[str, tuple[str, ...]] = {
         "매일 밤",
         "매일 저녁",
         "데일리로",
+        "닦아내",
+        "every morning",
+        "every night",
         "wear them",
         "wear it",
         "i wear",
@@ -111,8 +114,20 @@ CUES: dict[str, tuple[str, ...]] = {
         "편해",
         "조용",
         "가벼워",
+        "부드러",
+        "가라앉",
+        "커버력",
+        "무너지지",
+        "오래가",
+        "산뜻",
+        "개운",
         "works",
         "results",
+        "lasts",
+        "quiet",
+        "soft",
+        "smooth",
+        "noise cancelling",
         "long-lasting",
         "long lasting",
         "hydrat",
@@ -270,6 +285,99 @@ RANGE_CUES = ("recommend", "usage", "possession", "demonstration", "experience")
 #: Cue kinds that extend a range (the speaker goes on describing the item) but never start one.
 EXTEND_CUES = ("effect", "positive", "negative", "emotion")
 
+#: Conviction: how a calm, sincere speaker shows that a recommendation is meant, without "!" or
+#: emotion words (which speech-to-text rarely writes anyway): repurchase ("재구매", "bought it again"),
+#: long use ("2년째", "for over a year"), loyalty and comparison ("정착", "계속 쓰게 돼요", "switched
+#: to", "ever owned") and a firm verdict ("인생템", "후회 안 하실", "can't recommend it enough",
+#: "honestly", "hands down"). Regular expressions over normalised text (similarity.normalize: lower
+#: case, punctuation dropped, so "can't" reads "can t"); a match that is negated ("재구매 안 해요",
+#: "wouldn't buy it again") does not count. Scoring reads them as sentiment and endorsement, gated
+#: by polarity and hedging (scoring.conviction_of).
+CONVICTION: dict[str, tuple[str, ...]] = {
+    "repurchase": (
+        r"재구매",
+        r"(?:또|다시)\s?(?:샀|사게|살\s?거|구매)",
+        r"(?:\d+|두|세|네|다섯|여러)\s?(?:번째|통째|병째|개째)",
+        r"(?:\d+|두|세|네|다섯|여러)\s?번\s?(?:넘게\s?)?(?:샀|구매)",
+        r"떨어지면\s?(?:바로|또|다시)",
+        r"쟁여",
+        r"\brepurchas",
+        r"\bbought (?:it |them |another one |another )?again\b",
+        r"\bbuy (?:it |them |the same one |the same |another one |one )?again\b",
+        r"\bon my (?:second|third|fourth|fifth|\d+(?:st|nd|rd|th)) (?:one|bottle|tube|pair|jar|pack)\b",
+    ),
+    "duration": (
+        r"(?:\d+|일|이|삼|십|몇|한|두|세|네|다섯|여러)\s?(?:년|개월|달)\s?(?:째|동안|넘게|가까이|정도\s?됐|이상)",
+        r"쓴\s?지\s?(?:벌써|꽤|오래|\d+|일|이|삼|십|몇|한|두|세)",
+        r"오래\s?(?:썼|쓰고|써\s?왔|사용)",
+        r"\bfor (?:about |over |almost |nearly |more than |the past |the last )?"
+        r"(?:a|one|two|three|four|five|six|several|a few|a couple of|\d+) (?:year|month)s?\b",
+        r"\b(?:years|months) now\b",
+        r"\b(?:a|one|two|three|four|five|six|seven|eight|nine|ten|several|a few|a couple of|\d+)"
+        r" (?:year|month)s? (?:ago|later|in)\b",
+    ),
+    "loyalty": (
+        r"정착",
+        r"계속\s?(?:쓰|손이|사용|찾게)",
+        r"손이\s?(?:가|자주)",
+        r"(?:다시|결국)\s?(?:이걸로|이거로|돌아오|돌아와|찾게)",
+        r"돌아오게",
+        r"(?:이것|이거)만\s?(?:써|쓰|사용)",
+        r"못\s?끊",
+        r"없으면\s?안\s?돼",
+        r"갈아탔",
+        r"꼭\s?(?:바르|쓰는|챙기|꺼내|뿌리)",
+        r"바꿔\s?(?:봐도|봤는데도|봤지만)",
+        r"\bkeep (?:coming back|using|reaching|going back)\b",
+        r"\breach for\b",
+        r"\b(?:haven t|never) looked back\b",
+        r"\bswitched (?:to|from|over)\b",
+        r"\bcan t live without\b",
+        r"\bmy go to\b",
+        r"\bstill (?:the best|my favou?rite|going strong|use|using|love)\b",
+        r"\bever (?:owned|used|bought|tried|had)\b",
+    ),
+    "verdict": (
+        r"인생템",
+        r"강력\s?추천",
+        r"자신\s?있게\s?추천",
+        r"후회\s?(?:안|없|하지\s?않)",
+        r"믿고\s?(?:쓰|사)",
+        r"실패\s?없",
+        r"\bcan t recommend (?:it |them |this |these )?enough\b",
+        r"\bhands down\b",
+        r"\bhonestly\b",
+        r"\bgame changer\b",
+        r"\bworth every (?:penny|cent|won)\b",
+        r"\bwon t regret\b",
+        r"\bno regrets\b",
+    ),
+}
+#: Repurchase and long use weigh double (the strongest report a calm speaker gives), like STRONG_CUES.
+CONVICTION_WEIGHT = {"repurchase": 2.0, "duration": 2.0, "loyalty": 1.0, "verdict": 1.0}
+_CONVICTION_RE = {k: tuple(re.compile(p) for p in v) for k, v in CONVICTION.items()}
+
+
+def conviction_hits(text: str) -> dict[str, int]:
+    """Per conviction kind, the number of its patterns found in ``text`` and not negated."""
+    norm = " " + normalize(text) + " "
+    out: dict[str, int] = {}
+    for kind, pats in _CONVICTION_RE.items():
+        n = 0
+        for pat in pats:
+            spans = [m for m in pat.finditer(norm)]
+            if spans and not all(_negated_span(norm, m.start(), m.end()) for m in spans):
+                n += 1
+        out[kind] = n
+    return out
+
+
+def _negated_span(norm: str, start: int, end: int) -> bool:
+    after = norm[end : end + 8]
+    before = norm[max(0, start - 12) : start]
+    return bool(_NEG_AFTER.search(after) or _NEG_BEFORE.search(before))
+
+
 #: YOLO (COCO) labels -> a category path hint (1-2 levels).
 LABEL_CATEGORIES: dict[str, tuple[str, ...]] = {
     "bottle": ("뷰티", "스킨케어"),
@@ -392,6 +500,11 @@ BRANDS: dict[str, tuple[str, ...]] = {
     "무인양품": ("무인양품", "muji"),
     "앤커": ("앤커", "anker"),
     "스탠리": ("스탠리", "stanley"),
+    "키크론": ("키크론", "keychron"),
+    "닌자": ("닌자", "ninja"),
+    "필립스": ("필립스", "philips"),
+    "바이오더마": ("바이오더마", "bioderma"),
+    "마몽드": ("마몽드", "mamonde"),
     "에스티로더": ("에스티로더", "estee lauder", "estée lauder"),
     "구글": ("구글", "google", "pixel", "픽셀"),
 }

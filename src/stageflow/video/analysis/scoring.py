@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from stageflow.video.analysis.evidence import InfluencerStats
 from stageflow.video.analysis.lexicon import (
+    CONVICTION_WEIGHT,
+    conviction_hits,
     cue_hits,
     cue_weight,
     hedged,
@@ -110,24 +112,55 @@ def _text(quotes: Sequence[str]) -> str:
     return strip_calls_to_action(" ".join(quotes))
 
 
+@dataclass(frozen=True)
+class Conviction:
+    """Conviction cues found in a candidate's quotes (lexicon.CONVICTION), after polarity and
+    hedging: zero when the speaker's negative cues are as many as the praise and conviction
+    cues together ("솔직히 저한테는 별로였어요"), halved when the speaker hedges."""
+
+    repurchase: float = 0.0
+    duration: float = 0.0
+    loyalty: float = 0.0
+    verdict: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.repurchase + self.duration + self.loyalty + self.verdict
+
+
+def conviction_of(text: str) -> Conviction:
+    hits = conviction_hits(text)
+    praise = cue_hits(text, "positive", negation=True) + cue_hits(text, "recommend", negation=True)
+    neg = cue_hits(text, "negative") + negated_hits(text, "positive") + negated_hits(text, "recommend")
+    if neg and neg >= praise + sum(hits.values()):
+        return Conviction()
+    k = 0.5 if hedged(text) else 1.0
+    kinds = ("repurchase", "duration", "loyalty", "verdict")
+    return Conviction(*(k * CONVICTION_WEIGHT[kind] * hits[kind] for kind in kinds))
+
+
 def sentiment_of(quotes: Sequence[str]) -> Sentiment:
     """Read from the quotes with calls to action removed ("구독 좋아요" is not praise):
 
-    positive: praise + recommendation cues ("좋아요", "추천", "강추"; strong cues weigh 2), negated
-    ones ("추천 안 해요", "not great") count as negative instead; 1.5 = 1.0 (one plain cue 0.67),
-    halved when the speaker hedges ("나쁘지 않아요"). exclamation: runs of "!" (each run once: "!!!"
-    is one), 2 = 1.0. emphasis: 2 cues = 1.0. emotion: 2 cues = 1.0. negative: negative cues +
-    negated praise, 2 = 1.0."""
+    positive: praise + recommendation cues ("좋아요", "추천", "강추"; strong cues weigh 2) plus
+    conviction cues (``conviction_of``: "재구매", "2년째", "정착", "honestly the best", "I'd buy it
+    again"); negated ones ("추천 안 해요", "not great") count as negative instead; 1.5 = 1.0 (one
+    plain cue 0.67), halved when the speaker hedges ("나쁘지 않아요"). exclamation: runs of "!" (each
+    run once: "!!!" is one), 2 = 1.0. emphasis: emphasis cues + conviction cues, 2 = 1.0. emotion:
+    emotion cues + conviction cues, 2 = 1.0 (a calm, sincere speaker shows conviction by what they
+    report, not by "!" or "대박", so conviction stands for emphasis and attachment). negative:
+    negative cues + negated praise, 2 = 1.0."""
     text = _text(quotes)
     praise = cue_weight(text, "positive") + cue_weight(text, "recommend")
     if hedged(text):
         praise /= 2
+    conv = conviction_of(text).total
     neg = cue_hits(text, "negative") + negated_hits(text, "positive") + negated_hits(text, "recommend")
     return Sentiment(
-        positive=_curve(praise, 1.5),
+        positive=_curve(praise + conv, 1.5),
         exclamation=_curve(len(re.findall(r"[!！]+", text)), 2),
-        emphasis=_curve(cue_hits(text, "emphasis"), 2),
-        emotion=_curve(cue_hits(text, "emotion"), 2),
+        emphasis=_curve(cue_hits(text, "emphasis") + conv, 2),
+        emotion=_curve(cue_hits(text, "emotion") + conv, 2),
         negative=_curve(neg, 2),
     )
 
@@ -135,17 +168,21 @@ def sentiment_of(quotes: Sequence[str]) -> Sentiment:
 def endorsement_of(quotes: Sequence[str]) -> Endorsement:
     """Each sub-score: cue weight 1.5 = 1.0 (one ordinary cue = 0.67, one strong cue such as "매일
     써요" = 1.0); negated cues ("안 써요") do not count. experience also counts the speaker's own verdict
-    (recommendation cues: "추천", "재구매", "인생템"), since that is what a recommendation reports."""
+    (recommendation cues: "추천", "재구매", "인생템") and every conviction cue, since that is what a
+    recommendation reports; usage also counts long use and loyalty ("2년째", "계속 쓰게 돼요", "for
+    over a year", "switched to"); possession also counts repurchase ("세 번째 재구매", "bought it
+    again")."""
     text = _text(quotes)
     rec = cue_weight(text, "recommend")
     if hedged(text):
         rec /= 2
+    conv = conviction_of(text)
     return Endorsement(
-        usage=_curve(cue_weight(text, "usage"), 1.5),
+        usage=_curve(cue_weight(text, "usage") + conv.duration + conv.loyalty, 1.5),
         demonstration=_curve(cue_weight(text, "demonstration"), 1.5),
         effect=_curve(cue_weight(text, "effect"), 1.5),
-        experience=_curve(cue_weight(text, "experience") + rec, 1.5),
-        possession=_curve(cue_weight(text, "possession"), 1.5),
+        experience=_curve(cue_weight(text, "experience") + rec + conv.total, 1.5),
+        possession=_curve(cue_weight(text, "possession") + conv.repurchase, 1.5),
     )
 
 
