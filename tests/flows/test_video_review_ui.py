@@ -64,7 +64,7 @@ def _params(tmp_path: Path, coupang, **video: Any):
     from stageflow.flows.video import AnalysisParams
 
     from stageflow.store import open_store
-    from stageflow.video import analyze
+    from stageflow.video import pipeline as analyze
     from stageflow.video.settings import VideoConfig
 
     clip = tmp_path / "review.mp4"

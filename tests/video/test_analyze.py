@@ -11,7 +11,7 @@ import pytest
 
 from stageflow.plugin_manager import get_plugin_manager
 from stageflow.store import open_store
-from stageflow.video import analyze
+from stageflow.video import pipeline as analyze
 from stageflow.video.settings import VideoConfig, apply_overrides
 
 KEYS = [
@@ -237,7 +237,7 @@ def test_cli_success_exits_0(cli_app, media, project, tmp_path, capsys):
 
 
 def test_spoken_language_channel_file_over_channel_table_over_video_default(tmp_path):
-    from stageflow.video.analyze import VideoRef, _channels, spoken_language
+    from stageflow.video.pipeline.inputs import VideoRef, _channels, spoken_language
     from stageflow.video.settings import VideoConfig
 
     chans = tmp_path / "channels.toml"
@@ -246,10 +246,16 @@ def test_spoken_language_channel_file_over_channel_table_over_video_default(tmp_
     )
     assert _channels(chans)[0]["language"] == "ko"
     config = VideoConfig.model_validate({"language": "en", "channels": {"UCkr": {"language": "ja"}}})
-    ref = VideoRef("rss:1", "rss", "t", "x.mp4", channel="UCkr")
+    ref = VideoRef(id="rss:1", source="rss", title="t", location="x.mp4", channel="UCkr")
     assert spoken_language(ref, config) == "ja"
     assert (
-        spoken_language(VideoRef("rss:1", "rss", "t", "x.mp4", channel="UCkr", language="ko"), config) == "ko"
+        spoken_language(
+            VideoRef(id="rss:1", source="rss", title="t", location="x.mp4", channel="UCkr", language="ko"),
+            config,
+        )
+        == "ko"
     )
-    assert spoken_language(VideoRef("f", "file", "t", "x.mp4"), config) == "en"
-    assert spoken_language(VideoRef("f", "file", "t", "x.mp4"), VideoConfig()) is None
+    assert spoken_language(VideoRef(id="f", source="file", title="t", location="x.mp4"), config) == "en"
+    assert (
+        spoken_language(VideoRef(id="f", source="file", title="t", location="x.mp4"), VideoConfig()) is None
+    )
