@@ -51,6 +51,7 @@ class DiscoveryParams(BaseModel):
     sinks: list[BackendChoice] = Field(default_factory=list)
     notifier: str = "log"
     notifier_options: dict[str, Any] = Field(default_factory=dict)
+    notify_when_empty: bool = False  # [discover] notify_when_empty
 
     @classmethod
     def from_config(cls, config_path: str | None = None) -> DiscoveryParams:
@@ -66,6 +67,7 @@ class DiscoveryParams(BaseModel):
             sinks=d.sinks,
             notifier=cfg.notify.backend,
             notifier_options=cfg.notify.options,
+            notify_when_empty=d.notify_when_empty,
         )
 
 
@@ -140,7 +142,8 @@ def video_discovery(params: DiscoveryParams | None = None, config_path: str | No
         written.update(write_sink_task(choice, new))
         progress.advance()
     mark_seen_task(new)
-    notify_task(params.notifier, params.notifier_options, discovery.summary_message(len(records), new))
+    if discovery.should_notify(new, params.notify_when_empty):  # as the CLI: nothing new, no message
+        notify_task(params.notifier, params.notifier_options, discovery.summary_message(len(records), new))
     publish_table(
         "video-discovery-new",
         [{k: r.get(k) for k in ("id", "title", "channel", "published", "url")} for r in new],

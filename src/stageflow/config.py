@@ -52,6 +52,7 @@ class DiscoverConfig(_Strict):
     source: str = "rss"
     options: dict[str, Any] = Field(default_factory=dict)
     sinks: list[BackendChoice] = Field(default_factory=list)
+    notify_when_empty: bool = False  # also post the summary when nothing new was found
 
 
 #: Each family's section: its model, imported only when the file has the section or a caller reads
