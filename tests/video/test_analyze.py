@@ -259,3 +259,27 @@ def test_spoken_language_channel_file_over_channel_table_over_video_default(tmp_
     assert (
         spoken_language(VideoRef(id="f", source="file", title="t", location="x.mp4"), VideoConfig()) is None
     )
+
+
+def test_a_bit_flipped_mp4_fails_with_one_line_and_the_next_video_runs(media, video_settings, tmp_path):
+    """Issue 15 item 13: a corrupt (bit-flipped) mp4 gave ``AttributeError: 'NoneType' object has no
+    attribute 'width'``; now one line naming the file, and the other video is analysed."""
+    import random
+
+    from stageflow.video import synthetic as s
+
+    clip = s.make_video(tmp_path / "ok.mp4", [s.Scene(1.0, "HELLO"), s.Scene(1.0, "BYE")])
+    data = bytearray(clip.read_bytes())
+    rng = random.Random(13)
+    for i in range(len(data)):
+        if rng.random() < 0.02:
+            data[i] ^= 1 << rng.randrange(8)
+    flipped = tmp_path / "flipped.mp4"
+    flipped.write_bytes(bytes(data))
+    ctx = _ctx(video_settings, tmp_path / "out")
+    bad, good = analyze.analyze(analyze.resolve_inputs([str(flipped), str(media.silent)], ctx.plugins), ctx)[
+        "videos"
+    ]
+    assert bad["error"].startswith(f"{flipped}: ") and "\n" not in bad["error"]
+    assert "AttributeError" not in bad["error"] and "corrupt" in bad["error"]
+    assert good["error"] is None and good["ocr"]
