@@ -29,6 +29,7 @@ KEYS = [
     "candidates",
     "error",
     "timings_s",
+    "skipped",
 ]
 
 
@@ -283,3 +284,16 @@ def test_a_bit_flipped_mp4_fails_with_one_line_and_the_next_video_runs(media, vi
     assert bad["error"].startswith(f"{flipped}: ") and "\n" not in bad["error"]
     assert "AttributeError" not in bad["error"] and "corrupt" in bad["error"]
     assert good["error"] is None and good["ocr"]
+
+
+def test_shorts_filter_uses_the_fetched_videos_duration(media, video_settings, tmp_path):
+    """A feed entry without a duration (issue 13 item 3): the Shorts filter decides on the fetched
+    file's duration (yt-dlp's metadata, else probed): a 2 s video from a feed that skips Shorts is
+    skipped, not analysed and not a failure; the same video from a feed that keeps Shorts is analysed."""
+    ctx = _ctx(video_settings, tmp_path / "out")
+    ref = analyze.VideoRef(id="rss:s1", source="rss", title="s", location=str(media.silent), skip_shorts=True)
+    [short] = analyze.analyze([ref], ctx)["videos"]
+    assert short["error"] is None and short["skipped"].startswith("a Short (")
+    assert short["frames_decoded"] == 0 and short["ocr"] == [] and short["duration_s"] <= 60
+    [kept] = analyze.analyze([ref.model_copy(update={"skip_shorts": False})], ctx)["videos"]
+    assert kept["skipped"] is None and kept["ocr"]

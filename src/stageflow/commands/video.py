@@ -44,7 +44,7 @@ class StageProgress:
 
     def __call__(self, number: int, total: int, video_id: str, stage: str) -> None:
         if self.bar is None:
-            if stage in ("done", "failed", "cached"):
+            if stage in ("done", "failed", "cached", "skipped"):
                 typer.echo(f"[{number}/{total}] {video_id[:40]}: {stage}", err=True)
             return
         previous = self.current.pop(video_id, None)
@@ -202,6 +202,9 @@ def _print(doc: dict[str, Any], *, as_json: bool) -> None:
     for v in doc["videos"]:
         if v["error"]:
             typer.echo(f"{_name(v)}: FAILED ({v['error']})")
+            continue
+        if v.get("skipped"):
+            typer.echo(f"{_name(v)}: skipped ({v['skipped']})")
             continue
         timings = ", ".join(f"{k} {t:.1f} s" for k, t in (v.get("timings_s") or {}).items())
         typer.echo(

@@ -37,7 +37,7 @@ def is_page_url(url: str) -> bool:
     return host == "youtube.com" and parsed.path.startswith(("/watch", "/shorts/", "/live/"))
 
 
-def _ref(item: MediaItem, language: str | None = None) -> VideoRef:
+def _ref(item: MediaItem, language: str | None = None, skip_shorts: bool = False) -> VideoRef:
     location = str(item.extra.get("path") or item.extra.get("media_url") or item.url)
     return VideoRef(
         id=f"{item.source}:{item.item_id}",
@@ -46,6 +46,8 @@ def _ref(item: MediaItem, language: str | None = None) -> VideoRef:
         location=location,
         channel=item.channel,
         language=language,
+        duration_s=item.extra.get("duration_s"),
+        skip_shorts=skip_shorts,
     )
 
 
@@ -56,7 +58,8 @@ def _feed_refs(
         items = plugins.build("sources", "rss", options).discover()
     except StageflowError as exc:
         return [VideoRef(id=label, source="rss", title=label, location=label, error=str(exc))]
-    return [_ref(i, language) for i in items]
+    skip = bool(options.get("skip_shorts", True))  # the rss source's default
+    return [_ref(i, language, skip) for i in items]
 
 
 def spoken_language(ref: VideoRef, config: VideoConfig) -> str | None:

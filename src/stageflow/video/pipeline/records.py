@@ -46,6 +46,8 @@ class VideoRef(_Record):
     error: str | None = None
     channel: str | None = None  # the feed's channel id, when known
     language: str | None = None  # spoken language from the channels file; wins over [video] language
+    duration_s: float | None = None  # the feed's duration, when it gives one
+    skip_shorts: bool = False  # from a feed that skips Shorts: decided again on the fetched file's duration
 
 
 class Fetched(_Record):
@@ -56,7 +58,8 @@ class Fetched(_Record):
     path: str
     sha256: str
     key: str
-    duration_s: float | None = None  # the downloader's metadata (yt-dlp), when it gave one
+    duration_s: float | None = None  # the feed's, else the downloader's metadata (yt-dlp), else probed
+    short: bool = False  # the ref skips Shorts and the video is one (<= 60 s)
 
 
 class KeptFrame(_Record):
@@ -149,6 +152,7 @@ class VideoRecord(_Record):
     candidates: list[dict[str, Any]] = Field(default_factory=list)
     error: str | None = None
     timings_s: dict[str, float] = Field(default_factory=dict)
+    skipped: str | None = None  # why the video was not analysed (a Short from a feed that skips them)
 
     @classmethod
     def empty(cls, ref: VideoRef, error: str | None = None) -> VideoRecord:

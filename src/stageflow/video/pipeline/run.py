@@ -89,6 +89,13 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
         stage("fetch")
         fetched = call(steps.fetch, ref, config, out, plugins=ctx.plugins)
         ref = fetched.ref
+        if fetched.short:  # the feed lacked the duration; the fetched file shows it is a Short
+            record = VideoRecord.empty(ref)
+            record.duration_s = fetched.duration_s
+            record.skipped = (
+                f"a Short ({fetched.duration_s:.1f} s <= {steps.SHORTS_MAX_S:.0f} s; skip_shorts)"
+            )
+            return finish(record, "skipped")
         stored = None if ctx.force else call(steps.lookup, fetched, store=ctx.store)
         if stored is not None:
             stage("cached")

@@ -35,6 +35,7 @@ from stageflow.video.regions import spans
 from stageflow.video.settings import ANALYSIS_KEYS, VideoConfig
 
 RESULTS_TABLE = "video_analyses"
+SHORTS_MAX_S = 60.0  # a video this short from a feed that skips Shorts is one (as the feed filter)
 #: Stages whose wall time ``--json`` reports per video in ``timings_s``.
 TIMED_STAGES = ("fetch", "decode", "transcribe", "look", "analyze")
 
@@ -178,13 +179,19 @@ def fetch(ref: VideoRef, config: VideoConfig, out: str, plugins: Any = None) -> 
             update={"title": title, "channel": ref.channel or meta.get("channel_id") or None}
         )
     sha = sha256_file(path)
-    duration = meta.get("duration_s")
+    duration = ref.duration_s if ref.duration_s is not None else meta.get("duration_s")
+    if not isinstance(duration, int | float) and ref.skip_shorts:  # the feed lacked it: the file's own
+        from stageflow.video.decode import probe
+
+        duration = probe(path).duration_s
+    duration = float(duration) if isinstance(duration, int | float) else None
     return Fetched(
         ref=ref,
         path=str(path),
         sha256=sha,
         key=f"{ref.id}|{sha}|{config_key(config)}",
-        duration_s=float(duration) if isinstance(duration, int | float) else None,
+        duration_s=duration,
+        short=ref.skip_shorts and duration is not None and 0 < duration <= SHORTS_MAX_S,
     )
 
 
