@@ -297,3 +297,19 @@ def test_shorts_filter_uses_the_fetched_videos_duration(media, video_settings, t
     assert short["frames_decoded"] == 0 and short["ocr"] == [] and short["duration_s"] <= 60
     [kept] = analyze.analyze([ref.model_copy(update={"skip_shorts": False})], ctx)["videos"]
     assert kept["skipped"] is None and kept["ocr"]
+
+
+def test_tty_progress_has_a_bar_per_stage_that_counts_finished_videos():
+    from stageflow.commands.video import STAGES, StageProgress
+
+    progress = StageProgress(tty=True)
+    try:
+        for vid in ("a", "b"):
+            for stage in ("fetch", "decode", "transcribe", "look", "done"):
+                progress(1, 2, vid, stage)
+        progress(2, 2, "c", "fetch")
+        counts = {t.description: t.completed for t in progress.bar.tasks}
+    finally:
+        progress.close()
+    assert list(counts) == list(STAGES)
+    assert counts == {"fetch": 2, "decode": 2, "transcribe": 2, "look": 2, "analyze": 0}
