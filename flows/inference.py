@@ -3,52 +3,47 @@
 Called in-process by ``video_analysis`` locally; when deployed, the parent calls it with
 ``run_deployment`` on the GPU work pool (operations issue). Its tasks are tagged ``gpu`` so a
 concurrency limit on that tag bounds GPU use. Models load once per worker process and are reused
-across videos (``stageflow.video.offline.MODELS``, keyed by backend + config). Wiring only: the logic
-is in :mod:`stageflow.video.job`.
+across videos (``stageflow.video.offline.MODELS``, keyed by backend + config). Wiring only: the tasks
+wrap :func:`stageflow.video.pipeline.steps.transcribe` and :func:`~stageflow.video.pipeline.steps.look`.
 """
 
-from __future__ import annotations
-
+import time
 from typing import Any
 
 from prefect import flow, task
 
 from stageflow.orchestration import notify_failure
-from stageflow.plugin_manager import get_plugin_manager
-from stageflow.video import analyze
-from stageflow.video.job import DecodedJob, InferenceResult, look, transcribe
+from stageflow.stages import Transcript
+from stageflow.video.pipeline import steps
+from stageflow.video.pipeline.records import DecodedJob, Inference
 from stageflow.video.settings import VideoConfig
 
 
-def _backends(video: dict[str, Any]) -> tuple[Any, VideoConfig]:
-    config = VideoConfig.model_validate(video)
-    return analyze.build_backends(get_plugin_manager(), config), config
+@task(name="transcribe", tags=["gpu"], task_run_name="transcribe-{job.video_id}")
+def transcribe_task(job: DecodedJob, config: VideoConfig, language: str | None) -> Transcript | None:
+    return steps.transcribe(job, config, language)
 
 
-@task(name="transcribe", tags=["gpu"], task_run_name="transcribe-{job[video_id]}")
-def transcribe_task(job: dict[str, Any], video: dict[str, Any]) -> dict[str, Any] | None:
-    backends, _ = _backends(video)
-    transcript = transcribe(DecodedJob.from_dict(job), backends)
-    return None if transcript is None else InferenceResult(transcript, [], []).to_dict()["transcript"]
-
-
-@task(name="look", tags=["gpu"], task_run_name="look-{job[video_id]}")
-def look_task(job: dict[str, Any], video: dict[str, Any]) -> dict[str, Any]:
+@task(name="look", tags=["gpu"], task_run_name="look-{job.video_id}")
+def look_task(job: DecodedJob, config: VideoConfig) -> Inference:
     """Detection and OCR over kept frames, loaded batch by batch."""
-    backends, config = _backends(video)
-    detections, ocr, batches, max_batch = look(
-        DecodedJob.from_dict(job), backends, config.sampling.batch_size
-    )
-    return InferenceResult(None, detections, ocr, batches, max_batch).to_dict()
+    return steps.look(job, config)
 
 
 @flow(name="video-inference", log_prints=True, on_crashed=[notify_failure])  # failures surface in the parent
-def video_inference(job: dict[str, Any], video: dict[str, Any]) -> dict[str, Any]:
-    """``job``: a DecodedJob record (its workdir visible to this worker); ``video``: the [video] config.
-    Returns an InferenceResult record."""
-    transcript = transcribe_task(job, video)
-    looked = look_task(job, video)
-    result = {**looked, "transcript": transcript}
+def video_inference(job: DecodedJob, video: dict[str, Any], language: str | None = None) -> Inference:
+    """``job``: a decoded job (its workdir visible to this worker); ``video``: the [video] config;
+    ``language``: the spoken language (None: ``[video] language``). Returns the job's inference."""
+    config = VideoConfig.model_validate(video)
+    started = time.perf_counter()
+    transcript = transcribe_task(job, config, language)
+    middle = time.perf_counter()
+    result = look_task(job, config)
+    result.transcript = transcript
+    result.timings_s = {
+        "transcribe": round(middle - started, 3),
+        "look": round(time.perf_counter() - middle, 3),
+    }
     write_result(job, result)
     return result
 
@@ -56,48 +51,48 @@ def video_inference(job: dict[str, Any], video: dict[str, Any]) -> dict[str, Any
 RESULT_FILE = "inference.json"
 
 
-def write_result(job: dict[str, Any], result: dict[str, Any]) -> None:
+def write_result(job: DecodedJob, result: Inference) -> None:
     """Leave the result in the job's workdir (a volume both pools see): a parent that started this
     flow with run_deployment on another worker reads it from there. Atomic: temp file + rename."""
-    import json
     import os
     from pathlib import Path
 
-    workdir = Path(job["workdir"])
+    workdir = Path(job.workdir)
     tmp = workdir / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(result, default=str), encoding="utf-8")
+    tmp.write_text(result.model_dump_json(), encoding="utf-8")
     os.replace(tmp, workdir / RESULT_FILE)
 
 
-def read_result(job: dict[str, Any]) -> dict[str, Any]:
-    import json
+def read_result(job: DecodedJob) -> Inference:
     from pathlib import Path
 
     from stageflow.errors import JobFailed
 
-    path = Path(job["workdir"]) / RESULT_FILE
+    path = Path(job.workdir) / RESULT_FILE
     if not path.is_file():
         raise JobFailed(
             f"inference finished but {path} is missing: the GPU worker must see the same job directory "
             "(mount the --out directory into the gpu pool's containers at the same path)"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    return Inference.model_validate_json(path.read_text(encoding="utf-8"))
 
 
-def run_inference(job: dict[str, Any], video: dict[str, Any]) -> dict[str, Any]:
-    """In-process child flow by default; with ``[video] inference_deployment`` (e.g.
-    "video-inference/video-inference"), a run of that deployment on its (GPU) work pool."""
-    deployment = video.get("inference_deployment") or ""
+def run_inference(job: DecodedJob, config: VideoConfig, language: str | None = None, **_: Any) -> Inference:
+    """The pipeline's *infer* step in a flow: the in-process child flow by default; with ``[video]
+    inference_deployment`` (e.g. "video-inference/video-inference"), a run of that deployment on its
+    (GPU) work pool."""
+    video = config.model_dump(mode="json")
+    deployment = config.inference_deployment
     if not deployment:
-        return video_inference(job, video)
+        return video_inference(job, video, language)
     from prefect.deployments import run_deployment
 
     from stageflow.errors import JobFailed
 
     run = run_deployment(
         deployment,
-        parameters={"job": job, "video": video},
-        timeout=float(video.get("inference_timeout_s") or 3600),
+        parameters={"job": job.to_dict(), "video": video, "language": language},
+        timeout=float(config.inference_timeout_s or 3600),
         tags=["gpu"],
     )
     if run.state is None or not run.state.is_completed():

@@ -5,13 +5,15 @@ summary notification; optionally (``[video] review_in_ui``) the run then pauses 
 for the candidates in needs_review. A failing video is recorded with its error and the others still
 run.
 
-Wiring only: the logic lives in stageflow.video (discovery, analyze, job) and
-stageflow.video.analysis.
+Wiring only: each task wraps one step of :mod:`stageflow.video.pipeline` (or of
+:mod:`stageflow.video.discovery`), and the per-video sequence is the pipeline's own
+(:func:`stageflow.video.pipeline.run.analyze_video`, given :func:`dispatch` as its ``call``).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
@@ -27,6 +29,18 @@ from stageflow.stages import Message
 from stageflow.store import open_store
 from stageflow.video import discovery
 from stageflow.video.analysis.review import ReviewItem
+from stageflow.video.pipeline import candidates as part2
+from stageflow.video.pipeline import inputs as inputs_mod
+from stageflow.video.pipeline import run, steps
+from stageflow.video.pipeline.records import (
+    DecodedJob,
+    Fetched,
+    Inference,
+    StoredResult,
+    VideoRecord,
+    VideoRef,
+)
+from stageflow.video.settings import SinkChoice, VideoConfig
 
 
 class DiscoveryParams(BaseModel):
@@ -37,6 +51,7 @@ class DiscoveryParams(BaseModel):
     sinks: list[BackendChoice] = Field(default_factory=list)
     notifier: str = "log"
     notifier_options: dict[str, Any] = Field(default_factory=dict)
+    notify_when_empty: bool = False  # [discover] notify_when_empty
 
     @classmethod
     def from_config(cls, config_path: str | None = None) -> DiscoveryParams:
@@ -52,6 +67,7 @@ class DiscoveryParams(BaseModel):
             sinks=d.sinks,
             notifier=cfg.notify.backend,
             notifier_options=cfg.notify.options,
+            notify_when_empty=d.notify_when_empty,
         )
 
 
@@ -126,7 +142,8 @@ def video_discovery(params: DiscoveryParams | None = None, config_path: str | No
         written.update(write_sink_task(choice, new))
         progress.advance()
     mark_seen_task(new)
-    notify_task(params.notifier, params.notifier_options, discovery.summary_message(len(records), new))
+    if discovery.should_notify(new, params.notify_when_empty):  # as the CLI: nothing new, no message
+        notify_task(params.notifier, params.notifier_options, discovery.summary_message(len(records), new))
     publish_table(
         "video-discovery-new",
         [{k: r.get(k) for k in ("id", "title", "channel", "published", "url")} for r in new],
@@ -164,122 +181,92 @@ class CandidateReview(RunInput):
 
 
 @task(name="resolve-inputs")
-def resolve_inputs_task(inputs: list[str]) -> list[dict[str, Any]]:
-    from dataclasses import asdict
-
-    from stageflow.video import analyze
-
-    return [asdict(r) for r in analyze.resolve_inputs(inputs, get_plugin_manager())]
+def resolve_inputs_task(inputs: list[str]) -> list[VideoRef]:
+    return inputs_mod.resolve_inputs(inputs, get_plugin_manager())
 
 
 @task(name="check-video-backends")
-def check_video_backends_task(video: dict[str, Any], notifier: str, notifier_options: dict[str, Any]) -> None:
+def check_video_backends_task(config: VideoConfig, notifier: str, notifier_options: dict[str, Any]) -> None:
     """Build every backend once (a missing model, an unknown analyzer or sink fails the run here,
     before any video)."""
-    from stageflow.video import analyze
-    from stageflow.video.settings import VideoConfig
-
-    plugins = get_plugin_manager()
-    config = VideoConfig.model_validate(video)
-    analyze.check_analysis(plugins, config)
-    plugins.build("notifiers", notifier, notifier_options)
-    analyze.build_backends(plugins, config)
+    steps.check_backends(config, notifier, notifier_options)
 
 
-@task(name="decode", task_run_name="decode-{ref[id]}")
-def decode_task(ref: dict[str, Any], video: dict[str, Any], out: str, force: bool) -> dict[str, Any]:
-    """Fetch + dedup + decode one video: ``{"job", "key", "sha256", "path"}``, or ``{"cached": record,
-    "job", "path"}`` when the store already has it."""
-    from pathlib import Path
-
-    from stageflow.video import analyze
-    from stageflow.video.job import decode_job
-    from stageflow.video.settings import VideoConfig
-
-    config = VideoConfig.model_validate(video)
-    vref = analyze.VideoRef(**ref)
-    path = analyze.acquire(vref, get_plugin_manager(), Path(out) / "downloads", config)
-    sha = analyze.sha256_file(path)
-    key = f"{vref.id}|{sha}|{analyze.config_key(config)}"
-    store = open_store()
-    try:
-        stored = None if force else analyze.stored_result(store, key)
-    finally:
-        store.close()
-    if stored is not None:
-        return {"cached": stored["record"], "job": stored.get("job"), "path": str(path)}
-    workdir = Path(out) / "jobs" / analyze._safe_name(f"{vref.id}-{sha[:12]}")
-    job = decode_job(
-        path, workdir, analyze.sampling_of(config), video_id=vref.id, source=vref.source, title=vref.title
-    )
-    return {"job": job.to_dict(), "key": key, "sha256": sha, "path": str(path)}
+@task(name="fetch", task_run_name="fetch-{ref.id}")
+def fetch_task(ref: VideoRef, config: VideoConfig, out: str) -> Fetched:
+    return steps.fetch(ref, config, out)
 
 
-@task(name="record", task_run_name="record-{ref[id]}")
-def record_task(ref: dict[str, Any], decoded: dict[str, Any], inference: dict[str, Any]) -> dict[str, Any]:
-    import json
-    from pathlib import Path
-
-    from stageflow.video import analyze
-    from stageflow.video.job import DecodedJob, InferenceResult
-
-    job = DecodedJob.from_dict(decoded["job"])
-    result = InferenceResult.from_dict(inference)
-    record = analyze.result_record(analyze.VideoRef(**ref), job, result)
-    full = {"record": record, "sha256": decoded["sha256"], "job": decoded["job"], "inference": inference}
-    (Path(job.workdir) / "result.json").write_text(json.dumps(full, ensure_ascii=False), encoding="utf-8")
-    store = open_store()
-    try:
-        store.upsert_records(analyze.RESULTS_TABLE, [{"key": decoded["key"], **full}], key="key")
-    finally:
-        store.close()
-    return record
+@task(name="lookup-stored", task_run_name="lookup-{fetched.ref.id}")
+def lookup_task(fetched: Fetched) -> StoredResult | None:
+    return steps.lookup(fetched)
 
 
-@task(name="analyze", task_run_name="analyze-{record[id]}")
+@task(name="decode", task_run_name="decode-{fetched.ref.id}")
+def decode_task(fetched: Fetched, config: VideoConfig, out: str) -> DecodedJob:
+    return steps.decode(fetched, config, out)
+
+
+@task(name="store-result", task_run_name="store-{fetched.ref.id}")
+def store_task(fetched: Fetched, job: DecodedJob, inference: Inference) -> VideoRecord:
+    return steps.store_result(fetched, job, inference)
+
+
+@task(name="analyze", task_run_name="analyze-{record.id}")
 def analyze_task(
-    record: dict[str, Any], job: dict[str, Any] | None, path: str, video: dict[str, Any]
-) -> dict[str, Any]:
+    record: VideoRecord, job: DecodedJob | None, video: str | None, config: VideoConfig, actor: str
+) -> part2.Analysed:
     """Part 2 for one video (candidates, clips, store); the store and the commerce client are opened
-    here, in the task's thread. ``{"record", "outcome"}``."""
-    from pathlib import Path
-
-    from stageflow.video import analyze
-    from stageflow.video.job import DecodedJob
-    from stageflow.video.settings import VideoConfig
-
-    config = VideoConfig.model_validate(video)
-    record = dict(record)
-    store = open_store()
-    analysis = analyze.build_analysis(get_plugin_manager(), config)
-    try:
-        outcome = analyze.analyze_candidates(
-            record,
-            DecodedJob.from_dict(job) if job else None,
-            Path(path),
-            config,
-            analysis,
-            store=store,
-            actor="flow",
-        )
-    finally:
-        analysis.close()
-        store.close()
-    return {"record": record, "outcome": outcome}
+    here, in the task's thread."""
+    return part2.analyse(record, job, video, config, actor=actor)
 
 
 # Sinks upsert by candidate id, so a retry writes nothing twice.
-@task(name="write-candidates", task_run_name="write-{choice[backend]}", retries=2, retry_delay_seconds=5)
-def write_candidates_task(choice: dict[str, Any], video_ids: list[str]) -> int:
-    from stageflow.video import analyze
-    from stageflow.video.settings import SinkChoice
+@task(name="write-candidates", task_run_name="write-{choice.backend}", retries=2, retry_delay_seconds=5)
+def write_candidates_task(choice: SinkChoice, video_ids: list[str]) -> int:
+    return part2.write_sink(choice, video_ids)
 
-    store = open_store()
-    try:
-        rows = analyze.sink_rows(store, video_ids)
-    finally:
-        store.close()
-    return analyze.write_sink(get_plugin_manager(), SinkChoice.model_validate(choice), rows)
+
+#: The pipeline's steps and the task that runs each in this flow (``infer``: the child flow).
+TASKS: dict[Any, Any] = {
+    steps.fetch: fetch_task,
+    steps.lookup: lookup_task,
+    steps.decode: decode_task,
+    steps.store_result: store_task,
+    part2.analyse: analyze_task,
+    part2.write_sink: write_candidates_task,
+    part2.notify: notify_task,
+}
+#: Arguments that stay in one process (the tasks build or open their own).
+LOCAL_ARGS = ("plugins", "backends", "store", "on_stage", "analysis")
+
+
+def dispatch(step: Any, *args: Any, **kwargs: Any) -> Any:
+    """The pipeline's ``call``: run ``step`` as its Prefect task."""
+    from stageflow.flows.inference import run_inference
+
+    kwargs = {k: v for k, v in kwargs.items() if k not in LOCAL_ARGS}
+    if step is steps.infer:
+        return run_inference(*args, **kwargs)
+    return TASKS[step](*args, **kwargs)
+
+
+class StageArtifacts:
+    """A Prefect progress artifact per pipeline stage, advanced as each video finishes that stage."""
+
+    def __init__(self, total: int) -> None:
+        self.bars = {
+            name: Progress(f"{name}: videos past this stage (of {total})", total=total)
+            for name in steps.TIMED_STAGES
+        }
+        self.current: dict[str, str] = {}
+
+    def __call__(self, number: int, total: int, video_id: str, stage: str) -> None:
+        previous = self.current.pop(video_id, None)
+        if previous in self.bars:
+            self.bars[previous].advance()
+        if stage in self.bars:
+            self.current[video_id] = stage
 
 
 @task(name="review-queue")
@@ -350,56 +337,41 @@ def review_in_ui(video_ids: list[str], timeout_s: int, poll_s: int) -> dict[str,
 
 @flow(name="video-analysis", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def video_analysis(params: AnalysisParams) -> dict[str, Any]:
-    """Resolve inputs, then per video: decode (CPU) -> ``video_inference`` child (GPU) -> record ->
-    analyze; then the extra sinks and one summary notification (the sqlite store is written by
-    analyze). A failing video is recorded with its error; the others still run."""
-    from stageflow.flows.inference import run_inference
-
-    from stageflow.errors import StageflowError
+    """Resolve inputs, then the pipeline per video (:mod:`stageflow.video.pipeline.run`), each step a
+    task: fetch -> lookup-stored -> decode (CPU) -> ``video_inference`` child (GPU) -> store-result ->
+    analyze; then the extra sinks and one summary notification. A failing video is recorded with its
+    error; the others still run. Artifacts: a progress bar per stage, per-stage timings, the videos,
+    the candidates (re-published after a review in the UI)."""
     from stageflow.runconfig import resolve_params
-    from stageflow.video import analyze
-    from stageflow.video.settings import VideoConfig
 
     params = resolve_params(params)  # given parameters -> STAGEFLOW_CONFIG's [video]/[notify] -> defaults
-    out = params.out or str(settings.home() / "video")
+    out = Path(params.out or str(settings.home() / "video"))
     config = VideoConfig.model_validate(params.video)
-    check_video_backends_task(params.video, params.notifier, params.notifier_options)
+    check_video_backends_task(config, params.notifier, params.notifier_options)
     refs = resolve_inputs_task(params.inputs)
-    progress = Progress(f"analysing {len(refs)} videos", total=len(refs))
-    videos: list[dict[str, Any]] = []
-    outcomes: list[dict[str, Any]] = []
-    for ref in refs:
-        vref = analyze.VideoRef(**ref)
-        if vref.error is not None:
-            videos.append(analyze.empty_record(vref))
-            progress.advance()
-            continue
-        try:
-            decoded = decode_task(ref, params.video, out, params.force)
-            if "cached" in decoded:
-                record = decoded["cached"]
-            else:
-                inference = run_inference(decoded["job"], params.video)
-                record = record_task(ref, decoded, inference)
-            analysed = analyze_task(record, decoded.get("job"), decoded["path"], params.video)
-            videos.append(analysed["record"])
-            outcomes.append(analysed["outcome"])
-        except Exception as exc:  # one bad video never stops the others
-            record = analyze.empty_record(vref)
-            record["error"] = str(exc) if isinstance(exc, StageflowError) else f"{type(exc).__name__}: {exc}"
-            videos.append(record)
-        progress.advance()
+    ctx = run.AnalyzeContext(
+        None,
+        config,
+        None,
+        out,
+        force=params.force,
+        on_stage=StageArtifacts(len(refs)),
+        call=dispatch,
+        actor="flow",
+        analyse=True,
+    )
+    records = run.analyze_records(refs, ctx)
+    output_errors = run.finish_run(ctx, records, params.notifier, params.notifier_options)
+    videos = [r.to_dict() for r in records]
     ok_ids = [v["id"] for v in videos if not v["error"] or v["candidates"]]
-    output_errors: list[str] = []
-    for choice in config.sinks:
-        try:
-            write_candidates_task(choice.model_dump(), ok_ids)
-        except Exception as exc:  # reported in the result; the videos are analysed and stored
-            output_errors.append(f"{choice.backend}: {exc}")
-    try:
-        notify_task(params.notifier, params.notifier_options, analyze.run_summary(videos, outcomes))
-    except Exception as exc:
-        output_errors.append(f"notifier {params.notifier}: {exc}")
+    publish_table(
+        "video-analysis-timings",
+        [
+            {"video": v["id"], **{k: (v["timings_s"] or {}).get(k) for k in steps.TIMED_STAGES}}
+            for v in videos
+        ],
+        description="wall time per stage, seconds",
+    )
     review_report = None
     if config.review_in_ui if params.review_in_ui is None else params.review_in_ui:
         review_report = review_in_ui(ok_ids, config.review_timeout_s, config.review_poll_s)
@@ -412,6 +384,8 @@ def video_analysis(params: AnalysisParams) -> dict[str, Any]:
             + [{"id": "", "from": "", "to": "", "error": e} for e in review_report.get("errors", [])],
             description=f"review in the UI: {review_report['status']}",
         )
+        if review_report.get("changed"):  # the candidates artifact shows the statuses after the review
+            videos = with_current_status(videos)
     publish_table(
         "video-analysis",
         [
@@ -426,8 +400,22 @@ def video_analysis(params: AnalysisParams) -> dict[str, Any]:
         ],
         description=f"{len(videos)} videos, {sum(1 for v in videos if v['error'])} failed",
     )
+    publish_candidates(videos)
+    doc: dict[str, Any] = {"videos": videos}
+    if review_report is not None:
+        doc["review"] = review_report
+    if output_errors:
+        doc["sink_errors"] = output_errors
+    return analysis_outcome(doc)
+
+
+CANDIDATES_ARTIFACT = "video-analysis-candidates"
+
+
+def publish_candidates(videos: list[dict[str, Any]]) -> None:
+    """The candidates table artifact (one key: a later version replaces what the UI shows)."""
     publish_table(
-        "video-analysis-candidates",
+        CANDIDATES_ARTIFACT,
         [
             {"video": v["id"], **{k: c.get(k) for k in ("id", "product_name", "brand", "score", "status")}}
             | {"start": c["start"], "end": c["end"], "commerce": (c.get("commerce") or {}).get("url")}
@@ -436,12 +424,19 @@ def video_analysis(params: AnalysisParams) -> dict[str, Any]:
         ],
         description=f"{sum(len(v['candidates']) for v in videos)} candidates",
     )
-    doc: dict[str, Any] = {"videos": videos}
-    if review_report is not None:
-        doc["review"] = review_report
-    if output_errors:
-        doc["sink_errors"] = output_errors
-    return analysis_outcome(doc)
+
+
+def with_current_status(videos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``videos`` with each candidate's status as the store has it now (after a review)."""
+    store = open_store()
+    try:
+        status = {row["id"]: row.get("status") for v in videos for row in store.candidates(video_id=v["id"])}
+    finally:
+        store.close()
+    return [
+        {**v, "candidates": [{**c, "status": status.get(c["id"], c.get("status"))} for c in v["candidates"]]}
+        for v in videos
+    ]
 
 
 def analysis_outcome(doc: dict[str, Any]) -> Any:

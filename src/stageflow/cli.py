@@ -205,6 +205,7 @@ def discover_cmd(
                 sinks=sinks,
                 notifier=cfg.notify.backend,
                 notifier_options=cfg.notify.options,
+                notify_when_empty=cfg.discover.notify_when_empty,
             )
         )
     else:
@@ -231,7 +232,7 @@ def _discover_direct(cfg: Any, source_name: str, options: dict[str, Any], sinks:
         discovery.mark_seen(store, new)
     finally:
         store.close()
-    if new:
+    if discovery.should_notify(new, cfg.discover.notify_when_empty):
         notifier.notify(discovery.summary_message(len(records), new))
     return {"found": len(records), "new": len(new), "written": written, "home": str(settings.home())}
 

@@ -61,6 +61,7 @@ class DiscoverConfig(_Strict):
     source: Annotated[str, BackendRef("sources")] = "rss"
     options: dict[str, Any] = Field(default_factory=dict)
     sinks: list[SinkChoice] = Field(default_factory=list)
+    notify_when_empty: bool = False  # also post the summary when nothing new was found
 
 
 #: Each family's section: its model, imported only when the file has the section or a caller reads

@@ -134,7 +134,7 @@ def test_influencer_stats_precedence(store):
 def test_score_uses_the_videos_channel(store):
     from stageflow.video.analysis.ppl import PplPatterns
     from stageflow.video.analysis.rules import RulesAnalyzer
-    from stageflow.video.analyze import Analysis, analyze_candidates
+    from stageflow.video.pipeline import Analysis, VideoRecord, analyse
     from stageflow.video.settings import VideoConfig
 
     _weekly_channel(store)
@@ -154,9 +154,9 @@ def test_score_uses_the_videos_channel(store):
     config = VideoConfig(channel=DEFAULTS)
     scores = {}
     for vid in ("rss:w3", "file:elsewhere.mp4"):
-        record = {**VIDEO, "id": vid, "candidates": []}
-        analyze_candidates(record, None, None, config, analysis, store=store)
-        scores[vid] = {c["product_name"]: c["score"] for c in record["candidates"]}
+        record = VideoRecord.model_validate({**VIDEO, "id": vid, "candidates": []})
+        done = analyse(record, None, None, config, analysis, store=store)
+        scores[vid] = {c["product_name"]: c["score"] for c in done.record.candidates}
     # S = .8, E = .75 for the sunscreen range (issue 18 scoring): round((.5 S + .35 E + .15 I) * 100)
     s_part, e_part = 0.5 * 0.8, 0.35 * 0.75
     assert (

@@ -52,7 +52,7 @@ def _params(tmp_path: Path, coupang: Any, sheets: Any, slack: Any, channel: dict
     from stageflow.flows.video import AnalysisParams
 
     from stageflow.store import open_store
-    from stageflow.video import analyze
+    from stageflow.video import pipeline as analyze
     from stageflow.video.settings import VideoConfig
 
     clip = tmp_path / "sunscreen.mp4"

@@ -66,3 +66,38 @@ def test_unknown_sink_fails_before_anything_is_written(tmp_path):
         video_discovery(bad)
     store = open_store()
     assert store.records("videos") == [] and store.count_seen() == 0
+
+
+def _slack_server():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "analysis" / "servers.py"
+    spec = importlib.util.spec_from_file_location("analysis_servers_discovery", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.SlackServer("xoxb-discovery-token")
+
+
+def test_flow_and_cli_agree_no_message_when_nothing_is_new(tmp_path, monkeypatch):
+    """Issue 15 item 15: the flow posted "0 new" while the CLI did not; both stay quiet now, unless
+    [discover] notify_when_empty is set."""
+    from stageflow.cli import _discover_direct
+    from stageflow.config import ProjectConfig
+
+    with _slack_server() as slack:
+        options = {"token": "xoxb-discovery-token", "channel": "C123", "base_url": slack.url + "/api/"}
+        p = params(tmp_path, notifier="slack", notifier_options=options)
+        first = video_discovery(p)
+        assert first["new"] == 2 and len(slack.posted) == 1
+        assert video_discovery(p)["new"] == 0 and len(slack.posted) == 1  # the flow: nothing new, no post
+        cfg = ProjectConfig.model_validate({"notify": {"backend": "slack", "options": options}})
+        sinks = list(p.sinks)
+        assert (
+            _discover_direct(cfg, "rss", p.options, sinks)["new"] == 0 and len(slack.posted) == 1
+        )  # CLI too
+        loud = params(tmp_path, notifier="slack", notifier_options=options, notify_when_empty=True)
+        assert video_discovery(loud)["new"] == 0 and len(slack.posted) == 2
+        assert "0 new of 2" in json.dumps(slack.posted[-1], ensure_ascii=False)

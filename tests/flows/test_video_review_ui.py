@@ -7,6 +7,7 @@ run completes."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import threading
 import time
@@ -64,7 +65,7 @@ def _params(tmp_path: Path, coupang, **video: Any):
     from stageflow.flows.video import AnalysisParams
 
     from stageflow.store import open_store
-    from stageflow.video import analyze
+    from stageflow.video import pipeline as analyze
     from stageflow.video.settings import VideoConfig
 
     clip = tmp_path / "review.mp4"
@@ -208,6 +209,27 @@ def test_review_form_resumed_with_decisions(tmp_path, coupang):
         store.close()
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(flow_run.id).state.is_completed()
+    # issue 16 item 7: the candidates table shows the statuses after the review, not needs_review
+    table = _latest_artifact("video-analysis-candidates", flow_run.id)
+    data = table["data"] if isinstance(table["data"], list) else json.loads(table["data"])
+    assert {r["id"]: r["status"] for r in data} == {sun["id"]: "approved", mouse["id"]: "approved"}
+
+
+def _latest_artifact(key: str, flow_run_id) -> dict:
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    response = httpx.post(
+        f"{PREFECT_API_URL.value()}/artifacts/filter",
+        json={
+            "artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [str(flow_run_id)]}},
+            "limit": 1,
+            "sort": "CREATED_DESC",
+        },
+    )
+    response.raise_for_status()
+    [artifact] = response.json()
+    return artifact
 
 
 def test_review_form_timeout_leaves_needs_review_and_completes(tmp_path, coupang):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from stageflow.plugin_manager import get_plugin_manager
-from stageflow.video.analyze import VideoRef, acquire
 from stageflow.video.fetch import TooLarge
+from stageflow.video.pipeline import VideoRef, acquire
 from stageflow.video.settings import VideoConfig, apply_overrides
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from stageflow.plugin_manager import get_plugin_manager
 from stageflow.store import open_store
-from stageflow.video import analyze
+from stageflow.video import pipeline as analyze
 from stageflow.video.settings import VideoConfig, apply_overrides
 
 KEYS = [
@@ -29,6 +29,7 @@ KEYS = [
     "candidates",
     "error",
     "timings_s",
+    "skipped",
 ]
 
 
@@ -237,7 +238,7 @@ def test_cli_success_exits_0(cli_app, media, project, tmp_path, capsys):
 
 
 def test_spoken_language_channel_file_over_channel_table_over_video_default(tmp_path):
-    from stageflow.video.analyze import VideoRef, _channels, spoken_language
+    from stageflow.video.pipeline.inputs import VideoRef, _channels, spoken_language
     from stageflow.video.settings import VideoConfig
 
     chans = tmp_path / "channels.toml"
@@ -246,10 +247,69 @@ def test_spoken_language_channel_file_over_channel_table_over_video_default(tmp_
     )
     assert _channels(chans)[0]["language"] == "ko"
     config = VideoConfig.model_validate({"language": "en", "channels": {"UCkr": {"language": "ja"}}})
-    ref = VideoRef("rss:1", "rss", "t", "x.mp4", channel="UCkr")
+    ref = VideoRef(id="rss:1", source="rss", title="t", location="x.mp4", channel="UCkr")
     assert spoken_language(ref, config) == "ja"
     assert (
-        spoken_language(VideoRef("rss:1", "rss", "t", "x.mp4", channel="UCkr", language="ko"), config) == "ko"
+        spoken_language(
+            VideoRef(id="rss:1", source="rss", title="t", location="x.mp4", channel="UCkr", language="ko"),
+            config,
+        )
+        == "ko"
     )
-    assert spoken_language(VideoRef("f", "file", "t", "x.mp4"), config) == "en"
-    assert spoken_language(VideoRef("f", "file", "t", "x.mp4"), VideoConfig()) is None
+    assert spoken_language(VideoRef(id="f", source="file", title="t", location="x.mp4"), config) == "en"
+    assert (
+        spoken_language(VideoRef(id="f", source="file", title="t", location="x.mp4"), VideoConfig()) is None
+    )
+
+
+def test_a_bit_flipped_mp4_fails_with_one_line_and_the_next_video_runs(media, video_settings, tmp_path):
+    """Issue 15 item 13: a corrupt (bit-flipped) mp4 gave ``AttributeError: 'NoneType' object has no
+    attribute 'width'``; now one line naming the file, and the other video is analysed."""
+    import random
+
+    from stageflow.video import synthetic as s
+
+    clip = s.make_video(tmp_path / "ok.mp4", [s.Scene(1.0, "HELLO"), s.Scene(1.0, "BYE")])
+    data = bytearray(clip.read_bytes())
+    rng = random.Random(13)
+    for i in range(len(data)):
+        if rng.random() < 0.02:
+            data[i] ^= 1 << rng.randrange(8)
+    flipped = tmp_path / "flipped.mp4"
+    flipped.write_bytes(bytes(data))
+    ctx = _ctx(video_settings, tmp_path / "out")
+    bad, good = analyze.analyze(analyze.resolve_inputs([str(flipped), str(media.silent)], ctx.plugins), ctx)[
+        "videos"
+    ]
+    assert bad["error"].startswith(f"{flipped}: ") and "\n" not in bad["error"]
+    assert "AttributeError" not in bad["error"] and "corrupt" in bad["error"]
+    assert good["error"] is None and good["ocr"]
+
+
+def test_shorts_filter_uses_the_fetched_videos_duration(media, video_settings, tmp_path):
+    """A feed entry without a duration (issue 13 item 3): the Shorts filter decides on the fetched
+    file's duration (yt-dlp's metadata, else probed): a 2 s video from a feed that skips Shorts is
+    skipped, not analysed and not a failure; the same video from a feed that keeps Shorts is analysed."""
+    ctx = _ctx(video_settings, tmp_path / "out")
+    ref = analyze.VideoRef(id="rss:s1", source="rss", title="s", location=str(media.silent), skip_shorts=True)
+    [short] = analyze.analyze([ref], ctx)["videos"]
+    assert short["error"] is None and short["skipped"].startswith("a Short (")
+    assert short["frames_decoded"] == 0 and short["ocr"] == [] and short["duration_s"] <= 60
+    [kept] = analyze.analyze([ref.model_copy(update={"skip_shorts": False})], ctx)["videos"]
+    assert kept["skipped"] is None and kept["ocr"]
+
+
+def test_tty_progress_has_a_bar_per_stage_that_counts_finished_videos():
+    from stageflow.commands.video import STAGES, StageProgress
+
+    progress = StageProgress(tty=True)
+    try:
+        for vid in ("a", "b"):
+            for stage in ("fetch", "decode", "transcribe", "look", "done"):
+                progress(1, 2, vid, stage)
+        progress(2, 2, "c", "fetch")
+        counts = {t.description: t.completed for t in progress.bar.tasks}
+    finally:
+        progress.close()
+    assert list(counts) == list(STAGES)
+    assert counts == {"fetch": 2, "decode": 2, "transcribe": 2, "look": 2, "analyze": 0}

@@ -15,7 +15,7 @@ import pytest
 
 from stageflow.plugin_manager import get_plugin_manager
 from stageflow.store import open_store
-from stageflow.video import analyze
+from stageflow.video import pipeline as analyze
 from stageflow.video.settings import VideoConfig
 
 FIELDS = [
@@ -180,11 +180,13 @@ def test_an_analysis_failure_sets_that_videos_error_and_the_next_still_runs(tmp_
         analysis = analyze.build_analysis(get_plugin_manager(), config)
         try:
             server.candidate = {"product_name": 3}  # violates the schema on every attempt
-            first = dict(record)
-            failed = analyze.analyze_candidates(first, None, None, config, analysis, store=store)
+            done = analyze.analyse(_record(record), None, None, config, analysis, store=store)
+            first, failed = done.record.to_dict(), done.outcome
             server.candidate = good
-            second = {**record, "id": "vid-b"}
-            ok = analyze.analyze_candidates(second, None, None, config, analysis, store=store)
+            done = analyze.analyse(
+                _record({**record, "id": "vid-b"}), None, None, config, analysis, store=store
+            )
+            second, ok = done.record.to_dict(), done.outcome
         finally:
             analysis.close()
             store.close()
@@ -192,19 +194,19 @@ def test_an_analysis_failure_sets_that_videos_error_and_the_next_still_runs(tmp_
         first["error"].startswith("analysis: 1 range(s) failed; first 0.0-5.0s:")
         and first["candidates"] == []
     )
-    assert [f[:2] for f in failed["failed"]] == [[0.0, 5.0]]
-    assert second["error"] is None and ok["failed"] == []
+    assert [f[:2] for f in failed.failed] == [(0.0, 5.0)]
+    assert second["error"] is None and ok.failed == []
     [cand] = second["candidates"]
     assert (cand["product_name"], cand["status"], cand["clip"]) == (
         "MX Master 3S",
         "filtered_no_coupang",
         None,
     )
-    message = analyze.run_summary([first, second], [failed, ok])
+    message = analyze.run_summary([_record(first), _record(second)], [failed, ok])
     assert message.level == "warning" and "vid-a: 0.0-5.0s" in message.text and "MX Master 3S" in message.text
     assert message.fields["failed_ranges"] == "1"
     assert (
-        analyze.run_summary([first, second], [failed, ok]) == message
+        analyze.run_summary([_record(first), _record(second)], [failed, ok]) == message
     )  # same run -> same message (dedup key)
 
 
@@ -244,11 +246,12 @@ def test_commerce_from_config_links_the_candidate(tmp_path):
         store = open_store()
         analysis = analyze.build_analysis(get_plugin_manager(), config)
         try:
-            outcome = analyze.analyze_candidates(record, None, None, config, analysis, store=store)
+            done = analyze.analyse(_record(record), None, None, config, analysis, store=store)
+            record, outcome = done.record.to_dict(), done.outcome
         finally:
             analysis.close()
             store.close()
-    assert record["error"] is None and outcome["errors"] == []
+    assert record["error"] is None and outcome.errors == []
     [cand] = record["candidates"]
     assert cand["product_name"] == "Logitech MX Master 3S"
     assert list(cand["commerce"]) == ["product_id", "title", "price", "url", "similarity"]
@@ -258,3 +261,7 @@ def test_commerce_from_config_links_the_candidate(tmp_path):
     # matched, so routed by its score instead of filtered_no_coupang: a genuine recommendation
     # ("my favorite", "every day", "I recommend it") reaches review
     assert cand["score"] >= 60 and cand["status"] == "needs_review"
+
+
+def _record(doc: dict) -> analyze.VideoRecord:
+    return analyze.VideoRecord.model_validate(doc)

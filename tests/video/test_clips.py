@@ -131,19 +131,28 @@ def test_thumbnail_is_the_sharpest_kept_frame_in_range(media, tmp_path):
 
 
 def test_pick_thumbnail_outside_kept_frames():
-    frames = [KeptFrame(0.0, 0, 10.0, "a"), KeptFrame(5.0, 50, 99.0, "b")]
+    frames = [
+        KeptFrame(t=0.0, index=0, sharpness=10.0, file="a"),
+        KeptFrame(t=5.0, index=50, sharpness=99.0, file="b"),
+    ]
     assert pick_thumbnail(frames, 0.0, 1.0).file == "a"
     assert pick_thumbnail(frames, 3.5, 4.0).file == "b"  # nearest to the range's middle
     assert pick_thumbnail([], 0, 1) is None
 
 
 def test_evidence_boxes_are_in_source_pixels():
-    from stageflow.video.analyze import evidence_boxes
     from stageflow.video.decode import MediaInfo
-    from stageflow.video.job import DecodedJob
+    from stageflow.video.pipeline import DecodedJob, VideoRecord, evidence_boxes
 
-    job = DecodedJob("v", "file", "", "x.mp4", "/tmp", MediaInfo("x.mp4", 3.0, True, True, 2560, 1440))
-    record = {"ocr": [{"t": 1.0, "box": [10, 20, 30, 40]}], "detections": [{"t": 2.0, "box": [0, 0, 64, 36]}]}
+    info = MediaInfo("x.mp4", 3.0, True, True, 2560, 1440)
+    job = DecodedJob(video_id="v", source="file", title="", path="x.mp4", workdir="/tmp", info=info)
+    record = VideoRecord.model_validate(
+        {
+            "id": "v",
+            "ocr": [{"t": 1.0, "text": "a", "confidence": 1.0, "box": [10, 20, 30, 40]}],
+            "detections": [{"t": 2.0, "label": "cup", "confidence": 1.0, "box": [0, 0, 64, 36]}],
+        }
+    )
     assert evidence_boxes(record, job, 1280) == [
         (1.0, (20.0, 40.0, 60.0, 80.0)),
         (2.0, (0.0, 0.0, 128.0, 72.0)),

@@ -95,7 +95,11 @@ def test_no_steady_frames_when_switched_off(static_caption, tmp_path):
 
 
 def test_pick_thumbnail_prefers_a_frame_with_text_over_a_sharper_one():
-    frames = [KeptFrame(1.0, 10, 500.0, "a"), KeptFrame(2.0, 20, 90.0, "b"), KeptFrame(9.0, 90, 999.0, "c")]
+    frames = [
+        KeptFrame(t=1.0, index=10, sharpness=500.0, file="a"),
+        KeptFrame(t=2.0, index=20, sharpness=90.0, file="b"),
+        KeptFrame(t=9.0, index=90, sharpness=999.0, file="c"),
+    ]
     assert pick_thumbnail(frames, 0.5, 3.0, {2.0}).file == "b"
     assert pick_thumbnail(frames, 0.5, 3.0).file == "a"
 

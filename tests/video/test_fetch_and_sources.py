@@ -13,7 +13,7 @@ import pytest
 
 from stageflow.errors import BadInput, JobFailed
 from stageflow.plugin_manager import get_plugin_manager
-from stageflow.video import analyze
+from stageflow.video import pipeline as analyze
 from stageflow.video.feeds import read_feed_bytes
 from stageflow.video.fetch import FetchOptions, TooLarge, download
 

@@ -88,7 +88,7 @@ def test_a_realistic_english_and_korean_video_end_to_end(whisper_base, tmp_path)
     import av
 
     from stageflow.plugin_manager import get_plugin_manager
-    from stageflow.video import analyze
+    from stageflow.video import pipeline as analyze
     from stageflow.video.settings import VideoConfig
 
     shots = [(0.0, 6.0, "DOKDO TONER"), (6.0, 14.0, "라운드랩 독도 토너"), (14.0, 20.0, "SUN CREAM")]
@@ -124,7 +124,9 @@ def test_a_realistic_english_and_korean_video_end_to_end(whisper_base, tmp_path)
         assert all(start <= x["first_t"] <= x["last_t"] < end for x in spans)
         assert max(x["last_t"] for x in spans) - min(x["first_t"] for x in spans) >= (end - start) - 2.5
     job = analyze.DecodedJob.load(next((tmp_path / "out" / "jobs").iterdir()))
-    clipper = analyze.make_clipper(job, video, config, analyze.evidence_boxes(record, job, 1280))
+    clipper = analyze.make_clipper(
+        job, video, config, analyze.evidence_boxes(analyze.VideoRecord.model_validate(record), job, 1280)
+    )
     mp4, jpg = clipper(7.0, 12.0)
     with av.open(mp4) as c:
         v, a = c.streams.video[0], c.streams.audio[0]

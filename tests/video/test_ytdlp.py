@@ -15,7 +15,7 @@ import pytest
 
 from stageflow.errors import BadInput, JobFailed
 from stageflow.plugin_manager import get_plugin_manager
-from stageflow.video import analyze
+from stageflow.video import pipeline as analyze
 
 pytest.importorskip("yt_dlp", reason="the youtube extra is not installed: pip install 'stageflow[youtube]'")
 

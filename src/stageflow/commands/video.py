@@ -1,7 +1,8 @@
 """CLI commands of the video-analysis family: ``stageflow analyze``.
 
-Thin: resolves the config and inputs, then calls :mod:`stageflow.video.analyze` (imported inside the
-command so ``stageflow --help`` stays fast; Prefect is imported only with ``--prefect``). The JSON
+Thin: resolves the config, then runs :mod:`stageflow.video.pipeline.run` in-process (imported inside
+the command so ``stageflow --help`` stays fast) or, with ``--prefect``, the video-analysis flow,
+which wraps the same steps as tasks. The JSON
 document goes to stdout, progress and per-video failures to stderr. Never prints a traceback.
 """
 
@@ -17,35 +18,41 @@ import typer
 STAGES = ("fetch", "decode", "transcribe", "look", "analyze")
 
 
-class _StageProgress:
-    """A rich bar per video (advancing through its stages) on a TTY stderr; else one line per video."""
+class StageProgress:
+    """On a TTY stderr, a rich progress bar per stage (fetch, decode, transcribe, look, analyze), each
+    counting the videos that finished it and naming the one in it; else one line per video."""
 
-    def __init__(self) -> None:
+    def __init__(self, total: int = 0, *, tty: bool | None = None) -> None:
         self.bar: Any = None
         self.tasks: dict[str, Any] = {}
-        if sys.stderr.isatty():
+        self.current: dict[str, str] = {}  # video id -> its running stage
+        if sys.stderr.isatty() if tty is None else tty:
             from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
-                TextColumn("{task.description}"),
+                TextColumn("{task.description:>10}"),
                 BarColumn(),
-                TextColumn("{task.fields[stage]}"),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[video]}"),
                 console=Console(stderr=True),
             )
+            for name in STAGES:
+                self.tasks[name] = self.bar.add_task(name, total=total or None, video="")
             self.bar.start()
 
     def __call__(self, number: int, total: int, video_id: str, stage: str) -> None:
-        label = f"[{number}/{total}] {video_id[:40]}"
         if self.bar is None:
-            if stage in ("done", "failed", "cached"):
-                typer.echo(f"{label}: {stage}", err=True)
+            if stage in ("done", "failed", "cached", "skipped"):
+                typer.echo(f"[{number}/{total}] {video_id[:40]}: {stage}", err=True)
             return
-        task = self.tasks.get(video_id)
-        if task is None:
-            task = self.tasks[video_id] = self.bar.add_task(label, total=len(STAGES), stage=stage)
-        done = STAGES.index(stage) if stage in STAGES else len(STAGES)
-        self.bar.update(task, completed=done, stage=stage)
+        previous = self.current.pop(video_id, None)
+        if previous in self.tasks:  # the video finished its previous stage
+            self.bar.update(self.tasks[previous], advance=1, video="")
+        if stage in self.tasks:
+            self.current[video_id] = stage
+            self.bar.update(self.tasks[stage], total=total, video=f"[{number}/{total}] {video_id[:40]}")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -161,47 +168,23 @@ def run_analysis(
     notifier: str = "log",
     notifier_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The engine run without Prefect (what ``stageflow analyze`` does by default): every backend is
-    checked before any video, then per video part 1 + part 2 (candidates into the store), then the
-    extra sinks and one summary notification. A failing sink is reported in ``sink_errors``."""
-    from stageflow.plugin_manager import get_plugin_manager
-    from stageflow.store import open_store
-    from stageflow.video import analyze
+    """The pipeline in this process (what ``stageflow analyze`` does by default), with per-stage
+    progress on stderr."""
+    from stageflow.video.pipeline.run import run_analysis as run
 
-    plugins = get_plugin_manager()
-    options = dict(notifier_options or {})
-    analyze.check_analysis(plugins, config)
-    plugins.build("notifiers", notifier, options)  # bad notifier config fails before any video
-    backends = analyze.build_backends(plugins, config)
-    refs = analyze.resolve_inputs(inputs, plugins)
-    analysis = analyze.build_analysis(plugins, config)
-    store = open_store()
-    progress = _StageProgress()
+    progress = StageProgress()
     try:
-        ctx = analyze.AnalyzeContext(
-            plugins, config, backends, out_dir, store, force, progress, analysis=analysis
+        return run(
+            inputs,
+            config,
+            out_dir,
+            force=force,
+            notifier=notifier,
+            notifier_options=notifier_options,
+            on_stage=progress,
         )
-        doc = analyze.analyze(refs, ctx)
     finally:
         progress.close()
-        analysis.close()
-    try:
-        rows = analyze.sink_rows(store, [v["id"] for v in doc["videos"] if not v["error"]])
-    finally:
-        store.close()
-    sink_errors = []
-    for choice in config.sinks:
-        try:
-            analyze.write_sink(plugins, choice, rows)
-        except Exception as exc:  # noqa: BLE001 - reported after the JSON, exit 1
-            sink_errors.append(f"{choice.backend}: {exc}")
-    try:
-        analyze.notify(plugins, notifier, options, analyze.run_summary(doc["videos"], ctx.outcomes))
-    except Exception as exc:  # noqa: BLE001 - reported after the JSON, exit 1
-        sink_errors.append(f"notifier {notifier}: {exc}")
-    if sink_errors:
-        doc["sink_errors"] = sink_errors
-    return doc
 
 
 def _name(video: dict[str, Any]) -> str:
@@ -219,6 +202,9 @@ def _print(doc: dict[str, Any], *, as_json: bool) -> None:
     for v in doc["videos"]:
         if v["error"]:
             typer.echo(f"{_name(v)}: FAILED ({v['error']})")
+            continue
+        if v.get("skipped"):
+            typer.echo(f"{_name(v)}: skipped ({v['skipped']})")
             continue
         timings = ", ".join(f"{k} {t:.1f} s" for k, t in (v.get("timings_s") or {}).items())
         typer.echo(

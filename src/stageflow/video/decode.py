@@ -106,6 +106,10 @@ def probe(path: Path) -> MediaInfo:
             for stream in (video, audio):
                 if stream is not None and stream.duration and stream.time_base:
                     duration = max(duration, float(stream.duration * stream.time_base))
+        if video is not None and video.codec_context is None:  # bit-flipped/corrupt codec data
+            raise MediaError(
+                f"{path}: corrupt video stream (its codec data cannot be read); re-download or re-encode it"
+            )
         fps = float(video.average_rate) if video is not None and video.average_rate else 0.0
         return MediaInfo(
             path=str(path),

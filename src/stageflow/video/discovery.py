@@ -64,6 +64,12 @@ def mark_seen(store: Store, records: Sequence[Mapping[str, Any]]) -> int:
     return sum(store.mark_seen(source, group) for source, group in by_source.items())
 
 
+def should_notify(new: Sequence[Mapping[str, Any]], when_empty: bool = False) -> bool:
+    """Whether a run posts its summary: when something is new, or always with
+    ``[discover] notify_when_empty = true`` (the CLI and the flow both ask this)."""
+    return bool(new) or when_empty
+
+
 def summary_message(found: int, new: Sequence[Mapping[str, Any]], link: str | None = None) -> Message:
     titles = [str(r.get("title", "")) for r in new[:5]]
     text = "\n".join(f"• {t}" for t in titles) + ("\n…" if len(new) > 5 else "")

@@ -1,17 +1,16 @@
-"""A decoded job on disk, and inference over it.
+"""Media work on a decoded job: decode to disk, transcribe, look (detection + OCR).
 
 ``decode_job`` writes a job directory: ``audio.npy`` (16 kHz mono float32), one JPEG per kept frame
-and ``job.json`` (times, sharpness, counts). The job is a small JSON-able record, so the inference
-child flow can run in-process or on a GPU worker that sees the same storage. ``run_inference`` loads
-kept frames batch by batch, so memory is bounded by the batch size, never by the video's length.
-No Prefect here; backends arrive already built.
+and ``job.json`` (the :class:`~stageflow.video.pipeline.records.DecodedJob` record), so inference can
+run in-process or on a GPU worker that sees the same storage. ``look`` loads kept frames batch by
+batch, so memory is bounded by the batch size, never by the video's length. The pipeline's steps
+(:mod:`stageflow.video.pipeline.steps`) call these; no Prefect here; backends arrive already built.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ import numpy as np
 
 from stageflow.stages import Detection, Frame, OcrText, Segment, Transcript, Word
 from stageflow.video.decode import (
-    MediaInfo,
     SamplingConfig,
     SamplingStats,
     decode_audio,
@@ -27,46 +25,8 @@ from stageflow.video.decode import (
     sample_frames,
 )
 from stageflow.video.ocrtext import merge
-from stageflow.video.regions import TextSpan, read_regions, spans
-
-JOB_FILE = "job.json"
-
-
-@dataclass(frozen=True)
-class KeptFrame:
-    t: float
-    index: int
-    sharpness: float
-    file: str  # relative to the job directory
-    steady: bool = False  # a repeat of the last scene frame, kept for evidence in a static shot
-
-
-@dataclass
-class DecodedJob:
-    video_id: str
-    source: str
-    title: str
-    path: str
-    workdir: str
-    info: MediaInfo
-    frames_decoded: int = 0
-    frames_kept: int = 0
-    frames: list[KeptFrame] = field(default_factory=list)
-    audio_file: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DecodedJob:
-        d = dict(data)
-        d["info"] = MediaInfo(**d["info"])
-        d["frames"] = [KeptFrame(**f) for f in d.get("frames", [])]
-        return cls(**d)
-
-    @classmethod
-    def load(cls, workdir: Path) -> DecodedJob:
-        return cls.from_dict(json.loads((workdir / JOB_FILE).read_text(encoding="utf-8")))
+from stageflow.video.pipeline.records import DecodedJob, KeptFrame
+from stageflow.video.regions import read_regions
 
 
 def decode_job(
@@ -83,7 +43,14 @@ def decode_job(
 
     info = probe(path)
     workdir.mkdir(parents=True, exist_ok=True)
-    job = DecodedJob(video_id or path.stem, source, title or path.stem, str(path), str(workdir), info)
+    job = DecodedJob(
+        video_id=video_id or path.stem,
+        source=source,
+        title=title or path.stem,
+        path=str(path),
+        workdir=str(workdir),
+        info=info,
+    )
     if info.has_audio:
         audio = decode_audio(path)
         np.save(workdir / "audio.npy", audio)
@@ -95,9 +62,13 @@ def decode_job(
                 name = f"frame-{frame.index:06d}.jpg"
                 Image.fromarray(frame.image).save(workdir / name, quality=95)
                 steady = frame.index in stats.steady
-                job.frames.append(KeptFrame(frame.t, frame.index, frame.sharpness, name, steady))
+                job.frames.append(
+                    KeptFrame(
+                        t=frame.t, index=frame.index, sharpness=frame.sharpness, file=name, steady=steady
+                    )
+                )
     job.frames_decoded, job.frames_kept = stats.decoded, stats.kept
-    (workdir / JOB_FILE).write_text(json.dumps(job.to_dict(), indent=1), encoding="utf-8")
+    job.save()
     return job
 
 
@@ -128,40 +99,6 @@ class Backends:
     ocr: Sequence[Any] = ()
     language: str | None = None
     text_regions: Any = None  # a TextDetector: OCR engines then read its boxes' crops (regions.py)
-
-
-@dataclass
-class InferenceResult:
-    transcript: Transcript | None
-    detections: list[Detection]
-    ocr: list[OcrText]
-    batches: int = 0
-    max_batch: int = 0
-    texts: list[TextSpan] = field(default_factory=list)  # ``ocr`` folded per on-screen interval
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InferenceResult:
-        t = data.get("transcript")
-        transcript = None
-        if t is not None:
-            segments = tuple(
-                Segment(s["start"], s["end"], s["text"], tuple(Word(**w) for w in s.get("words", ())))
-                for s in t["segments"]
-            )
-            transcript = Transcript(t["language"], t["duration_s"], segments)
-        return cls(
-            transcript=transcript,
-            detections=[
-                Detection(d["t"], d["label"], d["confidence"], tuple(d["box"])) for d in data["detections"]
-            ],
-            ocr=[OcrText(**{**o, "box": tuple(o["box"])}) for o in data["ocr"]],
-            batches=data.get("batches", 0),
-            max_batch=data.get("max_batch", 0),
-            texts=[TextSpan(**{**x, "box": tuple(x["box"])}) for x in data.get("texts", ())],
-        )
 
 
 def transcribe(job: DecodedJob, backends: Backends, language: str | None = None) -> Transcript | None:
@@ -249,10 +186,3 @@ def look(
             on_batch(len(batch))
     detections.sort(key=lambda d: d.t)
     return detections, merge(reads), batches, max_batch
-
-
-def run_inference(job: DecodedJob, backends: Backends, batch_size: int = 16) -> InferenceResult:
-    """Transcript, detections and merged OCR of a decoded job."""
-    transcript = transcribe(job, backends)
-    detections, ocr, batches, max_batch = look(job, backends, batch_size)
-    return InferenceResult(transcript, detections, ocr, batches, max_batch, spans(ocr))
