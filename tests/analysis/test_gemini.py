@@ -249,3 +249,32 @@ def test_engine_hands_the_kept_frames_to_gemini(gemini_server, sleeps, ev, tmp_p
     pass_b = [r.json() for r in gemini_server.requests if "product_name" in r.body.decode()][0]
     parts = pass_b["contents"][0]["parts"]
     assert len([p for p in parts if "inlineData" in p]) == 2  # 5 s and 9 s; 50 s is outside the range
+
+
+def test_pipeline_analyse_step_hands_the_jobs_kept_frames_to_gemini(gemini_server, sleeps, tmp_path):
+    """The pipeline's *analyse* step (CLI and flow alike) passes the decoded job's kept frames on."""
+    from pathlib import Path
+
+    from stageflow.video import pipeline
+    from stageflow.video.decode import MediaInfo
+    from stageflow.video.pipeline.candidates import Analysis
+    from stageflow.video.pipeline.records import DecodedJob, KeptFrame, VideoRecord
+    from stageflow.video.settings import VideoConfig
+
+    gemini_server.ranges = [{"start": 4, "end": 14}]
+    gemini_server.candidate = GOOD
+    kept = [
+        KeptFrame(t=f["t"], index=n, sharpness=1.0, file=Path(f["path"]).name)
+        for n, f in enumerate(write_frames(tmp_path, [5.0, 9.0, 50.0]))
+    ]
+    info = MediaInfo(path="v.mp4", duration_s=70.0, has_video=True, has_audio=True, width=640, height=360)
+    job = DecodedJob(
+        video_id="vid-001", source="folder", title="t", path="v.mp4", workdir=str(tmp_path), info=info,
+        frames=kept,
+    )  # fmt: skip
+    analysis = Analysis(analyzer(gemini_server, sleeps), None, None)
+    config = VideoConfig.model_validate({"channel": {"subscribers": 1000}})
+    done = pipeline.analyse(VideoRecord.model_validate(VIDEO), job, None, config, analysis)
+    assert done.record.error is None
+    pass_b = [r.json() for r in gemini_server.requests if "product_name" in r.body.decode()][0]
+    assert len([p for p in pass_b["contents"][0]["parts"] if "inlineData" in p]) == 2  # 5 s and 9 s

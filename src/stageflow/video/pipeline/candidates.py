@@ -224,6 +224,8 @@ def analyse(
             clipper=clipper,
             actor=actor,
             commerce_limit=config.commerce_limit,
+            # the kept frames (an analyzer that looks, e.g. gemini, sends a few of each range's)
+            frames=[(f.t, str(Path(job.workdir) / f.file)) for f in job.frames] if job is not None else None,
         )
     except StageflowError as exc:
         record.error = f"analysis: {exc}"
