@@ -75,6 +75,12 @@ def _root(
             from stageflow.orchestration import ensure_api_reachable
 
             ensure_api_reachable()
+    if "--prefect" in argv:  # the flow runs in this process: a kill -9 is caught at the next start
+        from stageflow.deployments.orphans import process_tags, reap_orphans
+
+        for line in reap_orphans():
+            typer.echo(f"stageflow: {line}", err=True)
+        ctx.with_resource(process_tags())
 
 
 def _emit_json(doc: Any) -> None:

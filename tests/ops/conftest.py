@@ -90,7 +90,13 @@ def ops():
     import types
 
     return types.SimpleNamespace(
-        BIN=BIN, ROOT=ROOT, sh=sh, wait_for=wait_for, flow_runs=flow_runs, free_port=free_port
+        BIN=BIN,
+        ROOT=ROOT,
+        sh=sh,
+        wait_for=wait_for,
+        flow_runs=flow_runs,
+        free_port=free_port,
+        host_python_mounts=host_python_mounts,
     )
 
 
@@ -118,3 +124,113 @@ def flow_runs(api: str, deployment_name: str) -> list[dict[str, Any]]:
         f"{api}/flow_runs/filter",
         json={"deployments": {"id": {"any_": [d["id"] for d in deps]}}, "sort": "EXPECTED_START_TIME_ASC"},
     ).json()
+
+
+# --- a real Docker daemon and a test image built without any registry --------------------------------
+#
+# .ci/run starts dockerd and builds a Debian root filesystem once with debootstrap (from Debian's
+# mirror, cached under ~/.cache/stageflow-ci); the test imports it (`docker import`, no pull). The
+# image carries no Python packages of its own: the container gets this machine's interpreter, venv
+# and checkout bind-mounted at the same paths, so it runs exactly the code under test.
+
+DOCKER_ROOTFS = Path(
+    os.environ.get("STAGEFLOW_DOCKER_ROOTFS")
+    or Path(os.environ.get("STAGEFLOW_CI_CACHE") or Path.home() / ".cache/stageflow-ci") / "docker-rootfs.tar"
+)
+TEST_IMAGE = "stageflow-test-base:bookworm"
+
+
+def _skip_or_fail(reason: str) -> None:
+    if os.environ.get("STAGEFLOW_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"STAGEFLOW_REQUIRE_DOCKER=1 but {reason}")
+    pytest.skip(reason)
+
+
+def _docker_answers(host: str) -> bool:
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=host, timeout=10)
+        client.ping()
+        client.close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def docker_host(tmp_path_factory):
+    """A Docker daemon's address: $DOCKER_HOST or the default socket if one answers, else a private
+    `dockerd` started here (root only); skipped with the reason where none can run."""
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if _docker_answers(host):
+        yield host
+        return
+    import shutil
+
+    dockerd = shutil.which("dockerd")
+    if not dockerd or os.geteuid() != 0:
+        _skip_or_fail(f"no Docker daemon answers at {host} and dockerd cannot be started here")
+    root = Path("/tmp") / f"sf-dockerd-{os.getpid()}"  # short: the socket path has a length limit
+    root.mkdir()
+    host = f"unix://{root}/docker.sock"
+    log = open(root / "dockerd.log", "w")
+    proc = subprocess.Popen(
+        [
+            dockerd,
+            "--data-root",
+            root / "data",
+            "--exec-root",
+            root / "exec",
+            "-H",
+            host,
+            "--pidfile",
+            root / "dockerd.pid",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _docker_answers(host):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _skip_or_fail(f"dockerd did not start: {(root / 'dockerd.log').read_text()[-500:]}")
+            time.sleep(1)
+        yield host
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+        log.close()
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture(scope="module")
+def docker_test_image(docker_host) -> str:
+    """The Debian root filesystem imported as an image (no registry involved)."""
+    import docker
+
+    client = docker.DockerClient(base_url=docker_host, timeout=300)
+    try:
+        client.images.get(TEST_IMAGE)
+        return TEST_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    if not DOCKER_ROOTFS.is_file():
+        _skip_or_fail(f"no root filesystem tarball at {DOCKER_ROOTFS} (.ci/run builds it with debootstrap)")
+    repo, tag = TEST_IMAGE.split(":")
+    client.api.import_image_from_file(str(DOCKER_ROOTFS), repository=repo, tag=tag)
+    client.close()
+    return TEST_IMAGE
+
+
+def host_python_mounts(*extra: Path) -> list[str]:
+    """Bind mounts that let a container run this interpreter, venv and checkout at the same paths."""
+    paths = {Path(sys.base_prefix), Path(sys.prefix), ROOT, *extra} - {Path("/usr")}  # /usr: the image's
+    keep = [p for p in paths if not any(q != p and q in p.parents for q in paths)]
+    return [f"{p}:{p}" for p in sorted(keep)]

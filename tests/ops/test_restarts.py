@@ -110,3 +110,58 @@ def test_sigterm_to_serve_mid_build_crashes_the_run_kills_the_build_and_notifies
     assert state["type"] == "CRASHED", state
     assert "ops.crash" in out and "is Crashed" in out, out[-3000:]
     assert serve.returncode == 0 and "Traceback" not in out, out[-3000:]
+
+
+def test_sigterm_to_stageflow_worker_mid_build_crashes_the_run_and_kills_the_build(server, tmp_path, ops):
+    """SIGTERM to `stageflow worker` (a wrapped `prefect worker start`) while its run builds: the run
+    ends Crashed and the build's processes are gone (bare `prefect worker start` leaves it Running)."""
+    api = server["PREFECT_API_URL"]
+    ticks = tmp_path / "ticks"
+    repo = _monorepo(tmp_path, ticks)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "prefect.yaml").write_text(
+        "pull:\n  - stageflow.deployments.steps.use_installed_package: {}\n"
+        "deployments:\n"
+        "  - name: selective-build\n"
+        "    entrypoint: stageflow.flows.selective_build:selective_build\n"
+        "    work_pool: {name: cpu}\n"
+        f"    parameters: {{params: {{repo: {repo}, force: true}}}}\n"
+    )
+    env = {
+        **{k: v for k, v in server.items() if not k.startswith("_")},
+        "STAGEFLOW_HOME": str(tmp_path / "home"),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+    }
+    ops.sh([ops.BIN / "stageflow", "pools", "create"], env, project)
+    ops.sh([ops.BIN / "prefect", "--no-prompt", "deploy", "--all"], env, project)
+    worker = subprocess.Popen(
+        [ops.BIN / "stageflow", "worker", "--pool", "cpu", "--install-policy", "never"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        (dep,) = httpx.post(f"{api}/deployments/filter", json={}).json()
+        run = httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run", json={}).json()
+        ops.wait_for(lambda: ticks.is_file() and ticks.stat().st_size > 200, 180, "the build to be writing")
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=120)[0]
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.communicate(timeout=30)
+    state = ops.wait_for(
+        lambda: (
+            (s := httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"])["type"]
+            in {"CRASHED", "CANCELLED", "FAILED"}
+            and s
+        ),
+        60,
+        "the run to leave Running",
+    )
+    ops.wait_for(lambda: not _writers(ticks), 30, "the build's processes to be gone")
+    assert state["type"] in {"CRASHED", "CANCELLED"}, state

@@ -162,3 +162,51 @@ def test_serve_schedules_fire_and_one_serve_stopping_never_pauses_the_other(serv
         f"{api}/deployments/filter", json={"deployments": {"name": {"any_": ["monitor"]}}}
     ).json()
     assert dep["paused"] is False
+
+
+def test_worker_back_after_a_gap_runs_one_tick_at_a_time(server, tmp_path, ops, capsys):
+    """#16 restart experiment, scaled down: a 4 s monitor schedule, the worker away for 60 s, then back.
+    The deployment's concurrency limit (1, CANCEL_NEW) must keep the late ticks from running at once."""
+    import time
+
+    api = server["PREFECT_API_URL"]
+    project = tmp_path / "project"
+    project.mkdir()
+    _project_yaml(ops.ROOT, project / "prefect.yaml")
+    env = {**server, "STAGEFLOW_CONFIG": str(_config(tmp_path)), "STAGEFLOW_HOME": str(tmp_path / "home")}
+    ops.sh([ops.BIN / "stageflow", "pools", "create"], env, project)
+    ops.sh([ops.BIN / "prefect", "--no-prompt", "deploy", "--all"], env, project)
+    gap_started = time.monotonic()
+    ops.wait_for(lambda: time.monotonic() - gap_started > 60, 90, "the 60 s gap")
+    late = [r for r in ops.flow_runs(api, "monitor") if r["state"]["type"] == "SCHEDULED"]
+    worker = subprocess.Popen(
+        [ops.BIN / "stageflow", "worker", "--pool", "cpu", "--install-policy", "never"],
+        cwd=tmp_path,
+        env={**{k: v for k, v in env.items() if not k.startswith("_")}, "PREFECT_WORKER_QUERY_SECONDS": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    most_running = 0
+    try:
+
+        def settled() -> bool:
+            nonlocal most_running
+            runs = ops.flow_runs(api, "monitor")
+            most_running = max(most_running, sum(r["state"]["type"] == "RUNNING" for r in runs))
+            ids = {r["id"] for r in late}
+            return all(
+                r["state"]["type"] not in {"SCHEDULED", "PENDING", "RUNNING"} for r in runs if r["id"] in ids
+            )
+
+        ops.wait_for(settled, 120, "the late ticks to settle")
+    finally:
+        _stop(worker)
+    states: dict[str, int] = {}
+    for r in ops.flow_runs(api, "monitor"):
+        if r["id"] in {x["id"] for x in late}:
+            states[r["state"]["name"]] = states.get(r["state"]["name"], 0) + 1
+    with capsys.disabled():
+        print(f"\nworker back after 60 s: {len(late)} late ticks -> {states}; most running {most_running}")
+    assert most_running <= 1, states

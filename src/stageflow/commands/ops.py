@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
     app.command("monitor")(monitor_cmd)
     app.command("validate")(validate_cmd)
     app.command("serve")(serve_cmd)
+    app.command("worker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+        worker_cmd
+    )
     app.add_typer(blocks_app, name="blocks")
     app.add_typer(pools_app, name="pools")
 
@@ -73,6 +76,14 @@ def serve_cmd(
     from stageflow.deployments.serve import serve_all
 
     serve_all(prefect_yaml, only, limit)
+
+
+def worker_cmd(ctx: typer.Context) -> None:
+    """`prefect worker start ARGS...` whose SIGTERM/SIGINT crashes its running flow runs, kills their
+    processes and notifies (Prefect's own worker leaves them Running). E.g. stageflow worker --pool cpu"""
+    from stageflow.deployments.worker import run_worker
+
+    raise typer.Exit(run_worker(list(ctx.args)))
 
 
 def validate_cmd(
