@@ -120,11 +120,8 @@ def evidence_boxes(record: VideoRecord, job: DecodedJob, max_side: int) -> list[
     are scaled down to ``max_side``): what a vertical clip's crop window follows."""
     w, h = job.info.width or 0, job.info.height or 0
     scale = min(1.0, max_side / max(w, h)) if w and h else 1.0
-    return [
-        (float(item.t), tuple(float(v) / scale for v in item.box))
-        for item in [*record.ocr, *record.detections]
-        if item.box
-    ]
+    seen: list[Any] = [*record.ocr, *record.detections]  # OCR reads and detections: both have t, box
+    return [(float(item.t), tuple(float(v) / scale for v in item.box)) for item in seen if item.box]
 
 
 def make_clipper(
