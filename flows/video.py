@@ -189,7 +189,7 @@ def resolve_inputs_task(inputs: list[str]) -> list[VideoRef]:
 def check_video_backends_task(config: VideoConfig, notifier: str, notifier_options: dict[str, Any]) -> None:
     """Build every backend once (a missing model, an unknown analyzer or sink fails the run here,
     before any video)."""
-    steps.check_backends(config, notifier, notifier_options)
+    part2.check_backends(config, notifier, notifier_options)
 
 
 @task(name="fetch", task_run_name="fetch-{ref.id}")

@@ -22,12 +22,13 @@ _EXPORTS = {
     ),
     "inputs": ("resolve_inputs", "file_id", "sha256_file", "spoken_language", "is_page_url", "is_url"),
     "steps": (
-        "RESULTS_TABLE", "TIMED_STAGES", "build_backends", "check_backends", "config_key", "sampling_of",
+        "RESULTS_TABLE", "TIMED_STAGES", "build_backends", "config_key", "sampling_of",
         "pick_downloader", "read_download_meta", "acquire", "fetch", "lookup", "stored_result", "decode",
         "transcribe", "look", "infer", "store_result",
     ),
     "candidates": (
-        "Analysis", "Analysed", "Outcome", "CANDIDATE_FIELDS", "check_analysis", "build_analysis",
+        "Analysis", "Analysed", "Outcome", "CANDIDATE_FIELDS", "check_analysis", "check_backends",
+        "build_analysis",
         "evidence_boxes", "make_clipper", "analyse", "sink_rows", "write_sink", "run_summary", "notify",
     ),
     "run": ("AnalyzeContext", "analyze", "analyze_records", "analyze_video", "finish_run", "run_analysis"),

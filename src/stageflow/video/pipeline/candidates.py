@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from stageflow.errors import BadInput, StageflowError
 from stageflow.plugin_manager import StageflowPluginManager, get_plugin_manager
+from stageflow.video.pipeline import steps
 from stageflow.video.pipeline.records import DecodedJob, VideoRecord
 from stageflow.video.pipeline.steps import opened
 from stageflow.video.settings import VideoConfig
@@ -102,6 +103,17 @@ def load_patterns(config: VideoConfig) -> Any:
     from stageflow.video.analysis.ppl import PplPatterns
 
     return PplPatterns.load(config.ppl_patterns)
+
+
+def check_backends(
+    config: VideoConfig, notifier: str, notifier_options: dict[str, Any], plugins: Any = None
+) -> steps.Backends:
+    """Every backend of the run built once: an unknown name, a missing model, bad options of the
+    analyzer, commerce backend, sinks or notifier fail here, before any video starts."""
+    plugins = plugins or get_plugin_manager()
+    check_analysis(plugins, config)
+    plugins.build("notifiers", notifier, dict(notifier_options))
+    return steps.build_backends(plugins, config)
 
 
 def build_analysis(plugins: StageflowPluginManager, config: VideoConfig) -> Analysis:

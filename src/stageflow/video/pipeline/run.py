@@ -185,7 +185,7 @@ def run_analysis(
 
     plugins = get_plugin_manager()
     options = dict(notifier_options or {})
-    backends = steps.check_backends(config, notifier, options, plugins)
+    backends = part2.check_backends(config, notifier, options, plugins)
     refs = resolve_inputs(inputs, plugins)
     analysis = part2.build_analysis(plugins, config)
     store = open_store()

@@ -80,19 +80,6 @@ def build_backends(plugins: StageflowPluginManager, config: VideoConfig) -> Back
     return Backends(transcriber, detector, ocr, config.language, regions)
 
 
-def check_backends(
-    config: VideoConfig, notifier: str, notifier_options: dict[str, Any], plugins: Any = None
-) -> Backends:
-    """Every backend of the run built once: an unknown name, a missing model, bad options of the
-    analyzer, commerce backend, sinks or notifier fail here, before any video starts."""
-    from stageflow.video.pipeline.candidates import check_analysis
-
-    plugins = plugins or get_plugin_manager()
-    check_analysis(plugins, config)
-    plugins.build("notifiers", notifier, dict(notifier_options))
-    return build_backends(plugins, config)
-
-
 def config_key(config: VideoConfig) -> str:
     """What a stored result depends on: the backends, their options, sampling and language (never the
     part-2 analysis settings: they run again on every analysis)."""
