@@ -362,6 +362,11 @@ def _parse_filter_line(line: str, where: str) -> Rule | None:
             if line[i] != "!" and line[i] not in _REFUSED_MODIFIERS:
                 raise bad(f"invalid modifier '{line[i]}'")
             modifiers += line[i]
+    pat = line[i + 1 :]  # past the separator (or the '!')
+    if kind != "!" and not pat and "C" not in modifiers:
+        # rsync rejects a rule without a pattern whatever its modifiers (only '-C' stands alone), so
+        # this is a bad line, not an unsupported one (found by the differential test)
+        raise bad("unexpected end of filter rule")
     refused = next((m for m in modifiers if m in _REFUSED_MODIFIERS), None)
     if refused is not None:
         raise FilterRefused(
@@ -369,8 +374,6 @@ def _parse_filter_line(line: str, where: str) -> Rule | None:
             "supported by stageflow: remove the modifier or the rule"
         )
     negate = "!" in modifiers
-    i += 1  # past the separator (or the '!')
-    pat = line[i:]
     if kind == "!":
         if pat:
             raise bad("'!' rule has trailing characters")

@@ -12,9 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from stageflow.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")  # only the functions need it: a base install imports this module
 
 from stageflow.stages import Detection, Frame, OcrText, Segment, Transcript, Word
 from stageflow.video.decode import (

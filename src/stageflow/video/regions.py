@@ -14,9 +14,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
+from stageflow.lazy import lazy_import
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    np = lazy_import("numpy")  # only the functions need it: a base install imports this module
 
 from stageflow.stages import Frame, OcrText
 from stageflow.video.ocrtext import NoiseFilter, make_text
