@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -232,7 +233,8 @@ class TesseractEngine:
 def parse_tsv_lines(tsv: str, pages: int) -> list[tuple[str, float]]:
     """One ``(text, mean confidence)`` per TSV page (a ``--psm 7`` crop is one line). Words closer
     than 0.3 of the line height are joined without a space (tesseract's Korean model often splits a
-    word into syllables)."""
+    word into syllables). The line height is the words' median height: tesseract sometimes gives a
+    syllable the crop's whole height, and the largest height then joined real words ("독도토너")."""
     words: dict[int, list[tuple[str, float, int, int, int]]] = {}
     for row in tsv.splitlines()[1:]:
         cols = row.split("\t")
@@ -248,7 +250,7 @@ def parse_tsv_lines(tsv: str, pages: int) -> list[tuple[str, float]]:
         if not ws:
             out.append(("", 0.0))
             continue
-        line_h = max(w[4] for w in ws)
+        line_h = statistics.median(w[4] for w in ws)
         text, right = ws[0][0], ws[0][3]
         for w in ws[1:]:
             text += ("" if w[2] - right < 0.3 * line_h else " ") + w[0]

@@ -166,3 +166,22 @@ def test_a_small_caption_is_found_on_the_downscaled_detector_frame(engines):
     reads = read_regions([Frame(0.0, 0, image, 100.0)], rapid, [tess, rapid])
     assert [r.text for r in reads] == ["free shipping today"]
     assert 85 <= reads[0].box[0] <= 100 and 590 <= reads[0].box[1] <= 605
+
+
+def test_tesseract_line_words_join_on_the_median_word_height():
+    from stageflow.plugins.ocr import parse_tsv_lines
+
+    head = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext"
+    rows = [  # tesseract's TSV of a "라운드랩 독도 토너" crop: two syllables get the crop's full height
+        ("라", 8, 8, 182, 47),
+        ("운", 66, 0, 43, 62),
+        ("드", 108, 8, 48, 47),
+        ("랩", 155, 0, 32, 62),
+        ("독도", 211, 8, 92, 47),
+        ("토너", 320, 8, 88, 47),
+    ]
+    tsv = "\n".join(
+        [head]
+        + [f"5\t1\t1\t1\t1\t{i}\t{x}\t{y}\t{w}\t{h}\t93.0\t{t}" for i, (t, x, y, w, h) in enumerate(rows)]
+    )
+    assert parse_tsv_lines(tsv, 1) == [("라운드랩 독도 토너", 0.93)]
