@@ -168,11 +168,18 @@ def test_a_small_caption_is_found_on_the_downscaled_detector_frame(engines):
     assert 85 <= reads[0].box[0] <= 100 and 590 <= reads[0].box[1] <= 605
 
 
-def test_tesseract_line_words_join_on_the_median_word_height():
-    from stageflow.plugins.ocr import parse_tsv_lines
-
+def _tsv(rows) -> str:
     head = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext"
-    rows = [  # tesseract's TSV of a "라운드랩 독도 토너" crop: two syllables get the crop's full height
+    body = [f"5\t1\t1\t1\t1\t{i}\t{x}\t{y}\t{w}\t{h}\t93.0\t{t}" for i, (t, x, y, w, h) in enumerate(rows)]
+    return "\n".join([head, *body])
+
+
+def test_tesseract_line_words_join_into_the_captions_words():
+    from stageflow.plugins.ocr import parse_tsv_lines, space_after
+
+    # tesseract's TSV of real caption crops (Nanum Gothic Bold). 48 px: syllables split into words,
+    # two of them given the crop's full height; spaces of 17 and 24 px
+    small = [
         ("라", 8, 8, 182, 47),
         ("운", 66, 0, 43, 62),
         ("드", 108, 8, 48, 47),
@@ -180,8 +187,16 @@ def test_tesseract_line_words_join_on_the_median_word_height():
         ("독도", 211, 8, 92, 47),
         ("토너", 320, 8, 88, 47),
     ]
-    tsv = "\n".join(
-        [head]
-        + [f"5\t1\t1\t1\t1\t{i}\t{x}\t{y}\t{w}\t{h}\t93.0\t{t}" for i, (t, x, y, w, h) in enumerate(rows)]
-    )
-    assert parse_tsv_lines(tsv, 1) == [("라운드랩 독도 토너", 0.93)]
+    assert parse_tsv_lines(_tsv(small), 1) == [("라운드랩 독도 토너", 0.93)]
+    # 96 px: syllable gaps of 30 px are wider than the 48 px caption's spaces; the space is 45 px
+    large = [
+        ("자", 5, 6, 89, 95),
+        ("작", 124, 6, 66, 95),
+        ("나무", 221, 6, 152, 95),
+        ("선크림", 418, 6, 268, 95),
+    ]
+    assert parse_tsv_lines(_tsv(large), 1) == [("자작나무 선크림", 0.93)]
+    # 64 px: syllable gaps 15-16 px under the cut, spaces 20 and 27 px
+    assert space_after([15, 16, 16, 27, 20], 59) == [False, False, False, True, True]
+    assert space_after([20, 21], 47) == [True, True]  # English words: even gaps, each a space
+    assert space_after([3], 47) == [False] and space_after([15], 47) == [True]
