@@ -82,9 +82,15 @@ class RapidOcrEngine:
         return out
 
     def detect_boxes(self, image: Any) -> list[tuple[float, float, float, float]]:
-        """Text line boxes of an RGB frame (rapidocr's DB detector only, no recognition)."""
+        """Text line boxes of an RGB frame (rapidocr's DB detector only, no recognition). A frame
+        larger than ``det_max_side`` is detected at that size; a smaller one as rapidocr does it
+        (its shorter side upscaled to 736 px: finer boxes for small text on small frames)."""
         small, scale = _downscale(image, self.config.det_max_side)
-        result = _detect_at_size(self.engine, small[..., ::-1].copy(), self.config.det_max_side)
+        if scale < 1.0:
+            result = _detect_at_size(self.engine, small[..., ::-1].copy(), self.config.det_max_side)
+        else:
+            found, _ = self.engine(image[..., ::-1].copy(), use_det=True, use_cls=False, use_rec=False)
+            result = list(found or [])
         boxes = []
         for points in result:
             xs = [float(p[0]) / scale for p in points]
@@ -104,9 +110,10 @@ class RapidOcrEngine:
 
 def _detect_at_size(engine: Any, bgr: Any, max_side: int) -> list[Any]:
     """rapidocr's DB detector on ``bgr`` at (at most) ``max_side``: its own preprocessing uses
-    ``limit_type: min`` and upscales the shorter side to 736 px (a 960x540 frame ran at 1312x736,
-    ~0.6 s on 2 cores); here the frame keeps its downscaled size (640 px: ~4x fewer pixels, the
-    caption boxes within a few pixels). Falls back to the engine's own call on another layout."""
+    ``limit_type: min`` and upscales the shorter side to 736 px (a 720p frame downscaled to 960x540
+    still ran at 1312x736, ~0.6 s on 2 cores); here the downscaled frame keeps its size (640 px:
+    ~4x fewer pixels than 1312x736, caption boxes within a few pixels of the full-size ones). Falls
+    back to the engine's own call on another rapidocr layout."""
     det = getattr(engine, "text_det", None)
     try:
         from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
