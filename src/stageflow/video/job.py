@@ -134,7 +134,9 @@ def look(
 
     Scene frames are always read; a steady frame (a repeat kept in a static shot) only when the scene
     frame it repeats showed text or objects, so a caption's whole window is covered without reading
-    every second of a static shot that shows nothing."""
+    every second of a static shot that shows nothing. Region OCR keeps one :class:`RegionCache` for the
+    whole video: a steady frame may repeat its scene frame, a scene frame the scene before it, and a
+    repeat reuses the boxes and the unchanged crops' reads instead of detecting and recognising again."""
     detections: list[Detection] = []
     by_region = [e for e in backends.ocr if backends.text_regions is not None and hasattr(e, "recognise")]
     whole = [e for e in backends.ocr if e not in by_region]
