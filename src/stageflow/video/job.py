@@ -31,7 +31,7 @@ from stageflow.video.decode import (
 )
 from stageflow.video.ocrtext import merge
 from stageflow.video.pipeline.records import DecodedJob, KeptFrame
-from stageflow.video.regions import read_regions
+from stageflow.video.regions import RegionCache, read_regions
 
 
 def decode_job(
@@ -139,7 +139,9 @@ def look(
 
     Scene frames are always read; a steady frame (a repeat kept in a static shot) only when the scene
     frame it repeats showed text or objects, so a caption's whole window is covered without reading
-    every second of a static shot that shows nothing."""
+    every second of a static shot that shows nothing. Region OCR keeps one :class:`RegionCache` for the
+    whole video: a steady frame may repeat its scene frame, a scene frame the scene before it, and a
+    repeat reuses the boxes and the unchanged crops' reads instead of detecting and recognising again."""
     detections: list[Detection] = []
     by_region = [e for e in backends.ocr if backends.text_regions is not None and hasattr(e, "recognise")]
     whole = [e for e in backends.ocr if e not in by_region]
@@ -149,8 +151,8 @@ def look(
         return detections, [], 0, 0
     steady = {f.index for f in job.frames if f.steady}
 
-    boxes: dict[int, list[Any]] = {}  # text boxes per scene frame index, reused by its steady frames
-    reuse: dict[int, list[Any]] = {}  # steady frame index -> its scene frame's boxes
+    cache = RegionCache()  # boxes and reads per frame, reused by frames that repeat them
+    refs: dict[int, int] = {}  # frame index -> the frame it may repeat (regions.read_regions)
 
     def run(frames: list[Frame]) -> set[int]:
         """Detection and OCR of ``frames``; the indexes of the frames that showed something."""
@@ -162,7 +164,7 @@ def look(
             detections.extend(found)
             times.update(d.t for d in found)
         if by_region:
-            got = read_regions(frames, backends.text_regions, by_region, known_boxes=reuse, found_boxes=boxes)
+            got = read_regions(frames, backends.text_regions, by_region, refs=refs, cache=cache)
             reads[0].extend(got)
             times.update(o.t for o in got)
         for i, engine in enumerate(whole, start=1):
@@ -172,11 +174,16 @@ def look(
         return {f.index for f in frames if f.t in times}
 
     anchor: int | None = None  # the latest scene frame's index
+    previous: int | None = None  # the scene frame before the current one
     shown: set[int] = set()  # scene frames that showed text or objects
     for batch in frame_batches(job, batch_size):
         batches += 1
         max_batch = max(max_batch, len(batch))
         scenes = [f for f in batch if f.index not in steady]
+        for frame in scenes:  # a scene frame may still show the previous one's text regions
+            if previous is not None:
+                refs[frame.index] = previous
+            previous = frame.index
         shown |= run(scenes)
         repeats = []
         for frame in batch:  # in time order: a steady frame repeats the scene frame before it
@@ -184,8 +191,7 @@ def look(
                 anchor = frame.index
             elif anchor is not None and anchor in shown:
                 repeats.append(frame)
-                if boxes.get(anchor):  # a repeat of the scene frame: its text sits in the same boxes
-                    reuse[frame.index] = boxes[anchor]
+                refs[frame.index] = anchor  # its text most likely sits in the same boxes
         run(repeats)
         if on_batch is not None:
             on_batch(len(batch))
