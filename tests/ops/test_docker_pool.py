@@ -140,10 +140,13 @@ def test_video_inference_runs_in_a_docker_container_and_the_gpu_request_reaches_
         (real,) = httpx.post(
             f"{api}/deployments/filter", json={"deployments": {"name": {"any_": ["video-inference"]}}}
         ).json()
+        # a real decoded job (the record the pipeline hands to inference), from the chain above
+        job = json.loads(next((work / "out" / "jobs").glob("*/job.json")).read_text(encoding="utf-8"))
         run = httpx.post(
             f"{api}/deployments/{real['id']}/create_flow_run",
-            json={"parameters": {"job": {"video_id": "x", "workdir": str(work)}, "video": {}}},
+            json={"parameters": {"job": job, "video": {}}},
         ).json()
+        assert "id" in run, run  # the server validated the parameters against the flow's signature
         state = ops.wait_for(
             lambda: (
                 (st := httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"])["type"]
