@@ -37,6 +37,19 @@ def test_help_lists_commands(capsys):
         assert command in out
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["monitor", "--help"], ["build", "--help"], ["discover", "--help"], ["sync", "--help"]],
+)
+def test_help_shows_bracketed_names_plainly(capsys, args):
+    """Help is printed without markup processing: an escaped ``\\[monitor]`` would show its
+    backslash, and an unescaped one must survive as ``[monitor]``."""
+    code, out, _ = run(args, capsys)
+    assert code == 0 and "\\[" not in out
+    if args == ["--help"]:
+        assert "[monitor]" in out and "all four flow families" in " ".join(out.split())
+
+
 def test_unknown_command_is_usage_error(capsys):
     code, _, err = run(["frobnicate"], capsys)
     assert code == 2 and "No such command" in err

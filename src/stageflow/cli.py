@@ -21,7 +21,8 @@ from stageflow.errors import run_command
 app = typer.Typer(
     name="stageflow",
     help="Prefect flows made of plugin-swappable stages: deploy-sync, selective build, video analysis.\n\n"
-    "Quick start: `stageflow demo` runs the discovery flow on bundled samples in Prefect's embedded mode.",
+    "Quick start: `stageflow demo` runs all four flow families (discovery, video analysis, deploy-sync, "
+    "selective build) on bundled samples in Prefect's embedded mode.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     # --install-completion / --show-completion for bash, zsh, fish and PowerShell
@@ -199,7 +200,7 @@ def discover_cmd(
         bool, typer.Option("--prefect", help="Run as a Prefect flow (recorded in the UI).")
     ] = False,
 ) -> None:
-    """Find new videos from the configured source, store them, notify (stageflow.toml \\[discover])."""
+    """Find new videos from the configured source, store them, notify (stageflow.toml [discover])."""
     cfg, source_name, options, sinks = _discover_params(config, source)
     if prefect:
         from stageflow.flows.video import DiscoveryParams, video_discovery

@@ -121,14 +121,14 @@ def build_cmd(
             "--filter",
             "-F",
             help="Turborepo filter: NAME or glob, NAME... (with dependencies), ...NAME (with "
-            "dependents), ^ (without NAME itself), ./dir, {./dir/*}, \\[ref], \\[a...b], NAME...\\[ref], "
+            "dependents), ^ (without NAME itself), ./dir, {./dir/*}, [ref], [a...b], NAME...[ref], "
             "!EXPR; repeatable (union, exclusions last).",
         ),
     ] = None,
     role: Annotated[
         str | None,
         typer.Option(
-            "--role", help="Build the \\[build.roles.R] subset of stageflow.toml (plus dependencies)."
+            "--role", help="Build the [build.roles.R] subset of stageflow.toml (plus dependencies)."
         ),
     ] = None,
     task: Annotated[str | None, typer.Option("--task", help="Script to run (default: build).")] = None,

@@ -155,7 +155,7 @@ def monitor_cmd(
         bool, typer.Option("--prefect", help="Run the tick as the Prefect `monitor` flow.")
     ] = False,
 ) -> None:
-    """Probe the checks in \\[monitor] of stageflow.toml; alert on state changes only."""
+    """Probe the checks in [monitor] of stageflow.toml; alert on state changes only."""
     from stageflow.config import load_config
 
     cfg = load_config(config)
