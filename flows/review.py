@@ -18,7 +18,7 @@ from stageflow.plugin_manager import get_plugin_manager
 from stageflow.store import open_store
 
 
-@task(name="review-sync", retries=2, retry_delay_seconds=10)
+@task(name="review-sync", task_run_name="review-sync", retries=2, retry_delay_seconds=10)
 def review_sync_task(options: dict[str, Any]) -> dict[str, Any]:
     """Built here: the store's connection belongs to this task's thread. Applying a status that is
     already applied changes nothing, so a retry is safe."""

@@ -172,7 +172,9 @@ def selective_build(params: SelectiveBuildParams) -> dict[str, Any]:
     doc = publish_task(rep)
     if doc["failed"] or doc["blocked"]:
         if params.raise_on_failure:
-            raise JobFailed(failure_message(rep))
+            error = JobFailed(failure_message(rep))
+            error.report = doc  # the CLI's --prefect prints the same report as without it
+            raise error
         # asked not to fail: the run completes, but visibly not green-and-silent
         from prefect.states import Completed
 

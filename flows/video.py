@@ -71,7 +71,7 @@ class DiscoveryParams(BaseModel):
         )
 
 
-@task(name="check-backends")
+@task(name="check-backends", task_run_name="check-backends")
 def check_backends_task(params: DiscoveryParams, sinks: list[BackendChoice]) -> None:
     """Resolve and configure every backend before anything is written (unknown names fail here)."""
     plugins = get_plugin_manager()
@@ -86,7 +86,7 @@ def discover_task(source: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     return discovery.discover(get_plugin_manager(), source, options)
 
 
-@task(name="select-new")
+@task(name="select-new", task_run_name="select-new")
 def select_new_task(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     store = open_store()
     try:
@@ -102,7 +102,7 @@ def write_sink_task(choice: BackendChoice, records: list[dict[str, Any]]) -> dic
     return discovery.write_sinks(get_plugin_manager(), [choice], records)
 
 
-@task(name="mark-seen")
+@task(name="mark-seen", task_run_name="mark-seen")
 def mark_seen_task(records: list[dict[str, Any]]) -> int:
     store = open_store()
     try:
@@ -176,16 +176,16 @@ class CandidateReview(RunInput):
     """The pause form of the video-analysis run: one ``decisions`` row per candidate in needs_review
     (prefilled with "keep"), the candidates themselves in the description above the form."""
 
-    reviewer: str = Field("", description="your name (recorded as prefect-ui:<name>)")
+    reviewer: str = Field("", description="your name: the status history records prefect-ui:NAME")
     decisions: list[ReviewItem] = Field(default_factory=list)
 
 
-@task(name="resolve-inputs")
+@task(name="resolve-inputs", task_run_name="resolve-inputs")
 def resolve_inputs_task(inputs: list[str]) -> list[VideoRef]:
     return inputs_mod.resolve_inputs(inputs, get_plugin_manager())
 
 
-@task(name="check-video-backends")
+@task(name="check-video-backends", task_run_name="check-video-backends")
 def check_video_backends_task(config: VideoConfig, notifier: str, notifier_options: dict[str, Any]) -> None:
     """Build every backend once (a missing model, an unknown analyzer or sink fails the run here,
     before any video)."""
@@ -269,7 +269,7 @@ class StageArtifacts:
             self.current[video_id] = stage
 
 
-@task(name="review-queue")
+@task(name="review-queue", task_run_name="review-queue")
 def review_queue_task(video_ids: list[str]) -> list[dict[str, Any]]:
     from stageflow.video.analysis import review
 
@@ -280,7 +280,7 @@ def review_queue_task(video_ids: list[str]) -> list[dict[str, Any]]:
         store.close()
 
 
-@task(name="apply-review")
+@task(name="apply-review", task_run_name="apply-review")
 def apply_review_task(decisions: list[dict[str, Any]], reviewer: str, offered: list[str]) -> dict[str, Any]:
     """Each decision through the status machine; one that cannot be applied is reported, the rest are."""
     from stageflow.video.analysis import review

@@ -7,7 +7,7 @@ the fix. Messages must never contain secrets (tokens, keys, passwords).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -19,9 +19,11 @@ class StageflowError(Exception):
 
 
 class JobFailed(StageflowError):
-    """A job ran and failed (a build step, a hook, a transfer). Exit 1."""
+    """A job ran and failed (a build step, a hook, a transfer). Exit 1. ``report``: the job's own
+    report when it has one (the selective-build flow's, so ``build --prefect`` prints it)."""
 
     exit_code = 1
+    report: dict[str, Any] | None = None
 
 
 class BadInput(StageflowError):

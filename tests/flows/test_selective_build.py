@@ -118,3 +118,30 @@ def test_partial_failure_without_raise_is_a_named_state_with_a_warning(sample_re
     assert state.result()["failed"] == ["@sample/utils"]
     [warning] = _artifacts("selective-build-warning")[:1]
     assert "Build completed with failures" in warning["data"] and "@sample/utils" in warning["data"]
+
+
+def test_cli_prefect_failed_build_is_a_failed_run_with_the_same_report(
+    sample_repo: Path, capsys: pytest.CaptureFixture[str]
+):
+    """`stageflow build --prefect` exits 1 on a failing workspace, and its run is Failed in the UI
+    (not "Completed with failures"), while --json prints the same report as without --prefect."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from stageflow.cli import main
+
+    manifest = sample_repo / "packages/utils/package.json"
+    data = json.loads(manifest.read_text())
+    data["scripts"]["build"] = "node -e \"console.error('utils broke'); process.exit(4)\""
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build", str(sample_repo), "--prefect", "--json"])
+    assert exit_info.value.code == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["failed"] == ["@sample/utils"] and "@sample/web" in doc["blocked"]
+    runs = httpx.post(
+        f"{PREFECT_API_URL.value()}/flow_runs/filter",
+        json={"flows": {"name": {"any_": ["selective-build"]}}, "sort": "START_TIME_DESC", "limit": 1},
+    ).json()
+    assert runs[0]["state"]["type"] == "FAILED", runs[0]["state"]
+    assert "build failed: @sample/utils" in runs[0]["state"]["message"]

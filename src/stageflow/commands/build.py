@@ -207,7 +207,16 @@ def build_cmd(
         from stageflow.flows.selective_build import SelectiveBuildParams, selective_build
 
         params = SelectiveBuildParams.from_options(options, config)
-        doc = selective_build(params.model_copy(update={"raise_on_failure": False}))
+        # The run ends Failed in the UI exactly when this command exits 1 (not "Completed with
+        # failures"): the flow's JobFailed carries the report this command prints.
+        state = selective_build(params, return_state=True)
+        outcome = state.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException):
+            doc = getattr(outcome, "report", None)
+            if doc is None:
+                raise outcome
+        else:
+            doc = outcome
     else:
         stamp = _StampGuard(options, config, build_config)
         plan = engine.plan(options, build_config)

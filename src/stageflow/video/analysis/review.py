@@ -108,7 +108,8 @@ class ReviewItem(BaseModel):
     candidate_id: str = Field(description="the candidate, as listed in the description")
     label: str = Field("", description="product / brand / score, for orientation only (not applied)")
     action: FormAction = Field("keep", description="keep (decide later), approve, reject or revise")
-    product_name: str | None = Field(None, description="a corrected product name (optional)")
+    # a plain text box in the UI (str | None renders as a type switch); empty keeps the stored name
+    product_name: str = Field("", description="a corrected product name (empty: keep it)")
     note: str = Field("", description="why (kept in the status history)")
 
 
