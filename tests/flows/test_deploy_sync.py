@@ -34,6 +34,7 @@ def test_deploy_sync_flow_publishes_changes(tmp_path: Path) -> None:
     resp = httpx.post(
         f"{PREFECT_API_URL.value()}/artifacts/filter",
         json={"artifacts": {"key": {"any_": ["deploy-sync-api"]}}, "limit": 5, "offset": 0},
+        timeout=60,
     )
     resp.raise_for_status()
     artifacts = resp.json()

@@ -24,6 +24,7 @@ def _artifacts(key: str) -> list[dict]:
     response = httpx.post(
         f"{PREFECT_API_URL.value()}/artifacts/filter",
         json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 10},
+        timeout=60,
     )
     response.raise_for_status()
     return response.json()
@@ -79,6 +80,7 @@ def test_selective_build_flow_fails_on_a_failing_build(sample_repo: Path):
     runs = httpx.post(
         f"{PREFECT_API_URL.value()}/task_runs/filter",
         json={"task_runs": {"name": {"like_": "build @sample/"}}, "sort": "EXPECTED_START_TIME_DESC"},
+        timeout=60,
     ).json()
     latest = {}
     for r in runs:
@@ -142,6 +144,7 @@ def test_cli_prefect_failed_build_is_a_failed_run_with_the_same_report(
     runs = httpx.post(
         f"{PREFECT_API_URL.value()}/flow_runs/filter",
         json={"flows": {"name": {"any_": ["selective-build"]}}, "sort": "START_TIME_DESC", "limit": 1},
+        timeout=60,
     ).json()
     assert runs[0]["state"]["type"] == "FAILED", runs[0]["state"]
     assert "build failed: @sample/utils" in runs[0]["state"]["message"]

@@ -37,6 +37,7 @@ def _artifacts(key: str) -> list[dict]:
     response = httpx.post(
         f"{PREFECT_API_URL.value()}/artifacts/filter",
         json={"artifacts": {"key": {"any_": [key]}}, "limit": 10, "sort": "CREATED_DESC"},
+        timeout=60,
     )
     response.raise_for_status()
     return response.json()

@@ -226,6 +226,7 @@ def _latest_artifact(key: str, flow_run_id) -> dict:
             "limit": 1,
             "sort": "CREATED_DESC",
         },
+        timeout=60,
     )
     response.raise_for_status()
     [artifact] = response.json()

@@ -27,15 +27,23 @@ def free_port() -> int:
 
 
 def wait_for(predicate: Callable[[], Any], seconds: float, what: str, log: Path | None = None) -> Any:
-    """Poll ``predicate`` once a second until it returns something truthy (or give up, loudly)."""
+    """Poll ``predicate`` once a second until it returns something truthy (or give up, loudly).
+
+    A request to the server that times out or is refused counts as "not yet": on a saturated CPU the
+    SQLite-backed server can take longer than a client's timeout to answer one poll."""
     deadline = time.monotonic() + seconds
+    last_error: Exception | None = None
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except httpx.TransportError as exc:
+            last_error, value = exc, None
         if value:
             return value
         time.sleep(1)
     tail = log.read_text(errors="replace")[-4000:] if log and log.is_file() else ""
-    raise AssertionError(f"gave up after {seconds:g} s waiting for {what}\n{tail}")
+    error = f" (last poll: {last_error!r})" if last_error else ""
+    raise AssertionError(f"gave up after {seconds:g} s waiting for {what}{error}\n{tail}")
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +124,16 @@ def sh(args, env, cwd, timeout=300) -> str:
 def flow_runs(api: str, deployment_name: str) -> list[dict[str, Any]]:
     """Every flow run of the deployment (by name), oldest first."""
     deps = httpx.post(
-        f"{api}/deployments/filter", json={"deployments": {"name": {"any_": [deployment_name]}}}
+        f"{api}/deployments/filter",
+        json={"deployments": {"name": {"any_": [deployment_name]}}},
+        timeout=60,
     ).json()
     if not deps:
         return []
     return httpx.post(
         f"{api}/flow_runs/filter",
         json={"deployments": {"id": {"any_": [d["id"] for d in deps]}}, "sort": "EXPECTED_START_TIME_ASC"},
+        timeout=60,
     ).json()
 
 

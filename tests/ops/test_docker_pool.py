@@ -61,7 +61,9 @@ def _project(ops, dest: Path, image: str, mounts: list[str]) -> None:
 
 def _child_logs(ops, api: str) -> list[str]:
     ids = [r["id"] for r in ops.flow_runs(api, "video-inference-test")]
-    logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": ids}}, "limit": 50}).json()
+    logs = httpx.post(
+        f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": ids}}, "limit": 50}, timeout=60
+    ).json()
     return [entry["message"][-1500:] for entry in logs]
 
 
@@ -94,7 +96,7 @@ def test_video_inference_runs_in_a_docker_container_and_the_gpu_request_reaches_
     }
     ops.sh([ops.BIN / "stageflow", "pools", "create", "--gpu-image", docker_test_image], env, project)
     ops.sh([ops.BIN / "prefect", "--no-prompt", "deploy", "--all"], env, project)
-    pool = httpx.get(f"{api}/work_pools/gpu").json()
+    pool = httpx.get(f"{api}/work_pools/gpu", timeout=60).json()
     props = pool["base_job_template"]["variables"]["properties"]
     assert props["image_pull_policy"]["default"] == "IfNotPresent"
 
@@ -138,18 +140,21 @@ def test_video_inference_runs_in_a_docker_container_and_the_gpu_request_reaches_
 
         # The deployment as the repository ships it: the pool's device request goes to the daemon.
         (real,) = httpx.post(
-            f"{api}/deployments/filter", json={"deployments": {"name": {"any_": ["video-inference"]}}}
+            f"{api}/deployments/filter",
+            json={"deployments": {"name": {"any_": ["video-inference"]}}},
+            timeout=60,
         ).json()
         # a real decoded job (the record the pipeline hands to inference), from the chain above
         job = json.loads(next((work / "out" / "jobs").glob("*/job.json")).read_text(encoding="utf-8"))
         run = httpx.post(
             f"{api}/deployments/{real['id']}/create_flow_run",
             json={"parameters": {"job": job, "video": {}}},
+            timeout=60,
         ).json()
         assert "id" in run, run  # the server validated the parameters against the flow's signature
         state = ops.wait_for(
             lambda: (
-                (st := httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"])["type"]
+                (st := httpx.get(f"{api}/flow_runs/{run['id']}", timeout=60).json()["state"])["type"]
                 in {"CRASHED", "FAILED", "COMPLETED"}
                 and st
             ),

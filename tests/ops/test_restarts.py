@@ -86,11 +86,13 @@ def test_sigterm_to_serve_mid_build_crashes_the_run_kills_the_build_and_notifies
     )
     try:
         dep = ops.wait_for(
-            lambda: httpx.post(f"{api}/deployments/filter", json={}).json(), 120, "the served deployment"
+            lambda: httpx.post(f"{api}/deployments/filter", json={}, timeout=60).json(),
+            120,
+            "the served deployment",
         )[0]
-        run = httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run", json={}).json()
+        run = httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run", json={}, timeout=60).json()
         ops.wait_for(lambda: ticks.is_file() and ticks.stat().st_size > 200, 180, "the build to be writing")
-        assert httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"]["type"] == "RUNNING"
+        assert httpx.get(f"{api}/flow_runs/{run['id']}", timeout=60).json()["state"]["type"] == "RUNNING"
         serve.send_signal(signal.SIGTERM)  # the serve process only, as systemd or docker stop do
         out = serve.communicate(timeout=120)[0]
     finally:
@@ -99,7 +101,7 @@ def test_sigterm_to_serve_mid_build_crashes_the_run_kills_the_build_and_notifies
             serve.communicate(timeout=30)
     state = ops.wait_for(
         lambda: (
-            (s := httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"])["type"]
+            (s := httpx.get(f"{api}/flow_runs/{run['id']}", timeout=60).json()["state"])["type"]
             in {"CRASHED", "CANCELLED", "FAILED"}
             and s
         ),
@@ -145,8 +147,8 @@ def test_sigterm_to_stageflow_worker_mid_build_crashes_the_run_and_kills_the_bui
         start_new_session=True,
     )
     try:
-        (dep,) = httpx.post(f"{api}/deployments/filter", json={}).json()
-        run = httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run", json={}).json()
+        (dep,) = httpx.post(f"{api}/deployments/filter", json={}, timeout=60).json()
+        run = httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run", json={}, timeout=60).json()
         ops.wait_for(lambda: ticks.is_file() and ticks.stat().st_size > 200, 180, "the build to be writing")
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=120)[0]
@@ -156,7 +158,7 @@ def test_sigterm_to_stageflow_worker_mid_build_crashes_the_run_and_kills_the_bui
             worker.communicate(timeout=30)
     state = ops.wait_for(
         lambda: (
-            (s := httpx.get(f"{api}/flow_runs/{run['id']}").json()["state"])["type"]
+            (s := httpx.get(f"{api}/flow_runs/{run['id']}", timeout=60).json()["state"])["type"]
             in {"CRASHED", "CANCELLED", "FAILED"}
             and s
         ),

@@ -71,7 +71,7 @@ def test_deployed_schedule_fires_on_a_worker_that_never_saw_the_deploy_directory
     }
     ops.sh([ops.BIN / "stageflow", "pools", "create"], env, project)
     ops.sh([ops.BIN / "prefect", "--no-prompt", "deploy", "--all"], env, project)
-    (dep,) = httpx.post(f"{api}/deployments/filter", json={}).json()
+    (dep,) = httpx.post(f"{api}/deployments/filter", json={}, timeout=60).json()
     assert dep["pull_steps"] == [{"stageflow.deployments.steps.use_installed_package": {}}]
     assert dep["global_concurrency_limit"]["limit"] == 1
     assert dep["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
@@ -104,7 +104,9 @@ def test_deployed_schedule_fires_on_a_worker_that_never_saw_the_deploy_directory
     crashed = [r["state"]["message"] for r in runs if r["state"]["type"] == "CRASHED"]
     assert not crashed, crashed
     logs = httpx.post(
-        f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [done[0]["id"]]}}, "limit": 200}
+        f"{api}/logs/filter",
+        json={"logs": {"flow_run_id": {"any_": [done[0]["id"]]}}, "limit": 200},
+        timeout=60,
     ).json()
     ours = [entry["message"] for entry in logs if entry["name"].startswith("stageflow")]
     assert any("monitor tick: 1 checks, 0 failing" in m for m in ours), (ours, out[-3000:])
@@ -144,7 +146,7 @@ def test_serve_schedules_fire_and_one_serve_stopping_never_pauses_the_other(serv
         out = _stop(second)
         stopped_at = datetime.now(UTC)
         (dep,) = httpx.post(
-            f"{api}/deployments/filter", json={"deployments": {"name": {"any_": ["monitor"]}}}
+            f"{api}/deployments/filter", json={"deployments": {"name": {"any_": ["monitor"]}}}, timeout=60
         ).json()
         assert dep["paused"] is False, out[-2000:]
         assert all(s["active"] for s in dep["schedules"]), dep["schedules"]
@@ -159,7 +161,7 @@ def test_serve_schedules_fire_and_one_serve_stopping_never_pauses_the_other(serv
         _stop(first)
         _stop(second)
     (dep,) = httpx.post(
-        f"{api}/deployments/filter", json={"deployments": {"name": {"any_": ["monitor"]}}}
+        f"{api}/deployments/filter", json={"deployments": {"name": {"any_": ["monitor"]}}}, timeout=60
     ).json()
     assert dep["paused"] is False
 

@@ -58,7 +58,7 @@ def test_deploy_worker_run_artifacts_and_ui(server, tmp_path):
     assert props["image"]["default"] == "example/stageflow-gpu:1"
 
     sh([BIN / "prefect", "--no-prompt", "deploy", "--all"], env, project)
-    deployments = httpx.post(f"{api}/deployments/filter", json={"limit": 50}).json()
+    deployments = httpx.post(f"{api}/deployments/filter", json={"limit": 50}, timeout=60).json()
     assert {"video-discovery", "monitor"} <= {d["name"] for d in deployments}
 
     out = sh([BIN / "prefect", "deployment", "run", "monitor/monitor"], env, project)
@@ -68,10 +68,10 @@ def test_deploy_worker_run_artifacts_and_ui(server, tmp_path):
         env,
         project,
     )
-    run = httpx.get(f"{api}/flow_runs/{run_id}").json()
+    run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=60).json()
     assert run["state"]["type"] == "COMPLETED", run["state"]
     artifacts = httpx.post(
-        f"{api}/artifacts/filter", json={"flow_runs": {"id": {"any_": [run_id]}}, "limit": 10}
+        f"{api}/artifacts/filter", json={"flow_runs": {"id": {"any_": [run_id]}}, "limit": 10}, timeout=60
     ).json()
     assert [a["key"] for a in artifacts] == ["monitor-checks"]
     table = artifacts[0]["data"]
