@@ -131,7 +131,11 @@ def run_inference(job: DecodedJob, config: VideoConfig, language: str | None = N
         )
         if run.state is None or not run.state.is_completed():
             state = run.state.name if run.state else "unknown"
-            raise JobFailed(f"inference deployment {deployment}: flow run {run.name} ended {state}")
+            why = (run.state.message or "").strip().splitlines() if run.state else []
+            raise JobFailed(
+                f"inference deployment {deployment}: flow run {run.name} ended {state}"
+                + (f": {why[0]}" if why else "")  # e.g. the child's one-line job_storage error
+            )
         if remote is None:
             return read_result(job)
         result = jobstore.get_result(remote, options)

@@ -2,7 +2,9 @@
 process that shares no directory with it. The job's media goes through a local S3-compatible server
 (moto's server mode on 127.0.0.1): the parent uploads it and then deletes its own copy of the frames
 and audio, the child (its own STAGEFLOW_HOME, cwd and TMPDIR) downloads them, runs OCR and writes the
-result back, and the parent reads it from there and removes the remote copy."""
+result back, and the parent reads it from there and removes the remote copy. A child that lacks an
+environment variable the options name (``key_env``) fails in one line, which the parent's error
+carries; that run's upload is removed too, and no secret is in any run's parameters."""
 
 from __future__ import annotations
 
@@ -112,23 +114,42 @@ def test_media_reaches_the_child_through_s3_only(tmp_path, s3, monkeypatch):
             "job_storage_options": {"endpoint_url": endpoint},
         }
         doc = video_analysis(AnalysisParams(inputs=[str(clip)], out=str(tmp_path / "out"), video=video))
+        # A worker without the variables the options name fails in one line, which reaches the parent.
+        monkeypatch.setenv("STAGEFLOW_TEST_JOBS_KEY", "testing")  # the parent has them, the child not
+        monkeypatch.setenv("STAGEFLOW_TEST_JOBS_SECRET", SECRET)
+        named = {"key_env": "STAGEFLOW_TEST_JOBS_KEY", "secret_env": "STAGEFLOW_TEST_JOBS_SECRET"}
+        misconfigured = {**video, "job_storage_options": {**video["job_storage_options"], **named}}
+        failed = video_analysis(
+            AnalysisParams(inputs=[str(clip)], out=str(tmp_path / "out2"), video=misconfigured, force=True),
+            return_state=True,
+        )
     finally:
         os.killpg(served.pid, signal.SIGTERM)
         served.wait(timeout=30)
     [record] = doc["videos"]
     assert record["error"] is None
     assert [o["text"] for o in record["ocr"]] == ["HELLO", "THANKS"]  # read from the downloaded frames
-    [remote] = uploaded
+    remote = uploaded[0]
     assert remote.startswith("s3://jobs/stageflow/")
+    assert failed.is_failed()
+    [second] = failed.result(raise_on_failure=False)["videos"]
+    assert second["error"].endswith(
+        "[video.job_storage_options] key_env: environment variable 'STAGEFLOW_TEST_JOBS_KEY' is "
+        "not set on this worker"
+    ), second["error"]
+    assert "inference deployment video-inference/video-inference: flow run" in second["error"]
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])), limit=5
         )
-    assert len(runs) == 1 and runs[0].state.is_completed()
-    assert runs[0].parameters["remote"] == remote
-    assert SECRET not in json.dumps(runs[0].parameters, default=str)
+    assert sorted(r.state.type.value for r in runs) == ["COMPLETED", "FAILED"]
+    [done] = [r for r in runs if r.state.is_completed()]
+    assert done.parameters["remote"] == remote
+    assert not any(SECRET in json.dumps(r.parameters, default=str) for r in runs)
+    assert fs.find("jobs") == []  # the failed run's upload is removed too
     [workdir] = (tmp_path / "out" / "jobs").iterdir()
     assert (workdir / "inference.json").is_file()  # the parent's local copy of the result
     assert not list(workdir.glob("frame-*.jpg"))  # (deleted after upload: the child never saw them)
+    fs.invalidate_cache()
     assert not fs.exists(remote.removeprefix("s3://"))  # removed once the result was read
     assert not list((child / "tmp").glob("stageflow-job-*"))  # the child's download directory is gone
