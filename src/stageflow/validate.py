@@ -189,5 +189,7 @@ def _check_job_storage(cfg: Any, report: Report) -> None:
     problem = storage_problem(url)
     if problem:
         report.problems.append(f"[video] job_storage {url}: {problem}")
+    elif not cfg.video.inference_deployment:
+        report.checked.append(f"[video] job_storage {url} (unused: inference_deployment is not set)")
     else:
         report.checked.append(f"[video] job_storage {url}")

@@ -207,6 +207,12 @@ def test_storage_urls_are_checked(tmp_path):
     config.write_text('[video]\njob_storage = "gs://b/jobs"\n')
     report = validate_project(config, None, False)
     assert report.problems == ["[video] job_storage gs://b/jobs: gs:// needs gcsfs: pip install gcsfs"]
+    config.write_text('[video]\njob_storage = "s3://b/jobs"\n')
+    report = validate_project(config, None, False)
+    assert (
+        report.ok
+        and "[video] job_storage s3://b/jobs (unused: inference_deployment is not set)" in report.checked
+    )
     config.write_text('[video]\njob_storage = "nope://b/jobs"\n')
     [problem] = validate_project(config, None, False).problems
     assert "job_storage" in problem and "unknown storage scheme 'nope://'" in problem
