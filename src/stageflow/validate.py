@@ -144,6 +144,7 @@ def validate_project(config_path: Path | None, prefect_yaml: Path | None, check_
     report.checked.append(f"{cfg.source_path or 'defaults (no stageflow.toml)'}: valid")
     _check_backends(cfg, report)
     _check_sync_rule_files(cfg, report)
+    _check_job_storage(cfg, report)
     blocks: list[tuple[str, str]] = []
     if prefect_yaml is not None:
         if prefect_yaml.is_file():
@@ -175,3 +176,20 @@ def _check_sync_rule_files(cfg: Any, report: Report) -> None:
         files = profile.exclude_files() + profile.filter_files() + profile.ignore_files()
         if not problems and files:
             report.checked.append(f"[sync.environments.{env_name}] rule files: {', '.join(files)}")
+
+
+def _check_job_storage(cfg: Any, report: Report) -> None:
+    """``[video] job_storage``: its scheme is checked when the config loads; here, that the scheme's
+    fsspec backend is installed (this machine stands for the workers: both pools need it)."""
+    if not cfg.given("video") or not cfg.video.job_storage:
+        return
+    from stageflow.video.jobstore import storage_problem
+
+    url = cfg.video.job_storage
+    problem = storage_problem(url)
+    if problem:
+        report.problems.append(f"[video] job_storage {url}: {problem}")
+    elif not cfg.video.inference_deployment:
+        report.checked.append(f"[video] job_storage {url} (unused: inference_deployment is not set)")
+    else:
+        report.checked.append(f"[video] job_storage {url}")

@@ -69,6 +69,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
             f"AuthorizedKeysFile {d / 'authorized_keys'}\n"
             f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             f"PermitRootLogin prohibit-password\nPidFile {d / 'sshd.pid'}\nLogLevel VERBOSE\n"
+            "Subsystem sftp internal-sftp\n"  # tests/video/test_jobstore.py: job storage over sftp
         )
         proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=log.open("wb"))
         deadline = time.monotonic() + 60  # generous: a busy machine starts sshd in seconds, not ms

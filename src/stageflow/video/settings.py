@@ -52,6 +52,11 @@ ANALYSIS_KEYS = (
 )  # fmt: skip
 
 
+#: Keys of [video] that say only how the media reaches the inference child: they never invalidate a
+#: stored part-1 result either.
+TRANSPORT_KEYS = ("job_storage", "job_storage_options", "job_storage_keep")
+
+
 class ChannelOptions(BaseModel):
     """``[video.channels."<channel id>"]``: what is known about one channel; each key, when set, wins
     over what the store computed from its feed (``subscribers`` is only known from here or the sheet)."""
@@ -93,9 +98,17 @@ class VideoConfig(BaseModel):
     review_timeout_s: int = Field(3600, ge=1)
     review_poll_s: int = Field(10, ge=1)  # how often the paused run checks for the answer
     # "" runs the inference child in-process; "video-inference/video-inference" runs that deployment
-    # (the GPU pool) with run_deployment and reads its result from the shared job directory.
+    # (the GPU pool) with run_deployment and reads its result from the job directory.
     inference_deployment: str = ""
     inference_timeout_s: float = Field(3600.0, gt=0)
+    # Where the deployed child finds the job (stageflow.video.jobstore): "" -> the job directory
+    # itself, on a volume both pools see; an fsspec URL (s3://bucket/jobs, sftp://user@host/srv/jobs,
+    # gs://..., file:///mnt/jobs) -> the parent uploads the media there and the child writes its
+    # result back. Options go to the fsspec file system; they travel in the run parameters, so
+    # secrets only by environment variable name (password_env = "VAR").
+    job_storage: str = ""
+    job_storage_options: dict[str, Any] = Field(default_factory=dict)
+    job_storage_keep: bool = False  # keep the remote job directory after the result is read
     language: str | None = None
     sampling: SamplingOptions = Field(default_factory=SamplingOptions)
     clips: ClipOptions = Field(default_factory=ClipOptions)
@@ -112,10 +125,35 @@ class VideoConfig(BaseModel):
                 raise ValueError(
                     f"unknown key '{key}' (known: transcriber, detector, ocr, ocr_regions, analyzer, "
                     "commerce, commerce_limit, sinks, ppl_patterns, channel, channels, review_in_ui, "
-                    "review_timeout_s, review_poll_s, language, sampling, clips, or a "
+                    "review_timeout_s, review_poll_s, inference_deployment, inference_timeout_s, "
+                    "job_storage, job_storage_options, job_storage_keep, language, sampling, clips, or a "
                     "[video.<backend>] table)"
                 )
         return self
+
+    @field_validator("job_storage")
+    @classmethod
+    def _storage_url(cls, value: str) -> str:
+        if value.strip():
+            from stageflow.video.jobstore import url_problem
+
+            problem = url_problem(value.strip())
+            if problem:
+                raise ValueError(problem)
+        return value.strip()
+
+    @field_validator("job_storage_options")
+    @classmethod
+    def _no_clear_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from stageflow.video.jobstore import secret_keys
+
+        found = secret_keys(value)
+        if found:
+            raise ValueError(
+                f"{found[0]}: a secret here would travel in the run parameters; set {found[0]}_env = "
+                "NAME (an environment variable on each worker) or use the backend's own variables (AWS_*)"
+            )
+        return value
 
     @field_validator("analyzer")
     @classmethod

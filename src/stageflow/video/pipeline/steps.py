@@ -32,7 +32,7 @@ from stageflow.video.pipeline.records import (
     VideoRef,
 )
 from stageflow.video.regions import spans
-from stageflow.video.settings import ANALYSIS_KEYS, VideoConfig
+from stageflow.video.settings import ANALYSIS_KEYS, TRANSPORT_KEYS, VideoConfig
 
 RESULTS_TABLE = "video_analyses"
 SHORTS_MAX_S = 60.0  # a video this short from a feed that skips Shorts is one (as the feed filter)
@@ -83,7 +83,7 @@ def build_backends(plugins: StageflowPluginManager, config: VideoConfig) -> Back
 def config_key(config: VideoConfig) -> str:
     """What a stored result depends on: the backends, their options, sampling and language (never the
     part-2 analysis settings: they run again on every analysis)."""
-    doc = config.model_dump(exclude={"clips", *ANALYSIS_KEYS})
+    doc = config.model_dump(exclude={"clips", *ANALYSIS_KEYS, *TRANSPORT_KEYS})
     for name in (config.analyzer, config.commerce):
         if name and name not in (config.transcriber, config.detector, *config.ocr):
             doc.pop(name, None)
