@@ -12,6 +12,7 @@ Wiring only: each task wraps one step of :mod:`stageflow.video.pipeline` (or of
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from stageflow.stages import Message
 from stageflow.store import open_store
 from stageflow.video import discovery
 from stageflow.video.analysis.review import ReviewItem
+from stageflow.video.discovery import DiscoveryParams
 from stageflow.video.pipeline import candidates as part2
 from stageflow.video.pipeline import inputs as inputs_mod
 from stageflow.video.pipeline import run, steps
@@ -43,72 +45,32 @@ from stageflow.video.pipeline.records import (
 from stageflow.video.settings import SinkChoice, VideoConfig
 
 
-class DiscoveryParams(BaseModel):
-    """Parameters of the discovery flow (shown as a form in the Prefect UI)."""
-
-    source: str = "rss"
-    options: dict[str, Any] = Field(default_factory=dict)
-    sinks: list[BackendChoice] = Field(default_factory=list)
-    notifier: str = "log"
-    notifier_options: dict[str, Any] = Field(default_factory=dict)
-    notify_when_empty: bool = False  # [discover] notify_when_empty
-
-    @classmethod
-    def from_config(cls, config_path: str | None = None) -> DiscoveryParams:
-        from pathlib import Path
-
-        from stageflow.config import load_config
-
-        cfg = load_config(Path(config_path) if config_path else None)
-        d = cfg.discover
-        return cls(
-            source=d.source,
-            options=d.options,
-            sinks=d.sinks,
-            notifier=cfg.notify.backend,
-            notifier_options=cfg.notify.options,
-            notify_when_empty=d.notify_when_empty,
-        )
-
-
 @task(name="check-backends", task_run_name="check-backends")
 def check_backends_task(params: DiscoveryParams, sinks: list[BackendChoice]) -> None:
     """Resolve and configure every backend before anything is written (unknown names fail here)."""
-    plugins = get_plugin_manager()
-    plugins.registry("sources").validate_config(params.source, params.options)
-    for choice in sinks:
-        plugins.build("sinks", choice.backend, choice.options)
-    plugins.build("notifiers", params.notifier, params.notifier_options)
+    discovery.check_backends(params, sinks)
 
 
 @task(name="discover", task_run_name="discover-{source}", retries=2, retry_delay_seconds=5)
 def discover_task(source: str, options: dict[str, Any]) -> list[dict[str, Any]]:
-    return discovery.discover(get_plugin_manager(), source, options)
+    return discovery.discover(source, options)
 
 
 @task(name="select-new", task_run_name="select-new")
 def select_new_task(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    store = open_store()
-    try:
-        return discovery.select_new(store, records)
-    finally:
-        store.close()
+    return discovery.select_new(records)
 
 
 # Sinks upsert by key, so a retry or a re-run writes nothing twice. No result cache here on purpose:
 # a cache keyed by the records would skip the write into a different or freshly restored store.
 @task(name="write-sink", task_run_name="write-{choice.backend}", retries=2, retry_delay_seconds=5)
 def write_sink_task(choice: BackendChoice, records: list[dict[str, Any]]) -> dict[str, int]:
-    return discovery.write_sinks(get_plugin_manager(), [choice], records)
+    return discovery.write_sink(choice, records)
 
 
 @task(name="mark-seen", task_run_name="mark-seen")
 def mark_seen_task(records: list[dict[str, Any]]) -> int:
-    store = open_store()
-    try:
-        return discovery.mark_seen(store, records)
-    finally:
-        store.close()
+    return discovery.mark_seen(records)
 
 
 # Keyed by the message content: a re-run after a crash does not notify twice.
@@ -124,26 +86,20 @@ def notify_task(notifier: str, options: dict[str, Any], message: Message) -> Non
     get_plugin_manager().build("notifiers", notifier, options).notify(message)
 
 
+def _writing_progress(new: Sequence[Any], sinks: Sequence[Any]) -> Callable[[], None]:
+    return Progress(f"writing {len(new)} new items to {len(sinks)} sinks", total=len(sinks)).advance
+
+
 @flow(name="video-discovery", log_prints=True, on_failure=[notify_failure], on_crashed=[notify_failure])
 def video_discovery(params: DiscoveryParams | None = None, config_path: str | None = None) -> dict[str, Any]:
-    """Find new videos from ``params.source``, store them and send one summary notification.
+    """Find new videos from ``params.source``, store them and send one summary notification: the
+    sequence of :func:`stageflow.video.discovery.run_discovery`, each step its task (``dispatch``).
 
     Without ``params`` (a scheduled deployment), [discover] and [notify] of stageflow.toml apply."""
     if params is None:
         params = DiscoveryParams.from_config(config_path)
-    home = settings.home()
-    sinks = params.sinks or discovery.default_sinks(home)
-    check_backends_task(params, sinks)
-    records = discover_task(params.source, params.options)
-    new = select_new_task(records)
-    progress = Progress(f"writing {len(new)} new items to {len(sinks)} sinks", total=len(sinks))
-    written: dict[str, int] = {}
-    for choice in sinks:
-        written.update(write_sink_task(choice, new))
-        progress.advance()
-    mark_seen_task(new)
-    if discovery.should_notify(new, params.notify_when_empty):  # as the CLI: nothing new, no message
-        notify_task(params.notifier, params.notifier_options, discovery.summary_message(len(records), new))
+    run_ = discovery.run_discovery(params, call=dispatch, on_writing=_writing_progress)
+    records, new = run_.records, run_.new
     publish_table(
         "video-discovery-new",
         [{k: r.get(k) for k in ("id", "title", "channel", "published", "url")} for r in new],
@@ -151,9 +107,9 @@ def video_discovery(params: DiscoveryParams | None = None, config_path: str | No
     )
     publish_markdown(
         "video-discovery-summary",
-        "| sink | rows |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in written.items()),
+        "| sink | rows |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in run_.written.items()),
     )
-    return {"found": len(records), "new": len(new), "written": written, "home": str(home)}
+    return run_.result()
 
 
 # --------------------------------------------------------------------------- video analysis
@@ -229,6 +185,12 @@ def write_candidates_task(choice: SinkChoice, video_ids: list[str]) -> int:
 
 #: The pipeline's steps and the task that runs each in this flow (``infer``: the child flow).
 TASKS: dict[Any, Any] = {
+    discovery.check_backends: check_backends_task,
+    discovery.discover: discover_task,
+    discovery.select_new: select_new_task,
+    discovery.write_sink: write_sink_task,
+    discovery.mark_seen: mark_seen_task,
+    discovery.notify: notify_task,
     steps.fetch: fetch_task,
     steps.lookup: lookup_task,
     steps.decode: decode_task,
@@ -242,7 +204,7 @@ LOCAL_ARGS = ("plugins", "backends", "store", "on_stage", "analysis")
 
 
 def dispatch(step: Any, *args: Any, **kwargs: Any) -> Any:
-    """The pipeline's ``call``: run ``step`` as its Prefect task."""
+    """The ``call`` of the pipeline and of discovery: run ``step`` as its Prefect task."""
     from stageflow.flows.inference import run_inference
 
     kwargs = {k: v for k, v in kwargs.items() if k not in LOCAL_ARGS}

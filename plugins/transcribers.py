@@ -6,12 +6,20 @@ has a low log-probability is decoded again at a higher temperature; a single ``t
 turns that off, and on Korean speech gave one 40 s "요, 요, 요…" segment) and
 ``condition_on_previous_text = False`` (a loop in one window cannot seed the next).
 
+Segment starts land on the speech: with VAD on, faster-whisper decodes the speech chunks joined,
+each padded by 400 ms of its silence, and Whisper often starts a segment where the previous one
+ended, i.e. in the ~0.8 s of joined padding (on espeak-ng Korean a segment started 0.82 s before
+its speech). A segment (and its first words) that starts in silence before a speech region that it
+reaches is moved to where that region's speech starts (the same VAD, unpadded).
+
 Imports faster_whisper only inside the backend; a model is a local directory, or a name fetched by
 faster-whisper only when downloads are allowed (STAGEFLOW_ALLOW_DOWNLOADS=1).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -94,6 +102,7 @@ class FasterWhisperTranscriber:
             kwargs["batch_size"] = cfg.batch_size
             kwargs.pop("condition_on_previous_text")
         segments, info = self.model.transcribe(samples, **kwargs)
+        regions = speech_regions(samples) if cfg.vad else []
         out = []
         for seg in segments:
             end = min(float(seg.end), duration)
@@ -107,9 +116,37 @@ class FasterWhisperTranscriber:
                 )
                 for w in (seg.words or ())
             )
-            out.append(Segment(start=round(start, 3), end=round(end, 3), text=seg.text.strip(), words=words))
+            out.append(
+                snap_to_speech(
+                    Segment(start=round(start, 3), end=round(end, 3), text=seg.text.strip(), words=words),
+                    regions,
+                )
+            )
         out.sort(key=lambda seg: (seg.start, seg.end))  # batched/VAD chunks may arrive out of order
         return Transcript(language=info.language, duration_s=duration, segments=tuple(out))
+
+
+def speech_regions(samples: Any, rate: int = 16000) -> list[tuple[float, float]]:
+    """``(start, end)`` seconds of each speech region by faster-whisper's VAD (silero, its default
+    options) without the padding it adds before decoding."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    return [
+        (c["start"] / rate, c["end"] / rate)
+        for c in get_speech_timestamps(samples, VadOptions(speech_pad_ms=0), sampling_rate=rate)
+    ]
+
+
+def snap_to_speech(seg: Segment, regions: Sequence[tuple[float, float]]) -> Segment:
+    """``seg`` with its start moved to the start of the first speech region it reaches, when it
+    starts in the silence before that region; so are its words that start there (each at most to its
+    own end). A segment that starts inside speech, or reaches no region, is returned as it is."""
+    region = next((r for r in regions if r[1] > seg.start), None)
+    if region is None or not seg.start < region[0] < seg.end:
+        return seg
+    onset = round(region[0], 3)
+    words = tuple(replace(w, start=min(onset, w.end)) if w.start < onset else w for w in seg.words)
+    return replace(seg, start=onset, words=words)
 
 
 @hookimpl

@@ -186,7 +186,14 @@ def _discover_params(config: Path | None, source_override: str | None) -> Any:
     options = dict(d.options)
     if source_override:
         options = {"feeds": [source_override]} if d.source == "rss" else {"path": source_override}
-    return cfg, d.source, options, discovery.resolve_sinks(d, settings.home())
+    return discovery.DiscoveryParams(
+        source=d.source,
+        options=options,
+        sinks=discovery.resolve_sinks(d, settings.home()),
+        notifier=cfg.notify.backend,
+        notifier_options=cfg.notify.options,
+        notify_when_empty=d.notify_when_empty,
+    )
 
 
 @app.command("discover")
@@ -201,47 +208,19 @@ def discover_cmd(
     ] = False,
 ) -> None:
     """Find new videos from the configured source, store them, notify (stageflow.toml [discover])."""
-    cfg, source_name, options, sinks = _discover_params(config, source)
+    params = _discover_params(config, source)
     if prefect:
-        from stageflow.flows.video import DiscoveryParams, video_discovery
+        from stageflow.flows.video import video_discovery
 
-        result = video_discovery(
-            DiscoveryParams(
-                source=source_name,
-                options=options,
-                sinks=sinks,
-                notifier=cfg.notify.backend,
-                notifier_options=cfg.notify.options,
-                notify_when_empty=cfg.discover.notify_when_empty,
-            )
-        )
+        result = video_discovery(params)
     else:
-        result = _discover_direct(cfg, source_name, options, sinks)
+        from stageflow.video import discovery
+
+        result = discovery.run_discovery(params).result()
     if as_json:
         _emit_json(result)
     else:
         typer.echo(f"found {result['found']}, new {result['new']}, written {result['written']}")
-
-
-def _discover_direct(cfg: Any, source_name: str, options: dict[str, Any], sinks: list[Any]) -> dict[str, Any]:
-    from stageflow import settings
-    from stageflow.plugin_manager import get_plugin_manager
-    from stageflow.store import open_store
-    from stageflow.video import discovery
-
-    plugins = get_plugin_manager()
-    notifier = plugins.build("notifiers", cfg.notify.backend, cfg.notify.options)  # fail before writing
-    records = discovery.discover(plugins, source_name, options)
-    store = open_store()
-    try:
-        new = discovery.select_new(store, records)
-        written = discovery.write_sinks(plugins, sinks, new) if new else {c.backend: 0 for c in sinks}
-        discovery.mark_seen(store, new)
-    finally:
-        store.close()
-    if discovery.should_notify(new, cfg.discover.notify_when_empty):
-        notifier.notify(discovery.summary_message(len(records), new))
-    return {"found": len(records), "new": len(new), "written": written, "home": str(settings.home())}
 
 
 # ----------------------------------------------------------------------------------------- demo

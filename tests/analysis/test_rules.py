@@ -111,3 +111,60 @@ def test_extra_brands_from_config():
     )
     c = rules.candidate(rules.find_ranges(ev.transcript)[0], ev)
     assert c.brand == "스탠리"
+
+
+# ------------------------------------------------------------------ merged on-screen texts (issue 13)
+STATIC_SHOT = {
+    "id": "static",
+    "title": "아침 루틴",
+    "transcript": [
+        {"start": 0.0, "end": 3.0, "text": "안녕하세요 오늘은 아침 루틴이에요"},
+        {"start": 9.0, "end": 12.0, "text": "요즘 매일 쓰는 토너인데 진짜 촉촉하고 추천해요"},
+    ],
+    # part 1's merged item: the caption on screen 2-20 s, read on ten kept frames (a steady frame
+    # every 2 s); the per-frame reads say the same, frame by frame
+    "texts": [
+        {"text": "라운드랩 독도 토너", "first_t": 2.0, "last_t": 20.0, "confidence": 0.93,
+         "box": [40, 600, 680, 660], "frames": 10, "engine": "tesseract", "hangul_ratio": 1.0},
+    ],
+    "ocr": [
+        {"t": float(t), "text": "라운드랩 독도 토너", "confidence": 0.93, "box": [40, 600, 680, 660]}
+        for t in range(2, 21, 2)
+    ],
+}  # fmt: skip
+
+
+def test_analysis_reads_the_merged_texts_one_item_per_caption_interval():
+    """A static shot's caption is one item 2-20 s: it belongs to the speech range it overlaps (its
+    part inside the range's window), and gives no OCR-only range of its own beside it."""
+    ev = VideoEvidence.from_part1(STATIC_SHOT)
+    assert [(x.text, x.first_t, x.last_t, x.frames) for x in ev.texts] == [
+        ("라운드랩 독도 토너", 2.0, 20.0, 10)
+    ]
+    rules = RulesAnalyzer()
+    speech = rules.find_ranges(ev.transcript)
+    assert [(r.start, r.end) for r in speech] == [(9.0, 12.0)]
+    assert rules.ocr_ranges(ev, speech) == []  # on screen during the speech range: not a range of its own
+    c = rules.candidate(speech[0], ev)
+    assert c.product_name == "라운드랩 독도 토너" and c.brand == "라운드랩"
+    assert c.evidence.ocr_texts == ("라운드랩 독도 토너",)
+    assert c.evidence.frame_times == (7.0, 14.0)  # on screen across the range's +-2 s window
+
+
+def test_per_frame_reads_without_texts_fold_into_the_same_items():
+    """A document with only per-frame ``ocr`` (hand-written, or stored before ``texts``) is folded by
+    part 1's rule: the same text in the same box at most 5 s apart is one item."""
+    only_reads = {k: v for k, v in STATIC_SHOT.items() if k != "texts"}
+    folded = VideoEvidence.from_part1(only_reads).texts
+    assert [(x.text, x.first_t, x.last_t, x.frames) for x in folded] == [
+        ("라운드랩 독도 토너", 2.0, 20.0, 10)
+    ]
+    gap = VideoEvidence.from_part1(VIDEO).texts  # 6 s between the two sunscreen reads: two intervals
+    assert [(x.text, x.first_t, x.last_t) for x in gap][:2] == [
+        ("라운드랩 자작나무 선크림", 6.0, 6.0),
+        ("라운드랩 자작나무 선크림", 12.0, 12.0),
+    ]
+    no_box = VideoEvidence.from_part1(
+        {"id": "nb", "ocr": [{"t": 1, "text": "STANLEY Quencher"}, {"t": 3, "text": "STANLEY Quencher"}]}
+    ).texts
+    assert [(x.first_t, x.last_t, x.box) for x in no_box] == [(1.0, 3.0, None)]  # joined by text

@@ -85,8 +85,7 @@ def _slack_server():
 def test_flow_and_cli_agree_no_message_when_nothing_is_new(tmp_path, monkeypatch):
     """Issue 15 item 15: the flow posted "0 new" while the CLI did not; both stay quiet now, unless
     [discover] notify_when_empty is set."""
-    from stageflow.cli import _discover_direct
-    from stageflow.config import ProjectConfig
+    from stageflow.video.discovery import run_discovery
 
     with _slack_server() as slack:
         options = {"token": "xoxb-discovery-token", "channel": "C123", "base_url": slack.url + "/api/"}
@@ -94,11 +93,71 @@ def test_flow_and_cli_agree_no_message_when_nothing_is_new(tmp_path, monkeypatch
         first = video_discovery(p)
         assert first["new"] == 2 and len(slack.posted) == 1
         assert video_discovery(p)["new"] == 0 and len(slack.posted) == 1  # the flow: nothing new, no post
-        cfg = ProjectConfig.model_validate({"notify": {"backend": "slack", "options": options}})
-        sinks = list(p.sinks)
-        assert (
-            _discover_direct(cfg, "rss", p.options, sinks)["new"] == 0 and len(slack.posted) == 1
-        )  # CLI too
+        assert run_discovery(p).result()["new"] == 0 and len(slack.posted) == 1  # the CLI's path too
         loud = params(tmp_path, notifier="slack", notifier_options=options, notify_when_empty=True)
         assert video_discovery(loud)["new"] == 0 and len(slack.posted) == 2
         assert "0 new of 2" in json.dumps(slack.posted[-1], ensure_ascii=False)
+
+
+def _state(home, results):
+    """What a discovery run left: the store's video rows and seen items, and the jsonl sink's lines."""
+    import sqlite3
+
+    store = open_store(home / "stageflow.db")
+    try:
+        rows = store.records("videos")
+    finally:
+        store.close()
+    conn = sqlite3.connect(home / "stageflow.db")
+    try:
+        seen = conn.execute(
+            "SELECT source, item_id, content_sha256, title, url, published, data FROM seen_items"
+            " ORDER BY source, item_id"
+        ).fetchall()
+    finally:
+        conn.close()
+    lines = [json.loads(line) for line in (results / "videos.jsonl").read_text().splitlines()]
+    return rows, seen, lines
+
+
+def test_cli_and_flow_run_the_same_sequence(tmp_path, monkeypatch, capsys):
+    """Discovery exists once (issue 13): ``stageflow discover --json`` and the video-discovery flow, on
+    the same feed in two fresh homes, return the same result and leave the same store and sink rows,
+    first run and re-run."""
+    from stageflow.cli import main
+    from stageflow.plugin_manager import reset_plugin_manager
+
+    cfg = tmp_path / "stageflow.toml"
+    cfg.write_text(f'[discover]\nsource = "rss"\noptions = {{ feeds = ["{FEED}"], max_age_days = 100000 }}\n')
+
+    def cli_run():
+        try:
+            main(["discover", "--config", str(cfg), "--json"])
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+        return json.loads(capsys.readouterr().out)
+
+    results = {}
+    for how in ("cli", "flow"):
+        home = tmp_path / f"home-{how}"
+        monkeypatch.setenv("STAGEFLOW_HOME", str(home))
+        reset_plugin_manager()
+        if how == "cli":
+            runs = [cli_run(), cli_run()]
+        else:
+            p = DiscoveryParams.from_config(str(cfg))  # [discover] as the CLI reads it; default sinks
+            runs = [video_discovery(p), video_discovery(p)]
+        for r in runs:
+            assert r.pop("home") == str(home)
+        results[how] = (runs, _state(home, home / "results"))
+
+    (cli_runs, cli_state), (flow_runs, flow_state) = results["cli"], results["flow"]
+    assert cli_runs == flow_runs
+    assert cli_runs[0] == {"found": 2, "new": 2, "written": {"sqlite": 2, "jsonl": 2}}
+    assert cli_runs[1] == {"found": 2, "new": 0, "written": {"sqlite": 0, "jsonl": 0}}
+    assert cli_state == flow_state
+    rows, seen, lines = cli_state
+    assert (
+        [r["id"] for r in rows] == [line["id"] for line in lines] == ["rss:AbCdEfGhIj0", "rss:OldVideo0001"]
+    )
+    assert [s[1] for s in seen] == ["AbCdEfGhIj0", "OldVideo0001"]

@@ -73,6 +73,69 @@ def test_real_whisper_base_starts_segments_at_the_speech(whisper_base):
     assert "subscribe" in segs[1].text.lower() and "toner" in segs[2].text.lower()
 
 
+# Korean espeak-ng speech is far from natural Korean (no sound changes: "소개합니다" is read as
+# "소개합리타"), and Whisper base decodes most of it at a low log-probability, where faster-whisper's
+# temperature fallback samples at random (starts then varied 0.59-1.61 s between runs). These three
+# utterances decode at temperature 0 (avg log-probability -0.45, the threshold is -1.0), so the result
+# is the same on every run; seven seconds apart, so the VAD splits them (its min silence is 2 s).
+KO_PHRASES = [
+    (1.0, "안녕하세요", "안녕하세요"),
+    (8.0, "구독과 좋아요 부탁드립니다", "구독"),
+    (15.0, "다음 영상에서 또 만나요", "영상"),
+]
+KO_SPEED = 130  # words per minute; espeak-ng's default 175 was decoded as noise
+
+
+def _korean_speech() -> tuple[np.ndarray, list[float]]:
+    audio = np.zeros(RATE * 22, np.int16)
+    onsets = []
+    for t, text, _ in KO_PHRASES:
+        phrase = s.speech_track(text, 6.0, voice="ko", speed=KO_SPEED)
+        first = int(np.nonzero(np.abs(phrase) > 300)[0][0])
+        onsets.append(t + first / RATE)
+        audio[int(t * RATE) : int(t * RATE) + len(phrase)] = phrase
+    return audio.astype(np.float32) / 32768, onsets
+
+
+def test_real_whisper_base_on_korean_speech_starts_each_segment_at_its_utterance(whisper_base):
+    """Issue 13's done-when for Korean: one segment per utterance, starting within 0.5 s of its
+    speech (first word too), none reaching into the next utterance's window (no loop segment)."""
+    from stageflow.plugins.transcribers import FasterWhisperConfig, FasterWhisperTranscriber
+
+    audio, onsets = _korean_speech()
+    tr = FasterWhisperTranscriber(FasterWhisperConfig(model=str(whisper_base), language="ko", cpu_threads=2))
+    out = tr.transcribe(audio)
+    segs = out.segments
+    got = [(x.start, x.end, x.text) for x in segs]
+    assert out.language == "ko"
+    assert len(segs) == len(KO_PHRASES), got
+    windows = [t for t, _, _ in KO_PHRASES[1:]] + [len(audio) / RATE]
+    for seg, onset, window_end, (_, _, word) in zip(segs, onsets, windows, KO_PHRASES, strict=True):
+        assert abs(seg.start - onset) <= 0.5, (seg.start, onset, got)
+        assert seg.words and abs(seg.words[0].start - onset) <= 0.5, (seg.words[:1], onset)
+        assert seg.end <= window_end and not _loops(seg.text), got  # one utterance per segment
+        assert word in seg.text, got
+
+
+def test_a_segment_starting_in_the_vad_padding_moves_to_its_speech():
+    """faster-whisper pads each VAD chunk by 400 ms and Whisper often starts a segment where the last
+    one ended: the start (and its first word) moves to where the speech region begins."""
+    from stageflow.plugins.transcribers import snap_to_speech
+
+    from stageflow.stages import Segment, Word
+
+    regions = [(1.0, 2.3), (8.02, 10.97)]
+    early = Segment(7.2, 10.96, "구독과 좋아요", (Word(7.2, 8.3, "구독과"), Word(8.4, 9.0, "좋아요")))
+    snapped = snap_to_speech(early, regions)
+    assert (snapped.start, snapped.words[0].start, snapped.words[1].start) == (8.02, 8.02, 8.4)
+    inside = Segment(1.2, 2.2, "안녕하세요")
+    assert snap_to_speech(inside, regions) is inside  # starts in speech: unchanged
+    after = Segment(11.5, 12.0, "…")
+    assert snap_to_speech(after, regions) is after  # reaches no speech region
+    short = Segment(6.0, 7.5, "음")
+    assert snap_to_speech(short, regions) is short  # ends before the next region starts
+
+
 def test_defaults_keep_the_fallback_and_loop_protection():
     from stageflow.plugins.transcribers import FasterWhisperConfig
 

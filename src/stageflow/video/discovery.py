@@ -1,20 +1,28 @@
 """Discovery: find new videos from a source, skipping those already in the store, write them to the
-configured sinks, mark them seen and build the summary message.
+configured sinks, mark them seen and send the summary message.
 
-Each step is a plain function so the Prefect flow (stageflow.flows.video) wraps each in a task and
-the CLI calls the same functions directly. Never writes "seen" before the sinks have the rows: a
-crash in between re-sends rows (sinks upsert by key) rather than losing them.
+:func:`run_discovery` is the one sequence (check backends -> discover -> select new -> write each
+sink -> mark seen -> notify if something is new). Every step is called through
+``call(step, *args, **kwargs)``: :func:`direct` runs it in this process (``stageflow discover``); the
+video-discovery flow passes a dispatcher that runs each step as its Prefect task
+(``stageflow.flows.video``). The keyword arguments ``plugins`` and ``store`` are this process's
+objects: a dispatcher drops them and its tasks build or open their own. Never writes "seen" before
+the sinks have the rows: a crash in between re-sends rows (sinks upsert by key) rather than losing
+them. No Prefect here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from stageflow.config import BackendChoice, DiscoverConfig
-from stageflow.plugin_manager import StageflowPluginManager
+from stageflow.plugin_manager import StageflowPluginManager, get_plugin_manager
 from stageflow.stages import MediaItem, Message
 from stageflow.store import Store
 
@@ -30,38 +38,169 @@ def item_record(item: MediaItem) -> dict[str, Any]:
     return data
 
 
+#: call(step, *args, **kwargs) -> the step's result.
+Call = Callable[..., Any]
+#: on_writing(new, sinks) -> advance: called once before the sinks are written; ``advance()`` after
+#: each sink (the flow's progress artifact).
+OnWriting = Callable[[Sequence[Mapping[str, Any]], Sequence[BackendChoice]], Callable[[], Any]]
+
+
+class DiscoveryParams(BaseModel):
+    """One discovery run: the source, the sinks (empty: the store and ``$STAGEFLOW_HOME/results``),
+    the notifier (shown as a form in the Prefect UI)."""
+
+    source: str = "rss"
+    options: dict[str, Any] = Field(default_factory=dict)
+    sinks: list[BackendChoice] = Field(default_factory=list)
+    notifier: str = "log"
+    notifier_options: dict[str, Any] = Field(default_factory=dict)
+    notify_when_empty: bool = False  # [discover] notify_when_empty
+
+    @classmethod
+    def from_config(cls, config_path: str | Path | None = None) -> DiscoveryParams:
+        """[discover] and [notify] of stageflow.toml (``config_path``, or the usual lookup)."""
+        from stageflow.config import load_config
+
+        cfg = load_config(Path(config_path) if config_path else None)
+        d = cfg.discover
+        return cls(
+            source=d.source,
+            options=d.options,
+            sinks=d.sinks,
+            notifier=cfg.notify.backend,
+            notifier_options=cfg.notify.options,
+            notify_when_empty=d.notify_when_empty,
+        )
+
+
+@dataclass
+class Discovered:
+    """What one run found (``records``), what of it was new, and the rows each sink took."""
+
+    records: list[dict[str, Any]]
+    new: list[dict[str, Any]]
+    written: dict[str, int]
+    home: Path
+
+    def result(self) -> dict[str, Any]:
+        """The run's summary, as ``stageflow discover --json`` prints it and the flow returns it."""
+        return {
+            "found": len(self.records),
+            "new": len(self.new),
+            "written": self.written,
+            "home": str(self.home),
+        }
+
+
+def direct(step: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a step in this process."""
+    return step(*args, **kwargs)
+
+
+@contextmanager
+def opened(store: Store | None = None) -> Iterator[Store]:
+    """``store`` itself, or the configured store opened (and closed) for this step."""
+    if store is not None:
+        yield store
+        return
+    from stageflow.store import open_store
+
+    own = open_store()
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+def run_discovery(
+    params: DiscoveryParams,
+    *,
+    call: Call = direct,
+    plugins: StageflowPluginManager | None = None,
+    store: Store | None = None,
+    on_writing: OnWriting | None = None,
+) -> Discovered:
+    """The discovery sequence, once for the CLI and the flow. Every backend is built before anything
+    is written (an unknown source, sink or notifier fails the run here); nothing new, no message
+    (unless ``notify_when_empty``)."""
+    from stageflow import settings
+
+    home = settings.home()
+    sinks = list(params.sinks) or default_sinks(home)
+    call(check_backends, params, sinks, plugins=plugins)
+    records = call(discover, params.source, params.options, plugins=plugins)
+    new = call(select_new, records, store=store)
+    advance = on_writing(new, sinks) if on_writing else None
+    written: dict[str, int] = {}
+    for choice in sinks:
+        written.update(call(write_sink, choice, new, plugins=plugins))
+        if advance:
+            advance()
+    call(mark_seen, new, store=store)
+    if should_notify(new, params.notify_when_empty):
+        message = summary_message(len(records), new)
+        call(notify, params.notifier, params.notifier_options, message, plugins=plugins)
+    return Discovered(records=records, new=new, written=written, home=home)
+
+
+# --------------------------------------------------------------------------- the steps
+
+
+def check_backends(
+    params: DiscoveryParams, sinks: Sequence[BackendChoice], plugins: StageflowPluginManager | None = None
+) -> None:
+    """Resolve and configure every backend before anything is written (unknown names fail here)."""
+    plugins = plugins or get_plugin_manager()
+    plugins.registry("sources").validate_config(params.source, params.options)
+    for choice in sinks:
+        plugins.build("sinks", choice.backend, choice.options)
+    plugins.build("notifiers", params.notifier, params.notifier_options)
+
+
 def discover(
-    plugins: StageflowPluginManager, source: str, options: Mapping[str, Any]
+    source: str, options: Mapping[str, Any], plugins: StageflowPluginManager | None = None
 ) -> list[dict[str, Any]]:
-    backend = plugins.build("sources", source, options)
+    """Step *discover*: the source's items as records."""
+    backend = (plugins or get_plugin_manager()).build("sources", source, options)
     return [item_record(i) for i in backend.discover()]
 
 
-def select_new(store: Store, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def select_new(records: Sequence[Mapping[str, Any]], store: Store | None = None) -> list[dict[str, Any]]:
+    """Step *select-new*: the records whose item the store has not seen (per source)."""
     by_source: dict[str, list[Mapping[str, Any]]] = {}
     for r in records:
         by_source.setdefault(r["source"], []).append(r)
     new: list[dict[str, Any]] = []
-    for source, group in by_source.items():
-        unseen = store.unseen(source, [r["item_id"] for r in group])
-        new.extend(dict(r) for r in group if r["item_id"] in unseen)
+    with opened(store) as s:
+        for source, group in by_source.items():
+            unseen = s.unseen(source, [r["item_id"] for r in group])
+            new.extend(dict(r) for r in group if r["item_id"] in unseen)
     return new
 
 
-def write_sinks(
-    plugins: StageflowPluginManager, sinks: Sequence[BackendChoice], records: Sequence[Mapping[str, Any]]
+def write_sink(
+    choice: BackendChoice, records: Sequence[Mapping[str, Any]], plugins: StageflowPluginManager | None = None
 ) -> dict[str, int]:
-    written = {}
-    for choice in sinks:
-        written[choice.backend] = plugins.build("sinks", choice.backend, choice.options).write(TABLE, records)
-    return written
+    """Step *write-sink*: the records into one sink (table ``videos``; sinks upsert by key, so a retry
+    or a re-run writes nothing twice). Called with no records too: a sink then writes nothing."""
+    backend = (plugins or get_plugin_manager()).build("sinks", choice.backend, choice.options)
+    return {choice.backend: backend.write(TABLE, records)}
 
 
-def mark_seen(store: Store, records: Sequence[Mapping[str, Any]]) -> int:
+def mark_seen(records: Sequence[Mapping[str, Any]], store: Store | None = None) -> int:
+    """Step *mark-seen*: remember the records' items, so the next run skips them."""
     by_source: dict[str, list[Mapping[str, Any]]] = {}
     for r in records:
         by_source.setdefault(r["source"], []).append(r)
-    return sum(store.mark_seen(source, group) for source, group in by_source.items())
+    with opened(store) as s:
+        return sum(s.mark_seen(source, group) for source, group in by_source.items())
+
+
+def notify(
+    notifier: str, options: Mapping[str, Any], message: Message, plugins: StageflowPluginManager | None = None
+) -> None:
+    """Step *notify*: the summary through the configured notifier."""
+    (plugins or get_plugin_manager()).build("notifiers", notifier, dict(options)).notify(message)
 
 
 def should_notify(new: Sequence[Mapping[str, Any]], when_empty: bool = False) -> bool:

@@ -216,12 +216,14 @@ def build_yolo_model(dest: Path, config_dir: Path, arch: str = "yolo11n.yaml") -
 # --------------------------------------------------------------------------- media
 
 
-def speak(text: str, dest: Path, voice: str = "en") -> Path:
-    """A WAV of ``text`` spoken by espeak-ng (Debian package ``espeak-ng``)."""
+def speak(text: str, dest: Path, voice: str = "en", speed: int | None = None) -> Path:
+    """A WAV of ``text`` spoken by espeak-ng (Debian package ``espeak-ng``); ``speed`` in words per
+    minute (espeak-ng's ``-s``, default 175)."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng)")
-    subprocess.run([exe, "-v", voice, "-w", str(dest), text], check=True, capture_output=True)
+    rate = ["-s", str(speed)] if speed else []
+    subprocess.run([exe, "-v", voice, *rate, "-w", str(dest), text], check=True, capture_output=True)
     return dest
 
 
@@ -337,10 +339,12 @@ def make_audio_only(dest: Path, audio: np.ndarray, audio_rate: int = 16000) -> P
     return make_video(dest, [], audio=audio, audio_rate=audio_rate, with_video=False)
 
 
-def speech_track(text: str, seconds: float, rate: int = 16000, voice: str = "en") -> np.ndarray:
+def speech_track(
+    text: str, seconds: float, rate: int = 16000, voice: str = "en", speed: int | None = None
+) -> np.ndarray:
     """espeak-ng speech resampled to ``rate`` and padded/cut to ``seconds`` (int16)."""
     with tempfile.TemporaryDirectory() as tmp:
-        samples, src_rate = read_wav(speak(text, Path(tmp) / "speech.wav", voice))
+        samples, src_rate = read_wav(speak(text, Path(tmp) / "speech.wav", voice, speed))
     if src_rate != rate:
         idx = np.arange(0, len(samples), src_rate / rate)
         samples = np.interp(idx, np.arange(len(samples)), samples).astype(np.int16)

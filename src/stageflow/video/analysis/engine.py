@@ -81,9 +81,10 @@ def analyze_video(
     if frames:
         ev = ev.model_copy(update={"frames": tuple(FrameIn(t=t, path=str(p)) for t, p in frames)})
     patterns = ppl_patterns or PplPatterns.load()
-    texts = [ev.title, *(s.text for s in ev.transcript), *(o.text for o in ev.ocr)]
+    on_screen = [x.text for x in ev.texts]  # one per text per on-screen interval
+    texts = [ev.title, *(s.text for s in ev.transcript), *on_screen]
     ppl, matches = ppl_probability(texts, patterns)  # video level, for the video row and the summary
-    wide = video_disclosures(ev.title, [s.text for s in ev.transcript], [o.text for o in ev.ocr], patterns)
+    wide = video_disclosures(ev.title, [s.text for s in ev.transcript], on_screen, patterns)
     result = AnalysisResult(ev.video_id, ppl_probability=ppl, ppl_matches=matches)
     if store is not None:
         store.upsert_video(ev.video_id, title=ev.title, source=ev.source, data={"ppl_probability": ppl})

@@ -1,6 +1,12 @@
 """Analysis-side input and output models, built from the plain dicts part 1 emits (the issue-5
-``--json`` shape): transcript segments, detections and OCR texts on the video's timeline, plus the
-candidate model the analysis stages produce.
+``--json`` shape): transcript segments, detections and on-screen texts on the video's timeline, plus
+the candidate model the analysis stages produce.
+
+On-screen text is read as part 1's merged ``texts``: one item per text per on-screen interval, with
+its first and last time and the number of kept frames it was read on (a caption on screen 2-20 s is
+one item, not ten reads). A document that has only per-frame ``ocr`` reads (hand-written, or from
+before ``texts``) is folded into the same items by part 1's rule (:func:`stageflow.video.regions.spans`).
+Per-frame boxes stay with part 1, where the clip's crop and the thumbnail need them.
 
 This module only defines data; it never calls a model, a service or the store, and never depends on
 part 1's internal types (only on the documented dict shapes).
@@ -43,6 +49,57 @@ class OcrIn(_Model):
     box: tuple[float, float, float, float] | None = None
 
 
+class TextIn(_Model):
+    """One on-screen text over one interval (an entry of part 1's ``texts``): read on ``frames`` kept
+    frames from ``first_t`` to ``last_t``; ``text``/``confidence``/``box`` are the most confident
+    read's."""
+
+    text: str
+    first_t: float
+    last_t: float
+    confidence: float = 0.0
+    box: tuple[float, float, float, float] | None = None
+    frames: int = 1
+
+    def overlaps(self, lo: float, hi: float) -> bool:
+        """On screen at some time in ``[lo, hi]``."""
+        return self.first_t <= hi and self.last_t >= lo
+
+    def clipped(self, lo: float, hi: float) -> TextIn:
+        """The part of the interval inside ``[lo, hi]`` (for an item that overlaps it)."""
+        return self.model_copy(update={"first_t": max(self.first_t, lo), "last_t": min(self.last_t, hi)})
+
+    def nearest(self, t: float) -> float:
+        """The time of the interval nearest to ``t``."""
+        return min(max(t, self.first_t), self.last_t)
+
+
+def on_screen_times(texts: Sequence[TextIn]) -> list[float]:
+    """The first and last sighting of each item: the kept frames a candidate's texts came from."""
+    return [t for x in texts for t in (x.first_t, x.last_t)]
+
+
+def fold_reads(reads: Sequence[OcrIn]) -> tuple[TextIn, ...]:
+    """Per-frame reads as ``texts`` items, by part 1's rule (same text up to one letter, same box,
+    at most 5 s between sightings). Reads without a box join by text alone."""
+    from stageflow.stages import OcrText
+    from stageflow.video.regions import spans
+
+    whole = (0.0, 0.0, 1.0, 1.0)
+    folded = spans([OcrText(t=o.t, text=o.text, confidence=o.confidence, box=o.box or whole) for o in reads])
+    return tuple(
+        TextIn(
+            text=x.text,
+            first_t=x.first_t,
+            last_t=x.last_t,
+            confidence=x.confidence,
+            box=None if x.box == whole else x.box,
+            frames=x.frames,
+        )
+        for x in folded
+    )
+
+
 class FrameIn(_Model):
     """A kept frame on the video's timeline: its image file (JPEG from part 1's decode stage)."""
 
@@ -68,13 +125,18 @@ class VideoEvidence(_Model):
     duration_s: float | None = None
     transcript: tuple[SegmentIn, ...] = ()
     detections: tuple[DetectionIn, ...] = ()
-    ocr: tuple[OcrIn, ...] = ()
+    texts: tuple[TextIn, ...] = ()  # on-screen texts, one item per text per on-screen interval
     frames: tuple[FrameIn, ...] = ()  # kept frames (visual evidence for a model analyzer); optional
     channel: InfluencerStats = Field(default_factory=InfluencerStats)
 
     @classmethod
     def from_part1(cls, video: Mapping[str, Any], channel: Mapping[str, Any] | None = None) -> VideoEvidence:
-        """Build from one entry of part 1's ``{"videos": [...]}`` document."""
+        """Build from one entry of part 1's ``{"videos": [...]}`` document: its ``texts``, else (none
+        given, or a record stored before part 1 had them) its per-frame ``ocr`` folded into items."""
+        if video.get("texts"):
+            texts = tuple(TextIn.model_validate(x) for x in video["texts"])
+        else:
+            texts = fold_reads([OcrIn.model_validate(o) for o in video.get("ocr") or ()])
         return cls(
             video_id=str(video["id"]),
             title=video.get("title") or "",
@@ -82,7 +144,7 @@ class VideoEvidence(_Model):
             duration_s=video.get("duration_s"),
             transcript=tuple(SegmentIn.model_validate(s) for s in video.get("transcript") or ()),
             detections=tuple(DetectionIn.model_validate(d) for d in video.get("detections") or ()),
-            ocr=tuple(OcrIn.model_validate(o) for o in video.get("ocr") or ()),
+            texts=texts,
             frames=tuple(FrameIn.model_validate(f) for f in video.get("frames") or () if "path" in f),
             channel=InfluencerStats.model_validate(dict(channel or {})),
         )

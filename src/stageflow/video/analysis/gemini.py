@@ -42,6 +42,7 @@ from stageflow.video.analysis.evidence import (
     SegmentIn,
     TimeRange,
     VideoEvidence,
+    on_screen_times,
     segments_in,
 )
 
@@ -208,7 +209,10 @@ class GeminiAnalyzer:
         ev = evidence if isinstance(evidence, VideoEvidence) else VideoEvidence.model_validate(evidence)
         quotes = [s.text.strip() for s in segments_in(ev.transcript, rng.start, rng.end) if s.text.strip()]
         w = self.config.ocr_window_s
-        ocr = [o for o in ev.ocr if rng.start - w <= o.t <= rng.end + w and o.text.strip()]
+        ocr = [
+            x.clipped(rng.start - w, rng.end + w) for x in ev.texts if x.overlaps(rng.start - w, rng.end + w)
+        ]
+        ocr = [x for x in ocr if x.text.strip()]
         dets = [d for d in ev.detections if rng.start <= d.t <= rng.end]
         prompt = json.dumps(
             {
@@ -216,7 +220,13 @@ class GeminiAnalyzer:
                 "range": [rng.start, rng.end],
                 "speech": quotes,
                 "on_screen_text": [
-                    {"t": round(o.t, 2), "text": o.text, "confidence": round(o.confidence, 2)} for o in ocr
+                    {
+                        "from": round(x.first_t, 2),
+                        "to": round(x.last_t, 2),
+                        "text": x.text,
+                        "confidence": round(x.confidence, 2),
+                    }
+                    for x in ocr
                 ],
                 "objects": sorted({d.label for d in dets}),
             },
@@ -252,7 +262,9 @@ class GeminiAnalyzer:
                 quotes=tuple(quotes),
                 ocr_texts=tuple(dict.fromkeys(o.text.strip() for o in ocr)),
                 detections=tuple(dict.fromkeys(d.label for d in dets)),
-                frame_times=tuple(sorted({round(x.t, 3) for x in [*ocr, *dets, *frames]})),
+                frame_times=tuple(
+                    sorted({round(t, 3) for t in [*(x.t for x in [*dets, *frames]), *on_screen_times(ocr)]})
+                ),
             ),
             hook_sentence=out.hook_sentence,
             summary=out.summary,

@@ -369,27 +369,28 @@ def speech_mentions(segments: Sequence[Any], brands: Brands) -> list[Mention]:
 
 
 def caption_mentions(
-    ocr: Sequence[Any], brands: Brands, *, min_frames: int = 2, title: str = ""
+    texts: Sequence[Any], brands: Brands, *, min_frames: int = 2, title: str = ""
 ) -> list[Mention]:
-    """Product captions among on-screen texts: texts that persist (seen in ``min_frames`` frames,
-    variants within one OCR syllable counted together) or name a known brand or product type, that
-    are not junk, calls to action, disclosures or sentences (burnt-in subtitles), nor the video's
-    own title card (a caption inside ``title`` that names no brand and no product type)."""
+    """Product captions among on-screen texts (``texts`` items: one per text per on-screen interval,
+    with ``first_t``, ``frames``): texts that persist (read on ``min_frames`` kept frames, variants
+    within one OCR syllable counted together) or name a known brand or product type, that are not
+    junk, calls to action, disclosures or sentences (burnt-in subtitles), nor the video's own title
+    card (a caption inside ``title`` that names no brand and no product type)."""
     from stageflow.video.analysis.ppl import PplPatterns, caption_disclosures
 
     groups: list[list[Any]] = []
-    for o in sorted(ocr, key=lambda o: o.t):
-        text = " ".join(o.text.split())
+    for x in sorted(texts, key=lambda x: x.first_t):
+        text = " ".join(x.text.split())
         if not text or is_junk(text) or is_call_to_action(text) or is_sentence(text, brands.words):
             continue
         if caption_disclosures([text], PplPatterns.load()) or _disclosure(text):
             continue
         for g in groups:
             if names_agree(g[0].text, text, 0.85):
-                g.append(o)
+                g.append(x)
                 break
         else:
-            groups.append([o])
+            groups.append([x])
     out = []
     for g in groups:
         if all(w in STOP_NOUNS or w in _EN_STOP for w in normalize(g[0].text).split()):
@@ -398,19 +399,19 @@ def caption_mentions(
             continue  # the video's title on screen ("Sunday reset" of "Sunday reset vlog")
         best = max(
             g,
-            key=lambda o: (
-                sum(" ".join(x.text.split()) == " ".join(o.text.split()) for x in g),
-                o.confidence,
+            key=lambda x: (
+                sum(y.frames for y in g if " ".join(y.text.split()) == " ".join(x.text.split())),
+                x.confidence,
             ),
         )
         text = " ".join(best.text.split())
         st = strength(text, brands)
         if brands.is_only_brand(text):
             continue
-        frames = len({round(o.t, 2) for o in g})
+        frames = sum(x.frames for x in g)
         name_like = len(normalize(text).split()) >= 2 or bool(re.search(r"\d", text))
         if brands.find(text) or product_type(text) or (frames >= min_frames and name_like):
-            out.append(Mention(text, "ocr", g[0].t, st + min(2.0, 0.5 * frames), frames))
+            out.append(Mention(text, "ocr", g[0].first_t, st + min(2.0, 0.5 * frames), frames))
     return out
 
 

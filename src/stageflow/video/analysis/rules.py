@@ -25,6 +25,7 @@ from stageflow.video.analysis.evidence import (
     SegmentIn,
     TimeRange,
     VideoEvidence,
+    on_screen_times,
     segments_in,
 )
 from stageflow.video.analysis.lexicon import (
@@ -133,27 +134,30 @@ class RulesAnalyzer:
         return out
 
     def ocr_ranges(self, evidence: VideoEvidence, covered: Sequence[TimeRange]) -> list[TimeRange]:
-        """Product captions away from every speech range: one range per distinct caption (frames of
-        the same caption, within one OCR syllable, closer than ``ocr_merge_gap_s`` join; different
-        captions never merge)."""
+        """Product captions away from every speech range: one range per distinct caption (on-screen
+        intervals of the same caption, within one OCR syllable, closer than ``ocr_merge_gap_s`` join;
+        different captions never merge). A caption on screen during a speech range (or within
+        ``ocr_window_s`` of it) belongs to that range's candidate, not to a range of its own."""
         w = self.config.ocr_window_s
         free = [
-            o
-            for o in evidence.ocr
-            if o.confidence >= self.config.ocr_min_confidence
-            and o.text.strip()
-            and not any(r.start - w <= o.t <= r.end + w for r in covered)
+            x
+            for x in evidence.texts
+            if x.confidence >= self.config.ocr_min_confidence
+            and x.text.strip()
+            and not any(x.overlaps(r.start - w, r.end + w) for r in covered)
         ]
         out: list[tuple[float, float, str]] = []
         for m in caption_mentions(
             free, self.brands, min_frames=self.config.caption_min_frames, title=evidence.title
         ):
-            times = sorted(o.t for o in free if names_agree(" ".join(o.text.split()), m.text, 0.85))
-            for t in times:
-                if out and out[-1][2] == m.text and t - out[-1][1] <= self.config.ocr_merge_gap_s:
-                    out[-1] = (out[-1][0], t, m.text)
+            shown = sorted(
+                (x.first_t, x.last_t) for x in free if names_agree(" ".join(x.text.split()), m.text, 0.85)
+            )
+            for first, last in shown:
+                if out and out[-1][2] == m.text and first - out[-1][1] <= self.config.ocr_merge_gap_s:
+                    out[-1] = (out[-1][0], max(out[-1][1], last), m.text)
                 else:
-                    out.append((t, t, m.text))
+                    out.append((first, last, m.text))
         out.sort()
         return [
             TimeRange(start=a, end=b, reason="on-screen product caption", origin="ocr") for a, b, _ in out
@@ -168,8 +172,10 @@ class RulesAnalyzer:
         quotes = [s.text.strip() for s in segs if s.text.strip()]
         spoken = " ".join(quotes)
         lo, hi = rng.start - cfg.ocr_window_s, rng.end + cfg.ocr_window_s
-        ocr = [
-            o for o in ev.ocr if lo <= o.t <= hi and o.confidence >= cfg.ocr_min_confidence and o.text.strip()
+        ocr = [  # on-screen texts of the range, each cut to the range's window
+            x.clipped(lo, hi)
+            for x in ev.texts
+            if x.overlaps(lo, hi) and x.confidence >= cfg.ocr_min_confidence and x.text.strip()
         ]
         dets = [
             d
@@ -195,7 +201,7 @@ class RulesAnalyzer:
             ]
         name, source, agreement = choose_name(said, shown)
         t_name = _when(name, said, shown, rng)
-        texts = [(s.start, s.text) for s in segs] + [(o.t, o.text) for o in ocr]
+        texts = [(s.start, s.text) for s in segs] + [(x.nearest(t_name), x.text) for x in ocr]
         brand = brand_for(name, texts, t_name, self.brands) if name else None
         category = self._category(dets)
         kinds = _kinds(spoken)
@@ -225,7 +231,9 @@ class RulesAnalyzer:
                 quotes=tuple(quotes),
                 ocr_texts=tuple(dict.fromkeys(o.text.strip() for o in ocr)),
                 detections=tuple(dict.fromkeys(d.label for d in dets)),
-                frame_times=tuple(sorted({round(x.t, 3) for x in [*ocr, *dets]})),
+                frame_times=tuple(
+                    sorted({round(t, 3) for t in [*(d.t for d in dets), *on_screen_times(ocr)]})
+                ),
             ),
             hook_sentence=hook,
             summary=(f"{label}: {hook}" if hook else f"{label} (화면 텍스트)")[:160],

@@ -128,8 +128,9 @@ def build_analysis(plugins: StageflowPluginManager, config: VideoConfig) -> Anal
 
 
 def evidence_boxes(record: VideoRecord, job: DecodedJob, max_side: int) -> list[tuple[float, Any]]:
-    """``(t, box)`` of every OCR text and detection of ``record`` in source-video pixels (kept frames
-    are scaled down to ``max_side``): what a vertical clip's crop window follows."""
+    """``(t, box)`` of every per-frame OCR read and detection of ``record`` in source-video pixels
+    (kept frames are scaled down to ``max_side``): what a vertical clip's crop window follows, frame
+    by frame (the analysis itself reads the merged ``texts``)."""
     w, h = job.info.width or 0, job.info.height or 0
     scale = min(1.0, max_side / max(w, h)) if w and h else 1.0
     seen: list[Any] = [*record.ocr, *record.detections]  # OCR reads and detections: both have t, box
