@@ -108,7 +108,9 @@ def register_build_caches(register: Register) -> None:
 
 @hookspec
 def register_deploy_hooks(register: Register) -> None:
-    """Register post-deploy hooks (pm2, health, shell): ``run(context: DeployContext) -> HookOutcome``."""
+    """Register post-deploy hooks (pm2, health, shell): ``run(context: DeployContext) -> HookOutcome``,
+    and optionally ``preflight(context: PreflightContext)``, called by the safety net before anything
+    is written (raise ``Refused`` to stop the sync)."""
 
 
 @hookspec
