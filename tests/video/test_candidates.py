@@ -93,7 +93,7 @@ def test_cli_yields_candidates_with_clip_and_thumbnail_and_no_duplicates(
     # on-screen text only (no speech stage): the branded text is the name, never invented
     assert (cand["product_name"], cand["brand"]) == ("LOGITECH MX MASTER", "로지텍")
     assert cand["evidence"]["ocr_texts"][1] == "LOGITECH MX MASTER" and cand["evidence"]["quotes"] == []
-    assert cand["commerce"] is None and cand["status"] == "filtered_no_coupang"  # no commerce configured
+    assert cand["commerce"] is None and cand["status"] == "no_commerce_match"  # no commerce configured
     assert 0 <= cand["start"] <= cand["end"] <= video["duration_s"]
 
     clip, thumb = Path(cand["clip"]), Path(cand["thumbnail"])
@@ -115,7 +115,7 @@ def test_cli_yields_candidates_with_clip_and_thumbnail_and_no_duplicates(
             video["id"]
         ]
         history = [h["new_status"] for h in store.status_history(cand["id"])]
-        assert history == ["pending", "processing", "analysis_complete", "filtered_no_coupang"]
+        assert history == ["pending", "processing", "analysis_complete", "no_commerce_match"]
     finally:
         store.close()
     assert len(list(clip.parent.iterdir())) == 2  # one clip + one thumbnail, no leftovers
@@ -199,7 +199,7 @@ def test_an_analysis_failure_sets_that_videos_error_and_the_next_still_runs(tmp_
     [cand] = second["candidates"]
     assert (cand["product_name"], cand["status"], cand["clip"]) == (
         "MX Master 3S",
-        "filtered_no_coupang",
+        "no_commerce_match",
         None,
     )
     message = analyze.run_summary([_record(first), _record(second)], [failed, ok])
@@ -258,7 +258,7 @@ def test_commerce_from_config_links_the_candidate(tmp_path):
     assert cand["commerce"]["product_id"] == "2" and cand["commerce"]["url"].startswith(
         "https://link.coupang.com/"
     )
-    # matched, so routed by its score instead of filtered_no_coupang: a genuine recommendation
+    # matched, so routed by its score instead of no_commerce_match: a genuine recommendation
     # ("my favorite", "every day", "I recommend it") reaches review
     assert cand["score"] >= 60 and cand["status"] == "needs_review"
 

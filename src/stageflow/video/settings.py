@@ -79,7 +79,7 @@ class VideoConfig(BaseModel):
     # each engine reads whole frames)
     ocr_regions: bool = True
     analyzer: Annotated[str, BackendRef("analyzers")] = "rules"
-    # e.g. "coupang"; "" -> no commerce (candidates route to filtered_no_coupang)
+    # e.g. "coupang"; "" -> no commerce (candidates route to no_commerce_match)
     commerce: Annotated[str, BackendRef("commerce")] = ""
     commerce_limit: int = Field(10, ge=1)  # search results considered per keyword variant
     sinks: list[SinkChoice] = Field(default_factory=list)

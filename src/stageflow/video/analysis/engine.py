@@ -3,7 +3,7 @@ PPL, commerce match, clip -> route through the status machine, stored when a sto
 
 Plain function, no Prefect: the video flow wraps ``analyze_video`` in a task. A failing range is
 recorded and the others continue; a commerce outage leaves that candidate without a match (routed to
-filtered_no_coupang, which a person can move back to needs_review). Re-running a video updates its
+no_commerce_match, which a person can move back to needs_review). Re-running a video updates its
 rows and never duplicates them; a candidate the engine routed is routed again when the evidence
 changed (a commerce backend configured later, new PPL evidence, a better score), through the status
 machine with history; a candidate a person moved keeps its status. PPL is computed per candidate.
@@ -73,7 +73,7 @@ def analyze_video(
     the analyzer as visual evidence (a model analyzer sends those of each range).
     ``evidence``: a VideoEvidence or one entry of part 1's ``videos`` list.
     ``analyzer``: an Analyzer backend (rules, gemini). ``commerce``: a CommerceApi or None (then
-    every candidate is filtered_no_coupang). ``store``: a stageflow Store (videos, candidates and
+    every candidate is no_commerce_match). ``store``: a stageflow Store (videos, candidates and
     status_history are written; illegal transitions raise)."""
     from stageflow.commerce.matching import find_match
 
@@ -178,7 +178,7 @@ def analyze_video(
 _ROUTED = (
     Status.HIGH_PPL_RISK,
     Status.PPL_REVIEW_REQUIRED,
-    Status.FILTERED_NO_COUPANG,
+    Status.NO_COMMERCE_MATCH,
     Status.NEEDS_REVIEW,
     Status.LOW_SCORE_FILTERED,
 )
