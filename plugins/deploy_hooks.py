@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stageflow.errors import BadInput
+from stageflow.errors import BadInput, Refused
 from stageflow.hookspecs import hookimpl
-from stageflow.sync.hooks import DeployContext, HookOutcome
+from stageflow.sync.hooks import DeployContext, HookOutcome, PreflightContext
 
 
 def _last_line(text: str) -> str:
@@ -168,6 +170,16 @@ class TemplateMergeHook:
 # ------------------------------------------------------------------------------------------ pm2
 #: Substrings by which pm2 recognises an ecosystem file; any other name is started as a script.
 PM2_CONFIG_MARKERS = (".json", ".yml", ".yaml", ".config.js", ".config.cjs", ".config.mjs")
+_APP_NAME = re.compile(r"""\bname\s*:\s*['"]([^'"]+)['"]""")
+
+
+def ecosystem_apps(path: Path) -> list[str]:
+    """App names declared in a PM2 ecosystem file (``name: '...'`` entries)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"PM2 ecosystem config '{path}' not found: fix the pm2 hook's config path") from None
+    return _APP_NAME.findall(text)
 
 
 class Pm2Config(BaseModel):
@@ -202,9 +214,28 @@ class Pm2Hook:
         )
         return proc.returncode, proc.stdout + "\n" + proc.stderr
 
-    def run(self, context: DeployContext) -> HookOutcome:
-        from stageflow.sync.safety import ecosystem_apps
+    def preflight(self, context: PreflightContext) -> None:
+        """The PM2 guard: refuse an ecosystem config that names another environment's apps (or, when
+        this environment lists its ``apps``, an app it does not run)."""
+        env_name, apps = context.environment, context.profile.apps
+        others = context.other_apps()
+        for app in ecosystem_apps(context.source / self.config.config):
+            if app in apps:
+                continue
+            if app in others:
+                raise Refused(
+                    f"PM2 config {self.config.config} names app '{app}' of environment "
+                    f"'{others[app]}', not '{env_name}' (apps: {', '.join(apps) or 'none'}): "
+                    "use this role's ecosystem file"
+                )
+            if apps:
+                raise Refused(
+                    f"PM2 config {self.config.config} names app '{app}', which environment "
+                    f"'{env_name}' does not run (apps: {', '.join(apps)}): "
+                    "add it to apps or fix the file"
+                )
 
+    def run(self, context: DeployContext) -> HookOutcome:
         apps = ecosystem_apps(context.source / self.config.config)
         rc, out = self._pm2(context, "jlist")
         if rc == 127:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from stageflow.commerce.resilience import Retryable, RetryPolicy, parse_retry_after, with_retries
 from stageflow.errors import BadInput, IllegalTransition, ServiceAuthError, ServiceError
 from stageflow.hookspecs import hookimpl
+from stageflow.video.analysis.routing import canonical_status
 
 GOOGLE_SHEETS = "https://sheets.googleapis.com"
 SCOPES = ("https://www.googleapis.com/auth/spreadsheets",)
@@ -170,6 +171,7 @@ class GSheetsSink:
             if not row or not row[0]:
                 continue
             cid, wanted = str(row[0]), (str(row[2]).strip().lower() if len(row) > 2 else "")
+            wanted = canonical_status(wanted)  # a row written before a rename shows the old name
             current = store.candidate_status(cid)
             if current is None:
                 errors.append(f"row {n}: candidate {cid} is not in the store")

@@ -138,3 +138,58 @@ def test_migration_4_adds_channel_tables_to_a_version_3_store_keeping_its_rows()
         "channel_id", "title", "subscribers", "updated_at",
     }  # fmt: skip
     store.close()
+
+
+def test_migration_6_renames_filtered_no_coupang_in_an_old_store(stageflow_home):
+    """A store written before #19 holds candidates, history and sink records in the old status; opened
+    by this stageflow they read 'no_commerce_match', and the review move out of it still works."""
+    from stageflow.store import MIGRATIONS
+    from stageflow.video.analysis.routing import Status
+
+    stageflow_home.mkdir(parents=True, exist_ok=True)
+    path = stageflow_home / "old.db"
+    store = open_store(path, migrate=False)
+    for version, sql in MIGRATIONS[:5]:  # a store as stageflow with schema 5 left it
+        with store.transaction():
+            for statement in (s.strip() for s in sql.split(";")):
+                if statement:
+                    store.conn.execute(statement)
+            store.conn.execute(f"PRAGMA user_version = {version}")
+    for cid in ("v1:0-5", "v1:5-9"):
+        store.upsert_candidate(cid, video_id="v1", start=0 if cid.endswith("0-5") else 5, end=9, data={})
+    with store.transaction():  # what the old engine wrote: pending -> ... -> filtered_no_coupang
+        for old, new in [
+            ("pending", "processing"),
+            ("processing", "analysis_complete"),
+            ("analysis_complete", "filtered_no_coupang"),
+        ]:
+            store.conn.execute(
+                "INSERT INTO status_history (candidate_id, old_status, new_status, actor, reason, at)"
+                " VALUES ('v1:0-5', ?, ?, 'engine', '', 'then')",
+                [old, new],
+            )
+        store.conn.execute("UPDATE candidates SET status = 'filtered_no_coupang' WHERE id = 'v1:0-5'")
+        store.conn.execute("UPDATE candidates SET status = 'needs_review' WHERE id = 'v1:5-9'")
+    store.upsert_records(
+        "candidates",
+        [{"id": "v1:0-5", "status": "filtered_no_coupang", "product_name": "다이슨"},
+         {"id": "v1:5-9", "status": "needs_review"}],
+        key="id",
+    )  # fmt: skip
+    store.close()
+
+    store = open_store(path)  # migrates
+    assert store.version() == LATEST_VERSION
+    assert store.candidate_status("v1:0-5") == "no_commerce_match"
+    assert store.candidate_status("v1:5-9") == "needs_review"
+    history = [(h["old_status"], h["new_status"]) for h in store.status_history("v1:0-5")]
+    assert history[-1] == ("analysis_complete", "no_commerce_match")
+    assert "filtered_no_coupang" not in str(history)
+    assert [r["status"] for r in store.records("candidates")] == ["no_commerce_match", "needs_review"]
+    assert store.records("candidates")[0]["product_name"] == "다이슨"
+    # the old name still works where people type it: a filter, a move (e.g. a review sheet's cell)
+    assert [c["id"] for c in store.candidates(status="filtered_no_coupang")] == ["v1:0-5"]
+    assert Status("filtered_no_coupang") is Status.NO_COMMERCE_MATCH
+    assert store.set_candidate_status("v1:0-5", "needs_review", actor="reviewer") == "needs_review"
+    store.close()
+    assert open_store(path).migrate() == []  # idempotent

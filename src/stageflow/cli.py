@@ -274,6 +274,16 @@ def _register_families() -> None:
 _register_families()
 
 
+def _register_plugin_commands() -> None:
+    """Every plugin's ``register_commands`` hook, once (the built-in build runners' --stop-workers)."""
+    from stageflow.commands import load_plugin_commands
+
+    load_plugin_commands(app)
+
+
+_register_plugin_commands()
+
+
 # ----------------------------------------------------------------------------------------- entry
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv

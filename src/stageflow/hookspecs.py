@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pluggy
 
 if TYPE_CHECKING:
+    import typer
     from pydantic import BaseModel
 
 PROJECT_NAME = "stageflow"
@@ -44,6 +45,21 @@ class Register(Protocol):
         extra: str | None = None,
         description: str = "",
     ) -> None: ...
+
+
+class AddOption(Protocol):
+    """The ``add_option`` callable ``register_commands`` receives: a boolean flag on an existing command
+    that, when given, runs ``run()`` instead of the command (``stageflow build --stop-workers``)."""
+
+    def __call__(self, command: str, flag: str, *, help: str, run: Callable[[], object]) -> None: ...
+
+
+@hookspec
+def register_commands(app: typer.Typer, add_option: AddOption) -> None:
+    """Add CLI commands (``app.command("name")(fn)``, ``app.add_typer(group, name=...)``) or a flag to a
+    built-in command (``add_option("build", "--stop-workers", help=..., run=fn)``). Called once at CLI
+    startup, so the module holding this hookimpl must import nothing heavy at module level: import
+    engines inside the command functions (``stageflow --help`` stays fast)."""
 
 
 @hookspec
@@ -108,7 +124,9 @@ def register_build_caches(register: Register) -> None:
 
 @hookspec
 def register_deploy_hooks(register: Register) -> None:
-    """Register post-deploy hooks (pm2, health, shell): ``run(context: DeployContext) -> HookOutcome``."""
+    """Register post-deploy hooks (pm2, health, shell): ``run(context: DeployContext) -> HookOutcome``,
+    and optionally ``preflight(context: PreflightContext)``, called by the safety net before anything
+    is written (raise ``Refused`` to stop the sync)."""
 
 
 @hookspec

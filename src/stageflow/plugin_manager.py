@@ -55,6 +55,9 @@ BUILTIN_DISTRIBUTION = "stageflow"
 BUILTIN_EXTRA_KINDS: dict[str, tuple[str, ...]] = {
     "slack": ("notifiers",),
     "gsheets": ("sinks", "sources"),
+    # no stage kind: its only hook is register_commands, which the CLI loads itself at startup
+    # (stageflow.commands.BUILTIN_COMMAND_PLUGINS), so load_plugins never imports it
+    "build_runner_commands": ("commands",),
 }
 
 

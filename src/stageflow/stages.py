@@ -192,6 +192,9 @@ class BuildCache(Protocol):
 
 @runtime_checkable
 class DeployHook(Protocol):
+    """``run(context)`` after a deploy. Optional, not part of the runtime check:
+    ``preflight(context: PreflightContext)``, called by the safety net before anything is written."""
+
     def run(self, context: Any) -> Any: ...
 
 

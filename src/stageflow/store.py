@@ -159,6 +159,20 @@ MIGRATIONS: list[tuple[int, str]] = [
         )
         """,
     ),
+    (
+        6,
+        # #19: the status 'filtered_no_coupang' is 'no_commerce_match' (any commerce backend): stored
+        # candidates, their status history and the sqlite sink's candidate records follow
+        """
+        UPDATE candidates SET status = 'no_commerce_match' WHERE status = 'filtered_no_coupang';
+        UPDATE candidates SET data = json_set(data, '$.status', 'no_commerce_match')
+            WHERE json_valid(data) AND json_extract(data, '$.status') = 'filtered_no_coupang';
+        UPDATE status_history SET old_status = 'no_commerce_match' WHERE old_status = 'filtered_no_coupang';
+        UPDATE status_history SET new_status = 'no_commerce_match' WHERE new_status = 'filtered_no_coupang';
+        UPDATE records SET data = json_set(data, '$.status', 'no_commerce_match')
+            WHERE json_valid(data) AND json_extract(data, '$.status') = 'filtered_no_coupang'
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -411,7 +425,9 @@ class Store:
         if video_id is not None:
             sql, args = sql + " AND video_id = ?", [*args, video_id]
         if status is not None:
-            sql, args = sql + " AND status = ?", [*args, status]
+            from stageflow.video.analysis.routing import canonical_status
+
+            sql, args = sql + " AND status = ?", [*args, canonical_status(status)]
         rows = self.conn.execute(sql + " ORDER BY video_id, start_ms, end_ms", args).fetchall()
         return [{**json.loads(r["data"]), "id": r["id"], "status": r["status"]} for r in rows]
 

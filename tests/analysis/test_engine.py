@@ -59,13 +59,13 @@ def test_analyze_video_full_pipeline(store, coupang_server, sleeps):
     mouse = by_name["Logitech MX Master 3S"]
     assert mouse.commerce is not None and mouse.commerce.product_id == "2"
     assert by_name["다이슨 에어랩"].commerce is None
-    assert by_name["다이슨 에어랩"].status == "filtered_no_coupang"
+    assert by_name["다이슨 에어랩"].status == "no_commerce_match"
     assert sun.clip == "/clips/4.mp4" and sun.thumbnail == "/clips/4.jpg"
     assert (59.0, 61.0) in clips  # the on-screen-only point range gets a +-1 s clip
     # every candidate got a score, band and a routed status consistent with the rules
     for c in result.candidates:
         assert c.score is not None and c.score_band is not None
-        assert c.status in {"needs_review", "low_score_filtered", "filtered_no_coupang"}
+        assert c.status in {"needs_review", "low_score_filtered", "no_commerce_match"}
         if c.commerce is not None:
             assert c.status == ("needs_review" if c.score >= 60 else "low_score_filtered")
     # pinned (issue 18, finding 1: a genuine recommendation reaches review): S = .8 (praise, "!", emphasis
@@ -131,7 +131,7 @@ def test_empty_transcript_only_on_screen_candidates(store):
         ("다이슨 에어랩", 60.0, 60.0),
     ]
     assert all(c.confidence <= 0.35 and c.evidence.quotes == () for c in result.candidates)
-    assert {c.status for c in result.candidates} == {"filtered_no_coupang"}  # no commerce given
+    assert {c.status for c in result.candidates} == {"no_commerce_match"}  # no commerce given
     nothing = analyze_video(evidence(transcript=[], ocr=[]), analyzer=RulesAnalyzer(), store=store)
     assert nothing.candidates == [] and nothing.failed == []
 

@@ -216,16 +216,16 @@ def test_4_link_in_description_is_no_candidate(coupang_server):
 def test_5_reanalysis_after_coupang_is_configured_reroutes_with_history(store, coupang_server):
     ev = VideoEvidence.from_part1(VIDEO, channel=CHANNEL)
     first = {c.start: c.status for c in candidates(ev, store=store)}
-    assert set(first.values()) <= {"filtered_no_coupang", "low_score_filtered"}
+    assert set(first.values()) <= {"no_commerce_match", "low_score_filtered"}
     second = analyze_video(ev, analyzer=RulesAnalyzer(), store=store, commerce=coupang(coupang_server))
     sun = next(c for c in second.candidates if "선크림" in c.product_name)
-    assert first[sun.start] == "filtered_no_coupang" and sun.commerce is not None
+    assert first[sun.start] == "no_commerce_match" and sun.commerce is not None
     assert sun.status == "needs_review"
     cid = next(r["id"] for r in store.candidates(video_id=ev.video_id) if r["start"] == sun.start)
     assert store.candidate_status(cid) == "needs_review"
     steps = [(h["old_status"], h["new_status"]) for h in store.status_history(cid)]
     assert steps[-3:] == [
-        ("filtered_no_coupang", "processing"),
+        ("no_commerce_match", "processing"),
         ("processing", "analysis_complete"),
         ("analysis_complete", "needs_review"),
     ]

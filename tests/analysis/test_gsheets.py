@@ -62,11 +62,11 @@ def test_review_sync_moves_candidates_through_the_status_machine(sheets_server, 
     s = sink(sheets_server)
     s.write("candidates", recs)
     rows = sheets_server.sheets["sheet-1"]["Review"]
-    filtered = next(i for i, r in enumerate(rows) if r[2] == "filtered_no_coupang")
-    low = [i for i, r in enumerate(rows) if r[2] == "filtered_no_coupang" and i != filtered]
+    filtered = next(i for i, r in enumerate(rows) if r[2] == "no_commerce_match")
+    low = [i for i, r in enumerate(rows) if r[2] == "no_commerce_match" and i != filtered]
     rows[filtered][2] = "needs_review"  # link added by hand -> allowed
     for i in low:
-        rows[i][2] = "published"  # not allowed from filtered_no_coupang
+        rows[i][2] = "published"  # not allowed from no_commerce_match
     report = s.review_sync(store)
     assert [c["to"] for c in report["changed"]] == ["needs_review"]
     assert len(report["errors"]) == len(low) and "cannot become 'published'" in report["errors"][0]
@@ -76,6 +76,20 @@ def test_review_sync_moves_candidates_through_the_status_machine(sheets_server, 
     rows[filtered][2] = "approved"
     assert s.review_sync(store)["changed"] == [{"id": cid, "from": "needs_review", "to": "approved"}]
     assert s.review_sync(store)["changed"] == []  # nothing new
+
+
+def test_review_sync_reads_the_old_status_name_as_the_new_one(sheets_server, store):
+    """A row written before #19 still shows 'filtered_no_coupang' in the reviewers' column (the sink
+    never rewrites it): that is the candidate's status, not a wanted move, so no error and no change."""
+    s = sink(sheets_server)
+    s.write("candidates", records(store))
+    rows = sheets_server.sheets["sheet-1"]["Review"]
+    stale = [r for r in rows[1:] if r[2] == "no_commerce_match"]
+    assert stale
+    for row in stale:
+        row[2] = "filtered_no_coupang"
+    assert s.review_sync(store)["changed"] == [] and s.review_sync(store)["errors"] == []
+    assert store.candidate_status(stale[0][0]) == "no_commerce_match"
 
 
 def test_missing_sheet(sheets_server):

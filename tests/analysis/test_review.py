@@ -19,7 +19,7 @@ def filtered_id(store) -> str:
     result = analyze_video(
         VideoEvidence.from_part1(VIDEO, channel=CHANNEL), analyzer=RulesAnalyzer(), store=store
     )
-    return result.candidates[0].id  # no commerce given: filtered_no_coupang
+    return result.candidates[0].id  # no commerce given: no_commerce_match
 
 
 def test_link_added_by_hand_then_approved_with_corrected_name(store, filtered_id):
@@ -38,10 +38,10 @@ def test_link_added_by_hand_then_approved_with_corrected_name(store, filtered_id
 
 
 def test_illegal_review_changes_nothing(store, filtered_id):
-    with pytest.raises(IllegalTransition, match="'filtered_no_coupang' cannot become 'approved'"):
+    with pytest.raises(IllegalTransition, match="'no_commerce_match' cannot become 'approved'"):
         apply_review(store, ReviewDecision(candidate_id=filtered_id, action="approve", product_name="X"))
     row = store.candidate(filtered_id)
-    assert row["status"] == "filtered_no_coupang" and row["product_name"] != "X"
+    assert row["status"] == "no_commerce_match" and row["product_name"] != "X"
 
 
 def test_unknown_candidate(store):

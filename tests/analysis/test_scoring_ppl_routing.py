@@ -109,7 +109,7 @@ def test_ppl_pattern_file_is_user_editable(tmp_path):
         (0.71, False, 10, Status.HIGH_PPL_RISK),
         (0.7, True, 90, Status.PPL_REVIEW_REQUIRED),
         (0.3, True, 90, Status.PPL_REVIEW_REQUIRED),
-        (0.15, False, 90, Status.FILTERED_NO_COUPANG),
+        (0.15, False, 90, Status.NO_COMMERCE_MATCH),
         (0.0, True, 60, Status.NEEDS_REVIEW),
         (0.0, True, 59, Status.LOW_SCORE_FILTERED),
     ],
@@ -121,7 +121,7 @@ def test_routing(ppl, commerce, score, expected):
 def test_transition_table():
     assert check_transition("pending", "processing") == Status.PROCESSING
     assert check_transition("needs_review", "under_revision") == Status.UNDER_REVISION
-    assert check_transition("filtered_no_coupang", "needs_review") == Status.NEEDS_REVIEW
+    assert check_transition("no_commerce_match", "needs_review") == Status.NEEDS_REVIEW
     with pytest.raises(IllegalTransition, match="'pending' cannot become 'approved'"):
         check_transition("pending", "approved")
     with pytest.raises(IllegalTransition, match="unknown status"):

@@ -28,7 +28,7 @@ def test_demo_runs_discovery_build_and_deploy(stageflow_home, tmp_path, monkeypa
     if video is not None:  # the video extra is installed (always in CI)
         assert video["error"] is None and "HELLO" in video["ocr"]
         [cand] = video["candidates"]
-        assert cand["status"] == "filtered_no_coupang" and cand["clip"].endswith(".mp4")
+        assert cand["status"] == "no_commerce_match" and cand["clip"].endswith(".mp4")
 
     second = run_demo()
     assert second["discovery"]["new"] == 0

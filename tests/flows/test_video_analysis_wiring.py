@@ -69,11 +69,11 @@ def test_video_analysis_flow_end_to_end(material, tmp_path):
         [cand] = good["candidates"]
         # read from the caption's box (how the engine spaces the words varies with the kept frames)
         name = cand["product_name"]
-        assert (name.replace(" ", ""), cand["status"]) == ("LOGITECHMXMASTER", "filtered_no_coupang")
+        assert (name.replace(" ", ""), cand["status"]) == ("LOGITECHMXMASTER", "no_commerce_match")
         assert Path(cand["clip"]).is_file() and Path(cand["thumbnail"]).is_file()
         assert 0 <= cand["start"] <= cand["end"] <= good["duration_s"]
         rows = sheets.sheets["sheet-1"]["Review"]
-        assert [r[0] for r in rows] == ["id", cand["id"]] and rows[1][2] == "filtered_no_coupang"
+        assert [r[0] for r in rows] == ["id", cand["id"]] and rows[1][2] == "no_commerce_match"
         [posted] = slack.posted
         assert posted["text"].startswith("video analysis: 1 candidates from 2 videos")
         assert name in posted["text"] and "corrupt or truncated" in posted["text"]
@@ -121,11 +121,11 @@ def test_review_sync_flow_applies_sheet_statuses(tmp_path):
             recs = analyze_video(video, analyzer=RulesAnalyzer(), store=store).to_output()
         finally:
             store.close()
-        assert [r["status"] for r in recs] == ["filtered_no_coupang", "filtered_no_coupang"]
+        assert [r["status"] for r in recs] == ["no_commerce_match", "no_commerce_match"]
         get_plugin_manager().build("sinks", "gsheets", options).write("candidates", recs)
         rows = sheets.sheets["sheet-1"]["Review"]
         rows[1][2] = "needs_review"  # a link was added by hand: allowed
-        rows[2][2] = "published"  # not allowed from filtered_no_coupang: reported, not applied
+        rows[2][2] = "published"  # not allowed from no_commerce_match: reported, not applied
         config = tmp_path / "stageflow.toml"
         config.write_text(
             '[video]\nsinks = [{backend = "gsheets", options = {spreadsheet_key = "sheet-1", '
@@ -133,14 +133,14 @@ def test_review_sync_flow_applies_sheet_statuses(tmp_path):
             encoding="utf-8",
         )
         report = review_sync(config_path=str(config))
-        assert report["changed"] == [{"id": rows[1][0], "from": "filtered_no_coupang", "to": "needs_review"}]
+        assert report["changed"] == [{"id": rows[1][0], "from": "no_commerce_match", "to": "needs_review"}]
         assert len(report["errors"]) == 1 and "published" in report["errors"][0]
         rows[1][2] = "approved"
         assert [c["to"] for c in review_sync(options)["changed"]] == ["approved"]
     store = open_store()
     try:
         assert store.candidate_status(rows[1][0]) == "approved"
-        assert store.candidate_status(rows[2][0]) == "filtered_no_coupang"
+        assert store.candidate_status(rows[2][0]) == "no_commerce_match"
         assert [h["actor"] for h in store.status_history(rows[1][0])][-2:] == ["sheet", "sheet"]
     finally:
         store.close()

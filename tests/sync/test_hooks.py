@@ -107,3 +107,76 @@ def test_pm2_config_pm2_would_run_as_a_script_is_bad_input(cli, project) -> None
     code, _, err = cli("sync", project.source, "--env", "api")
     assert code == 2 and "pm2 would run 'ecosystem.config.apiserver.cjs' as a script" in err
     assert sorted(p.name for p in project.target.iterdir()) == [".stageflow"]
+
+
+FREEZE_PLUGIN = """
+import os
+from pathlib import Path
+from pydantic import BaseModel, ConfigDict
+from stageflow.errors import Refused
+from stageflow.hookspecs import hookimpl
+from stageflow.sync.hooks import HookOutcome
+
+
+class FreezeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    flag: str = "FREEZE"
+
+
+class FreezeHook:
+    def __init__(self, config):
+        self.config = config
+
+    def preflight(self, context):
+        seen = f"{context.environment} {context.profile.role} {sorted(context.other_apps())}"
+        Path(os.environ["FREEZE_SEEN"]).write_text(seen)
+        if (context.source / self.config.flag).exists():
+            raise Refused(f"deploy freeze: {self.config.flag} is set in {context.environment}")
+
+    def run(self, context):
+        context.target.write_text(context.path("freeze-hook-ran"), "yes")
+        return HookOutcome("freeze", "ok")
+
+
+@hookimpl
+def register_deploy_hooks(register):
+    register("freeze", FreezeHook, config=FreezeConfig, description="refuses while a FREEZE file exists")
+"""
+
+
+def test_third_party_hook_preflight_refusal_stops_sync_before_anything_is_written(
+    cli, project, make_plugin_dist, monkeypatch, snapshot, tmp_path
+) -> None:
+    """A plugin hook's ``preflight`` is part of the safety net: its Refused exits 3 and the target is
+    exactly as before (no file, no manifest, no lock, no earlier hook run); once it passes, the sync
+    and the hook run."""
+    monkeypatch.delenv("STAGEFLOW_DISABLE_PLUGIN_AUTOLOAD")
+    make_plugin_dist("stageflow-freeze", {"sf_freeze": FREEZE_PLUGIN})
+    seen = tmp_path / "preflight-saw.txt"
+    monkeypatch.setenv("FREEZE_SEEN", str(seen))
+    project.config(
+        f"""
+        [sync.environments.api]
+        role = "apiserver"
+        target = "{project.target}"
+        apps = ["api-server"]
+        hooks = [{{ use = "shell", run = "echo ran > shell-hook-ran" }}, {{ use = "freeze" }}]
+        [sync.environments.web]
+        role = "webserver"
+        target = "/nowhere"
+        apps = ["web-server"]
+        """
+    )
+    project.write("FREEZE", "")
+    init(cli, project)
+    before = snapshot(project.target, skip_state=False)
+    code, out, err = cli("sync", project.source, "--env", "api")
+    assert code == 3, err
+    assert "deploy freeze: FREEZE is set in api" in err
+    assert snapshot(project.target, skip_state=False) == before
+    assert seen.read_text() == "api apiserver ['web-server']"
+    (project.source / "FREEZE").unlink()
+    code, out, err = cli("sync", project.source, "--env", "api")
+    assert code == 0, err
+    assert (project.target / "shell-hook-ran").read_text() == "ran\n"
+    assert (project.target / "freeze-hook-ran").read_text() == "yes"

@@ -93,7 +93,7 @@ def test_cli_yields_candidates_with_clip_and_thumbnail_and_no_duplicates(
     # on-screen text only (no speech stage): the branded text is the name, never invented
     assert (cand["product_name"], cand["brand"]) == ("LOGITECH MX MASTER", "로지텍")
     assert cand["evidence"]["ocr_texts"][1] == "LOGITECH MX MASTER" and cand["evidence"]["quotes"] == []
-    assert cand["commerce"] is None and cand["status"] == "filtered_no_coupang"  # no commerce configured
+    assert cand["commerce"] is None and cand["status"] == "no_commerce_match"  # no commerce configured
     assert 0 <= cand["start"] <= cand["end"] <= video["duration_s"]
 
     clip, thumb = Path(cand["clip"]), Path(cand["thumbnail"])
@@ -115,7 +115,7 @@ def test_cli_yields_candidates_with_clip_and_thumbnail_and_no_duplicates(
             video["id"]
         ]
         history = [h["new_status"] for h in store.status_history(cand["id"])]
-        assert history == ["pending", "processing", "analysis_complete", "filtered_no_coupang"]
+        assert history == ["pending", "processing", "analysis_complete", "no_commerce_match"]
     finally:
         store.close()
     assert len(list(clip.parent.iterdir())) == 2  # one clip + one thumbnail, no leftovers
@@ -199,7 +199,7 @@ def test_an_analysis_failure_sets_that_videos_error_and_the_next_still_runs(tmp_
     [cand] = second["candidates"]
     assert (cand["product_name"], cand["status"], cand["clip"]) == (
         "MX Master 3S",
-        "filtered_no_coupang",
+        "no_commerce_match",
         None,
     )
     message = analyze.run_summary([_record(first), _record(second)], [failed, ok])
@@ -258,10 +258,114 @@ def test_commerce_from_config_links_the_candidate(tmp_path):
     assert cand["commerce"]["product_id"] == "2" and cand["commerce"]["url"].startswith(
         "https://link.coupang.com/"
     )
-    # matched, so routed by its score instead of filtered_no_coupang: a genuine recommendation
+    # matched, so routed by its score instead of no_commerce_match: a genuine recommendation
     # ("my favorite", "every day", "I recommend it") reaches review
     assert cand["score"] >= 60 and cand["status"] == "needs_review"
 
 
 def _record(doc: dict) -> analyze.VideoRecord:
     return analyze.VideoRecord.model_validate(doc)
+
+
+MOUSE_VIDEO = {
+    "id": "vid-m",
+    "title": "desk setup",
+    "duration_s": 30.0,
+    "transcript": [
+        {"start": 0.0, "end": 5.0,
+         "text": "this Logitech MX Master is my favorite mouse, I use it every day"},
+        {"start": 5.0, "end": 9.0, "text": "Really great! I recommend it, the scroll wheel is amazing!"},
+    ],
+    "ocr": [{"t": 2.0, "text": "Logitech MX Master 3S", "confidence": 0.9}],
+    "candidates": [],
+    "error": None,
+}  # fmt: skip
+MOUSE = {
+    "productId": 7, "productName": "로지텍 MX Master 3S 무선 마우스", "productPrice": 139000,
+    "productImage": "https://img/7.jpg", "productUrl": "https://www.coupang.com/vp/products/7",
+    "isRocket": True, "isFreeShipping": True, "categoryName": "마우스",
+}  # fmt: skip
+
+
+class _OtherShop:
+    """A second, third-party commerce backend (``other``): Coupang-shaped, so the same loopback server
+    answers it; its own [video.other] options."""
+
+    from stageflow.hookspecs import hookimpl
+
+    @staticmethod
+    @hookimpl
+    def register_commerce(register):
+        from stageflow.commerce.coupang import CoupangClient, CoupangConfig
+
+        register("other", CoupangClient, config=CoupangConfig, description="a second shop (test)")
+
+
+def _analyse_with(config_doc: dict) -> tuple[dict, object]:
+    from stageflow.plugin_manager import load_plugins
+
+    plugins = load_plugins(extra_plugins=[("other-shop", _OtherShop)])
+    config = VideoConfig.model_validate(config_doc)
+    analyze.check_analysis(plugins, config)
+    store = open_store()
+    analysis = analyze.build_analysis(plugins, config)
+    try:
+        done = analyze.analyse(_record(MOUSE_VIDEO), None, None, config, analysis, store=store)
+    finally:
+        analysis.close()
+        store.close()
+    return done.record.to_dict(), done.outcome
+
+
+@pytest.mark.parametrize(
+    ("coupang_catalog", "coupang_quota", "other_catalog", "winner"),
+    [
+        ([MOUSE], None, [{**MOUSE, "productId": 8}], "coupang"),  # the first backend wins
+        ([], None, [{**MOUSE, "productId": 8}], "other"),  # a miss moves on to the next
+        ([MOUSE], 0, [{**MOUSE, "productId": 8}], "other"),  # so does a backend that fails
+        ([], None, [], None),  # nobody has it: no_commerce_match
+    ],
+)
+def test_several_commerce_backends_are_tried_in_order(coupang_catalog, coupang_quota, other_catalog, winner):
+    servers = _servers()
+    with (
+        servers.CoupangServer("ak-1", "sk-1", coupang_catalog, search_quota=coupang_quota) as first,
+        servers.CoupangServer("ak-2", "sk-2", other_catalog) as second,
+    ):
+        record, outcome = _analyse_with(
+            {
+                "commerce": ["coupang", "other"],
+                # no store for the clients: both are "coupang"-shaped and would share its cache rows
+                "coupang": {"access_key": "ak-1", "secret_key": "sk-1", "base_url": first.url,
+                            "use_store": False, "attempts": 1},
+                "other": {"access_key": "ak-2", "secret_key": "sk-2", "base_url": second.url,
+                          "use_store": False, "alerts": False},
+                "channel": {"subscribers": 1_000_000, "engagement_rate": 0.05},
+            }
+        )  # fmt: skip
+        searched_second = any(r.path == second.SEARCH for r in second.requests)
+    [cand] = record["candidates"]
+    if winner is None:
+        assert cand["commerce"] is None and cand["status"] == "no_commerce_match"
+        assert searched_second and outcome.errors == []
+        return
+    assert cand["status"] == "needs_review"
+    assert cand["commerce"]["product_id"] == ("7" if winner == "coupang" else "8")
+    assert searched_second == (winner == "other")  # the first match ends the search
+    if coupang_quota == 0:
+        assert len(outcome.errors) == 1 and "commerce for Logitech MX Master 3S" in outcome.errors[0]
+    else:
+        assert outcome.errors == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("coupang", ["coupang"]), ("", []), ([], []), (["coupang", "other"], ["coupang", "other"])],
+)
+def test_commerce_is_a_name_or_a_list(value, expected):
+    assert VideoConfig.model_validate({"commerce": value}).commerce == expected
+
+
+def test_commerce_backend_listed_twice_is_refused():
+    with pytest.raises(ValueError, match="commerce backend 'coupang' is listed twice"):
+        VideoConfig.model_validate({"commerce": ["coupang", "coupang"]})

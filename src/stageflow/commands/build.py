@@ -162,14 +162,6 @@ def build_cmd(
             "(same as runner_options = {warm_tsc = false}).",
         ),
     ] = False,
-    stop_workers: Annotated[
-        bool,
-        typer.Option(
-            "--stop-workers",
-            help="Stop this user's warm tsc workers kept alive after earlier builds "
-            "(runner_options warm_tsc_persist) and exit; builds nothing.",
-        ),
-    ] = False,
 ) -> None:
     """Build only what a change affects, in dependency order, in parallel, with a content-hash cache.
 
@@ -180,12 +172,6 @@ def build_cmd(
     from stageflow.build import engine
     from stageflow.errors import BadInput, JobFailed
 
-    if stop_workers:
-        from stageflow.build import warmtsc
-
-        stopped = warmtsc.stop_workers()
-        typer.echo(f"stopped {stopped} warm tsc worker(s)", err=True)
-        return
     if logs not in ("full", "errors", "none"):
         raise BadInput(f"--logs '{logs}': use full, errors or none")
     build_config = _load_build_config(config, repo)
@@ -348,5 +334,8 @@ def _print(doc: dict[str, Any], *, as_json: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add this family's commands to the root app."""
-    app.command("build")(build_cmd)
+    """Add this family's commands to the root app. Plugins may add flags to ``build``
+    (``register_commands``' ``add_option``: the npm runners' ``--stop-workers``)."""
+    from stageflow.commands import extensible
+
+    app.command("build")(extensible("build", build_cmd))

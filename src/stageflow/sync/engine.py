@@ -29,7 +29,7 @@ from typing import Any
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import BadInput, ConfigError, JobFailed, PluginError
 from stageflow.sync import casefold, drift, gitscan, notify, releases, watch
-from stageflow.sync.hooks import DeployContext, HookOutcome, PlannedHook, run_hooks
+from stageflow.sync.hooks import DeployContext, HookOutcome, PlannedHook, PreflightContext, run_hooks
 from stageflow.sync.localstate import LocalState
 from stageflow.sync.manifest import (
     ChangeSet,
@@ -49,7 +49,7 @@ from stageflow.sync.manifest import (
 )
 from stageflow.sync.profile import EnvironmentProfile, SyncConfig
 from stageflow.sync.rules import SelectionRules
-from stageflow.sync.safety import ENV_VARS, ROLE_FILES, RoleFound, check_pm2_configs, check_role
+from stageflow.sync.safety import ENV_VARS, ROLE_FILES, RoleFound, check_role, preflight_hooks
 from stageflow.sync.target import Held, LocalTarget, Snapshot, SshTarget, open_target
 
 logger = logging.getLogger("stageflow.sync")
@@ -214,7 +214,7 @@ def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None
         )
     rules = SelectionRules.from_profile(profile, source)
     hooks = _build_hooks(plugins, profile, request.environment, where)
-    check_pm2_configs(source, request.environment, profile, config)
+    preflight_hooks(hooks, PreflightContext(source, request.environment, profile, config))
     target = open_target(spec, profile.ssh_command, profile.ssh_options, profile.ssh_persist)
     transport_name = profile.transport or ("rsync" if target.remote else "local")
     options = dict(profile.transport_options)

@@ -1,6 +1,10 @@
 """Post-deploy hooks: the context handed to each deploy_hooks backend, its outcome, and the runner
 that calls them in order and stops at the first failure.
 
+A hook backend may also have ``preflight(context: PreflightContext)``: the safety net calls it on every
+configured hook before anything is written, and a ``Refused`` it raises stops the sync (exit 3) as
+the role check does (the pm2 hook refuses an ecosystem file naming another environment's apps there).
+
 The runner never rolls anything back itself (the engine does) and never logs hook secrets: a hook's
 detail line is what the hook chose to report.
 """
@@ -16,6 +20,7 @@ from stageflow.errors import StageflowError
 
 if TYPE_CHECKING:  # annotations only: plugin loading must not pay for manifest/target/pathspec
     from stageflow.sync.manifest import ChangeSet
+    from stageflow.sync.profile import EnvironmentProfile, SyncConfig
     from stageflow.sync.target import LocalTarget, SshTarget
 
 
@@ -36,6 +41,26 @@ class DeployContext:
     def path(self, rel: str) -> str:
         """A path relative to the deployed tree, relative to the target root."""
         return f"{self.directory}/{rel}" if self.directory else rel
+
+
+@dataclass(frozen=True)
+class PreflightContext:
+    """What a hook's optional ``preflight`` may read, before the target is even opened: the source
+    tree and the sync configuration. A preflight reads only; it raises ``Refused`` to stop the sync."""
+
+    source: Path
+    environment: str
+    profile: EnvironmentProfile
+    config: SyncConfig
+
+    def other_apps(self) -> dict[str, str]:
+        """App name -> the other environment that declares it in its ``apps``."""
+        return {
+            app: name
+            for name, p in self.config.environments.items()
+            if name != self.environment
+            for app in p.apps
+        }
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The safety net, run before anything is written: the target must declare the role the environment
-expects, and a PM2 ecosystem config must not name another role's apps.
+expects, and every configured hook's optional ``preflight`` must pass (the pm2 hook's refuses an
+ecosystem config naming another role's apps).
 
 Read-only: this module never writes to the target or the source, and raises ``Refused`` (exit 3)
 with one line saying what was expected and what was found.
@@ -8,11 +9,11 @@ with one line saying what was expected and what was found.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from stageflow.errors import BadInput, Refused
-from stageflow.sync.profile import EnvironmentProfile, SyncConfig
+from stageflow.errors import Refused
+from stageflow.sync.hooks import PlannedHook, PreflightContext
 from stageflow.sync.target import STATE_DIR, LocalTarget, Snapshot, SshTarget
 
 ROLE_MARKER = f"{STATE_DIR}/role"
@@ -21,7 +22,6 @@ ENV_FILES = (".env", "current/.env")
 #: What read_role may read, for a one-round-trip :meth:`snapshot` of the target.
 ROLE_FILES = (ROLE_MARKER, *ENV_FILES)
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?SERVER_TYPE\s*=\s*['\"]?([^'\"\s#]+)", re.MULTILINE)
-_APP_NAME = re.compile(r"""\bname\s*:\s*['"]([^'"]+)['"]""")
 
 
 @dataclass(frozen=True)
@@ -73,34 +73,10 @@ def check_role(target: LocalTarget | SshTarget, expected: str, snapshot: Snapsho
     return found
 
 
-def ecosystem_apps(path: Path) -> list[str]:
-    """App names declared in a PM2 ecosystem file (``name: '...'`` entries)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"PM2 ecosystem config '{path}' not found: fix the pm2 hook's config path") from None
-    return _APP_NAME.findall(text)
-
-
-def check_pm2_configs(source: Path, env_name: str, profile: EnvironmentProfile, config: SyncConfig) -> None:
-    """Refuse a pm2 hook whose ecosystem config names apps that belong to another environment."""
-    others = {app: name for name, p in config.environments.items() if name != env_name for app in p.apps}
-    for hook in profile.hooks:
-        if hook.use != "pm2" or not hook.options.get("config"):
-            continue
-        cfg_path = source / str(hook.options["config"])
-        for app in ecosystem_apps(cfg_path):
-            if app in profile.apps:
-                continue
-            if app in others:
-                raise Refused(
-                    f"PM2 config {hook.options['config']} names app '{app}' of environment "
-                    f"'{others[app]}', not '{env_name}' (apps: {', '.join(profile.apps) or 'none'}): "
-                    "use this role's ecosystem file"
-                )
-            if profile.apps:
-                raise Refused(
-                    f"PM2 config {hook.options['config']} names app '{app}', which environment "
-                    f"'{env_name}' does not run (apps: {', '.join(profile.apps)}): "
-                    "add it to apps or fix the file"
-                )
+def preflight_hooks(hooks: Sequence[PlannedHook], context: PreflightContext) -> None:
+    """Call ``preflight(context)`` on every configured hook backend that has one, in order; the first
+    ``Refused`` (or ``BadInput``) stops the sync before the target is opened."""
+    for hook in hooks:
+        preflight = getattr(hook.backend, "preflight", None)
+        if callable(preflight):
+            preflight(context)

@@ -72,9 +72,9 @@ class ChannelOptions(BaseModel):
 class VideoConfig(BaseModel):
     """``transcriber``/``detector``: a backend name, or "" to skip that stage; ``ocr``: zero or more
     engines whose results are merged; ``analyzer``: the part-2 analyzer (options in
-    ``[video.<analyzer>]``); ``commerce``: a commerce backend or "" for none (options in
-    ``[video.<commerce>]``); ``sinks``: extra sinks for the candidates. Any other key must be a table
-    of backend options."""
+    ``[video.<analyzer>]``); ``commerce``: commerce backends tried in order, first match wins (a
+    name, a list, or "" for none; options in ``[video.<name>]`` each); ``sinks``: extra sinks for
+    the candidates. Any other key must be a table of backend options."""
 
     model_config = ConfigDict(extra="allow")
     transcriber: Annotated[str, BackendRef("transcribers")] = "faster-whisper"
@@ -84,8 +84,9 @@ class VideoConfig(BaseModel):
     # each engine reads whole frames)
     ocr_regions: bool = True
     analyzer: Annotated[str, BackendRef("analyzers")] = "rules"
-    # e.g. "coupang"; "" -> no commerce (candidates route to filtered_no_coupang)
-    commerce: Annotated[str, BackendRef("commerce")] = ""
+    # commerce backends tried in order, the first match wins, e.g. "coupang" or ["coupang", "other"];
+    # "" or [] -> no commerce (every candidate routes to no_commerce_match); a miss of all of them too
+    commerce: list[Annotated[str, BackendRef("commerce")]] = Field(default_factory=list)
     commerce_limit: int = Field(10, ge=1)  # search results considered per keyword variant
     sinks: list[SinkChoice] = Field(default_factory=list)
     ppl_patterns: str | None = None  # a PPL pattern TOML file (default: the packaged one)
@@ -117,6 +118,21 @@ class VideoConfig(BaseModel):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("commerce", mode="before")
+    @classmethod
+    def _commerce_one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value] if value.strip() else []
+        return value
+
+    @field_validator("commerce")
+    @classmethod
+    def _commerce_once_each(cls, value: list[str]) -> list[str]:
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise ValueError(f"commerce backend '{twice[0]}' is listed twice")
+        return [name for name in value if name.strip()]
 
     @model_validator(mode="after")
     def _tables_only(self) -> VideoConfig:

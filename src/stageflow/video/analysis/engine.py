@@ -3,7 +3,7 @@ PPL, commerce match, clip -> route through the status machine, stored when a sto
 
 Plain function, no Prefect: the video flow wraps ``analyze_video`` in a task. A failing range is
 recorded and the others continue; a commerce outage leaves that candidate without a match (routed to
-filtered_no_coupang, which a person can move back to needs_review). Re-running a video updates its
+no_commerce_match, which a person can move back to needs_review). Re-running a video updates its
 rows and never duplicates them; a candidate the engine routed is routed again when the evidence
 changed (a commerce backend configured later, new PPL evidence, a better score), through the status
 machine with history; a candidate a person moved keeps its status. PPL is computed per candidate.
@@ -72,11 +72,13 @@ def analyze_video(
     """Analyze one video. ``frames``: optional kept frames ``(t, jpeg path)`` of the video, handed to
     the analyzer as visual evidence (a model analyzer sends those of each range).
     ``evidence``: a VideoEvidence or one entry of part 1's ``videos`` list.
-    ``analyzer``: an Analyzer backend (rules, gemini). ``commerce``: a CommerceApi or None (then
-    every candidate is filtered_no_coupang). ``store``: a stageflow Store (videos, candidates and
-    status_history are written; illegal transitions raise)."""
+    ``analyzer``: an Analyzer backend (rules, gemini). ``commerce``: a CommerceApi, several tried in
+    order (the first that matches wins), or None (then every candidate is no_commerce_match).
+    ``store``: a stageflow Store (videos, candidates and status_history are written; illegal
+    transitions raise)."""
     from stageflow.commerce.matching import find_match
 
+    clients = list(commerce) if isinstance(commerce, list | tuple) else [] if commerce is None else [commerce]
     ev = evidence if isinstance(evidence, VideoEvidence) else VideoEvidence.from_part1(evidence)
     if frames:
         ev = ev.model_copy(update={"frames": tuple(FrameIn(t=t, path=str(p)) for t, p in frames)})
@@ -118,13 +120,16 @@ def analyze_video(
         stored = store.candidate(cid) if store is not None else None
         decided = status is not None and status not in (Status.PROCESSING, *_ROUTED)
         match = _stored_match(stored, cand.product_name)
-        if match is None and commerce is not None and not decided:
+        for api in () if match is not None or decided else clients:  # in order; the first match wins
             try:
                 match = find_match(
-                    commerce, cand.product_name, cand.brand, cand.category_path, limit=commerce_limit
+                    api, cand.product_name, cand.brand, cand.category_path, limit=commerce_limit
                 )
-            except StageflowError as exc:
+            except StageflowError as exc:  # that backend is down: the next one may still match
                 result.errors.append(f"commerce for {cand.product_name} at {rng.start:.1f}s: {exc}")
+                continue
+            if match is not None:
+                break
         if match is not None and not cand.brand:  # a brand the list does not know, named by the match
             from stageflow.commerce.matching import brand_from_title
 
@@ -179,7 +184,7 @@ def analyze_video(
 _ROUTED = (
     Status.HIGH_PPL_RISK,
     Status.PPL_REVIEW_REQUIRED,
-    Status.FILTERED_NO_COUPANG,
+    Status.NO_COMMERCE_MATCH,
     Status.NEEDS_REVIEW,
     Status.LOW_SCORE_FILTERED,
 )

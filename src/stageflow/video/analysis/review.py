@@ -1,6 +1,6 @@
 """Human review decisions applied to stored candidates: the fields of the Prefect pause form
 (approve / reject / send back for revision, optionally correcting the product name) and a link added
-by hand to a filtered_no_coupang candidate. Every change goes through the store's status machine.
+by hand to a no_commerce_match candidate. Every change goes through the store's status machine.
 
 Plain functions, no Prefect: the video-analysis flow pauses with a RunInput whose ``decisions`` are
 ``ReviewItem`` rows (``review_items``) under ``review_description``'s markdown, and applies the answer
@@ -63,7 +63,7 @@ def apply_review(store: Any, decision: ReviewDecision, *, actor: str = "reviewer
 
 
 def attach_commerce(store: Any, candidate_id: str, match: CommerceMatch, *, actor: str = "reviewer") -> str:
-    """A link added by hand: store it and move filtered_no_coupang -> needs_review."""
+    """A link added by hand: store it and move no_commerce_match -> needs_review."""
     row = _load(store, candidate_id)
     from stageflow.video.analysis.routing import check_transition
 

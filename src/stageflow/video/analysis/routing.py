@@ -1,7 +1,7 @@
 """Candidate routing and the status machine.
 
 Routing (first rule that applies): PPL > 0.7 -> high_ppl_risk; 0.3 <= PPL <= 0.7 ->
-ppl_review_required; no commerce match -> filtered_no_coupang; score >= 60 -> needs_review;
+ppl_review_required; no commerce match -> no_commerce_match; score >= 60 -> needs_review;
 otherwise low_score_filtered.
 
 Re-routing: a candidate the engine routed (one of ``ROUTED``, last moved by the engine) is routed
@@ -10,6 +10,10 @@ moved (approved, rejected, needs_review by hand, ...) keeps its status (``may_re
 
 Allowed transitions are listed in ``TRANSITIONS``; anything else raises IllegalTransition. The store
 enforces this table on every status change (and records it in status_history). No I/O here.
+
+Renamed statuses keep their old name as an alias wherever a status is read (``Status("old")``, a
+review sheet's status column): ``filtered_no_coupang`` is ``no_commerce_match`` since #19 (store
+migration 6 rewrote stored rows).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ class Status(StrEnum):
     FAILED = "failed"
     HIGH_PPL_RISK = "high_ppl_risk"
     PPL_REVIEW_REQUIRED = "ppl_review_required"
-    FILTERED_NO_COUPANG = "filtered_no_coupang"
+    NO_COMMERCE_MATCH = "no_commerce_match"
     NEEDS_REVIEW = "needs_review"
     LOW_SCORE_FILTERED = "low_score_filtered"
     APPROVED = "approved"
@@ -35,11 +39,25 @@ class Status(StrEnum):
     PUBLISHED = "published"
     ARCHIVED = "archived"
 
+    @classmethod
+    def _missing_(cls, value: object) -> Status | None:
+        new = STATUS_ALIASES.get(value) if isinstance(value, str) else None
+        return cls(new) if new is not None else None
+
+
+#: Old status name -> its current name (accepted on input; never written).
+STATUS_ALIASES: dict[str, str] = {"filtered_no_coupang": "no_commerce_match"}
+
+
+def canonical_status(name: str) -> str:
+    """``name`` with a renamed status's old name replaced by the current one; anything else as is."""
+    return STATUS_ALIASES.get(name, name)
+
 
 ROUTED = (
     Status.HIGH_PPL_RISK,
     Status.PPL_REVIEW_REQUIRED,
-    Status.FILTERED_NO_COUPANG,
+    Status.NO_COMMERCE_MATCH,
     Status.NEEDS_REVIEW,
     Status.LOW_SCORE_FILTERED,
 )
@@ -55,7 +73,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.NEEDS_REVIEW: frozenset({S.APPROVED, S.REJECTED, S.UNDER_REVISION, S.PROCESSING}),
     S.APPROVED: frozenset({S.PUBLISHED}),
     S.PUBLISHED: frozenset({S.ARCHIVED}),
-    S.FILTERED_NO_COUPANG: frozenset({S.NEEDS_REVIEW, S.PROCESSING}),  # a link added by hand
+    S.NO_COMMERCE_MATCH: frozenset({S.NEEDS_REVIEW, S.PROCESSING}),  # a link added by hand
     # issue silent; our choice: a person decides PPL cases, and a revision comes back to review
     S.PPL_REVIEW_REQUIRED: frozenset({S.NEEDS_REVIEW, S.REJECTED, S.PROCESSING}),
     S.HIGH_PPL_RISK: frozenset({S.REJECTED, S.PPL_REVIEW_REQUIRED, S.PROCESSING}),
@@ -87,7 +105,7 @@ def route(*, ppl_probability: float, has_commerce: bool, score: int) -> Status:
     if ppl_probability >= 0.3:
         return Status.PPL_REVIEW_REQUIRED
     if not has_commerce:
-        return Status.FILTERED_NO_COUPANG
+        return Status.NO_COMMERCE_MATCH
     if score >= 60:
         return Status.NEEDS_REVIEW
     return Status.LOW_SCORE_FILTERED

@@ -51,15 +51,17 @@ class Analysis:
     built in the thread that uses it) and the PPL patterns."""
 
     analyzer: Any
-    commerce: Any
+    commerce: Any  # the [video] commerce backends in the order they are tried (a list), one, or None
     patterns: Any
 
     def close(self) -> None:
-        if self.commerce is not None and hasattr(self.commerce, "close"):
-            self.commerce.close()
-        store = getattr(self.commerce, "store", None)  # the client opened it (build_analysis gives none)
-        if store is not None and hasattr(store, "close"):
-            store.close()
+        clients = self.commerce if isinstance(self.commerce, list) else [self.commerce]
+        for client in (c for c in clients if c is not None):
+            if hasattr(client, "close"):
+                client.close()
+            store = getattr(client, "store", None)  # the client opened it (build_analysis gives none)
+            if store is not None and hasattr(store, "close"):
+                store.close()
 
 
 def _in_video_section(where: str, exc: StageflowError) -> StageflowError:
@@ -75,14 +77,14 @@ def check_analysis(plugins: StageflowPluginManager, config: VideoConfig) -> None
         plugins.build("analyzers", config.analyzer, config.options(config.analyzer))
     except BadInput as exc:
         raise _in_video_section("analyzer", exc) from None
-    if config.commerce:
+    for name in config.commerce:
         try:
-            options = config.options(config.commerce)
-            model = plugins.registry("commerce").validate_config(config.commerce, options)
+            options = config.options(name)
+            model = plugins.registry("commerce").validate_config(name, options)
             # built once without the store (missing keys fail here); the run builds its own per thread
             if "use_store" in type(model).model_fields:
                 options = {**options, "use_store": False}
-            client = plugins.build("commerce", config.commerce, options)
+            client = plugins.build("commerce", name, options)
             if hasattr(client, "close"):
                 client.close()
         except BadInput as exc:
@@ -119,12 +121,15 @@ def check_backends(
 def build_analysis(plugins: StageflowPluginManager, config: VideoConfig) -> Analysis:
     """Build part 2's backends in the calling thread (the commerce client opens the store here)."""
     analyzer = plugins.build("analyzers", config.analyzer, config.options(config.analyzer))
-    commerce = (
-        plugins.build("commerce", config.commerce, config.options(config.commerce))
-        if config.commerce
-        else None
-    )
-    return Analysis(analyzer, commerce, load_patterns(config))
+    built = Analysis(analyzer, [], None)
+    try:
+        for name in config.commerce:
+            built.commerce.append(plugins.build("commerce", name, config.options(name)))
+        built.patterns = load_patterns(config)
+    except BaseException:
+        built.close()  # the clients built so far opened the store
+        raise
+    return built
 
 
 def evidence_boxes(record: VideoRecord, job: DecodedJob, max_side: int) -> list[tuple[float, Any]]:

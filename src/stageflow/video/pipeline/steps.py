@@ -84,7 +84,7 @@ def config_key(config: VideoConfig) -> str:
     """What a stored result depends on: the backends, their options, sampling and language (never the
     part-2 analysis settings: they run again on every analysis)."""
     doc = config.model_dump(exclude={"clips", *ANALYSIS_KEYS, *TRANSPORT_KEYS})
-    for name in (config.analyzer, config.commerce):
+    for name in (config.analyzer, *config.commerce):
         if name and name not in (config.transcriber, config.detector, *config.ocr):
             doc.pop(name, None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
