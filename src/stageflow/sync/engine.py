@@ -27,14 +27,13 @@ from typing import Any
 
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import BadInput, ConfigError, JobFailed, PluginError
-from stageflow.sync import casefold, drift, gitscan, notify, releases, watch
+from stageflow.sync import casefold, detect, drift, gitscan, notify, releases, watch
 from stageflow.sync.hooks import DeployContext, HookOutcome, PlannedHook, run_hooks
 from stageflow.sync.localstate import LocalState
 from stageflow.sync.manifest import (
     ChangeSet,
     Manifest,
     ScanResult,
-    apply_delta,
     delta_line,
     diff,
     json_text,
@@ -42,9 +41,6 @@ from stageflow.sync.manifest import (
     manifest_id_of_json,
     manifest_to_json,
     replay,
-    scan,
-    scan_paths,
-    with_parent_dirs,
 )
 from stageflow.sync.model import DeployFailed, Plan, Prepared, SyncRequest, SyncResult
 from stageflow.sync.profile import EnvironmentProfile, SyncConfig
@@ -322,93 +318,6 @@ def _git_view(prep: Prepared) -> tuple[gitscan.GitView | None, str | None]:
         return None, str(exc)
 
 
-def _why_not_incremental(prep: Prepared, local: LocalState | None, local_ok: bool) -> str | None:
-    """None when the local manifest is a baseline an accelerator may diff against, else why not."""
-    if local is None or not local_ok:
-        return "no local manifest matching the target's (first sync from here, or the target changed)"
-    meta = local.meta
-    if meta.get("source") != str(prep.source):
-        return "the last sync came from another source directory"
-    if meta.get("rules") != prep.rules.digest:
-        return "the include/exclude/protect rules changed since the last sync"
-    return None
-
-
-def _why_not_git(
-    prep: Prepared, view: gitscan.GitView | None, local: LocalState | None, local_ok: bool
-) -> str | None:
-    """None when the git accelerator may be used, else the reason to walk."""
-    if view is None:
-        return "git unavailable"
-    if local is not None and local_ok and not local.meta.get("commit"):
-        return "the last sync recorded no git commit"
-    return _why_not_incremental(prep, local, local_ok)
-
-
-def _outermost(dirs: set[str]) -> set[str]:
-    ordered = sorted(dirs, key=len)
-    kept: list[str] = []
-    for d in ordered:
-        if not any(d.startswith(k + "/") for k in kept):
-            kept.append(d)
-    return set(kept)
-
-
-def _under(path: str, roots: set[str]) -> bool:
-    return any(path.startswith(r + "/") for r in roots)
-
-
-def _merge(into: ScanResult, other: ScanResult) -> None:
-    into.files.update(other.files)
-    into.files_scanned += other.files_scanned
-    into.excluded += other.excluded
-    into.hashed += other.hashed
-    into.skipped_links = sorted(set(into.skipped_links) | set(other.skipped_links))
-
-
-def _git_scan(
-    prep: Prepared, view: gitscan.GitView, local: LocalState, pending_paths: set[str]
-) -> tuple[ScanResult, Manifest, set[str], set[str]]:
-    """The accelerator: stat/hash only the paths git (or the last sync) names, and walk only the
-    directories git reports whole. Returns (scan of those, their old entries, roots, candidates)."""
-    rules, meta = prep.rules, local.meta
-    between = gitscan.changed_between(prep.source, str(meta["commit"]), view.head)
-    roots = _outermost({d for d in view.dirs if not rules.skip_tree(d)} | set(meta.get("walk_roots", [])))
-    candidates = view.changed | view.ignored | between | set(meta.get("dirty", [])) | pending_paths
-    candidates = with_parent_dirs(candidates)
-    candidates = {c for c in candidates if not _under(c, roots) and c not in roots}
-    previous = local.get(candidates)
-    for root in roots:
-        previous.update(local.under(root))
-    scanned = scan_paths(prep.source, rules, candidates, previous)
-    for root in sorted(roots):
-        _merge(scanned, scan(prep.source, rules, previous, under=root))
-    return scanned, previous, roots, candidates
-
-
-def _watch_scan(
-    prep: Prepared, view: watch.WatchView, local: LocalState, pending_paths: set[str]
-) -> tuple[ScanResult, Manifest, set[str], set[str]]:
-    """The watchman / inotify accelerator: stat/hash only the paths the watch says changed since the
-    last sync (and those an interrupted sync left pending), and walk the directories it names whole
-    (created, moved in or away). Same shape as :func:`_git_scan`."""
-    assert view.changed is not None
-    rules = prep.rules
-    roots = _outermost({d for d in view.dirs if not rules.skip_tree(d)})
-    candidates = {
-        c
-        for c in with_parent_dirs(view.changed | pending_paths)
-        if not _under(c, roots) and c.rstrip("/") not in roots
-    }
-    previous = local.get(candidates)
-    for root in roots:
-        previous.update(local.under(root))
-    scanned = scan_paths(prep.source, rules, candidates, previous)
-    for root in sorted(roots):
-        _merge(scanned, scan(prep.source, rules, previous, under=root))
-    return scanned, previous, roots, candidates
-
-
 def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: str | None = None) -> Plan:
     """Scan and diff against the target's baseline (no writes to the target). ``texts`` (pending and
     state) and ``release`` (releases mode) as read under the lock; default: the prepare snapshot."""
@@ -435,79 +344,19 @@ def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: st
         local = LocalState.open(_store_key(prep.target), read_only=prep.request.dry_run)
     base_id, local_ok, from_target = _baseline(prep, release, state, local)
     dirty = set(pending.get("paths", [])) if pending.get("mode") == "in-place" else set()
-    watched = prep.watch  # asked in prepare, before git or any stat
-    view: gitscan.GitView | None = None
-    reason = _why_not_incremental(prep, local, local_ok)
-    use_watch = reason is None and watched is not None and watched.changed is not None
-    if not use_watch:
-        # git status before any stat: a file changed after it is seen next time.
-        view, git_reason = _git_view(prep)
-        reason = git_reason or _why_not_git(prep, view, local, local_ok)
-    meta: dict[str, Any] = {"source": str(prep.source), "rules": prep.rules.digest}
-    rules = prep.rules
-    full: Manifest | None = None
-    if reason is None and local is not None:
-        try:
-            if use_watch:
-                assert watched is not None
-                scanned, previous, roots, candidates = _watch_scan(prep, watched, local, dirty)
-            else:
-                assert view is not None
-                scanned, previous, roots, candidates = _git_scan(prep, view, local, dirty)
-        except gitscan.GitUnavailable as exc:
-            reason = str(exc)
-    if reason is None and local is not None:
-        old = local.meta
-        kept_links = [p for p in old.get("skipped_links", []) if p not in candidates and not _under(p, roots)]
-        scanned.skipped_links = sorted(set(kept_links) | set(scanned.skipped_links))
-        changes = diff(previous, scanned.files, dirty)
-        sets = {p: e for p, e in scanned.files.items() if previous.get(p) != e}
-        deleted = [p for p in previous if p not in scanned.files]
-        unmatched = old.get("unmatched")
-        if rules.include_patterns and (deleted or not isinstance(unmatched, list)):
-            unmatched = rules.unmatched_includes(list(apply_delta(local.all(), sets, deleted)))
-        elif rules.include_patterns:
-            still = set(rules.unmatched_includes(list(sets)))
-            unmatched = [u for u in unmatched if u in still]
-        else:
-            unmatched = []
-    else:
-        previous = local.all() if local_ok and local is not None else (from_target or {})
-        scanned = scan(prep.source, rules, previous)
-        full = scanned.files
-        changes = diff(previous, full, dirty)
-        sets = {p: e for p, e in full.items() if previous.get(p) != e}
-        deleted = [p for p in previous if p not in full]
-        unmatched = rules.unmatched_includes(list(full))
-        roots = set()
-    if view is not None:
-        meta.update(
-            commit=view.head,
-            dirty=sorted(p for p in view.changed | view.ignored if not rules.skip_path(p)),
-            walk_roots=sorted(d for d in view.dirs if not rules.skip_tree(d)),
-        )
-    elif use_watch and local is not None and local.meta.get("commit"):
-        # Keep the git bookkeeping valid for a later git-accelerated sync (watchman gone): every
-        # path shipped since the recorded commit's sync joins "dirty", so a file changed and then
-        # reverted to that commit's content is still looked at.
-        old = local.meta
-        meta.update(
-            commit=old["commit"],
-            dirty=sorted(set(old.get("dirty", [])) | set(sets) | set(deleted)),
-            walk_roots=old.get("walk_roots", []),
-        )
-    if watched is not None:
-        # Nothing changed: keep the recorded clock, so a no-change sync writes nothing.
-        unchanged = use_watch and not watched.changed and not watched.dirs
-        recorded = local.meta.get(watched.key) if unchanged and local else None
-        meta[watched.key] = recorded if isinstance(recorded, dict) else watched.record()
+    inputs = detect.Inputs(prep.source, prep.rules, local, local_ok, dirty, from_target)
+    detection = detect.detect(inputs, prep.watch, lambda: _git_view(prep))  # the watch: asked in prepare
+    found, rules = detection.found, prep.rules
+    scanned, changes, sets, deleted = found.scanned, found.changes, found.sets, found.deleted
+    unmatched, full = found.unmatched, found.full
+    meta: dict[str, Any] = {"source": str(prep.source), "rules": prep.rules.digest, **detection.meta}
     meta.update(skipped_links=scanned.skipped_links, unmatched=unmatched)
     # Paths now excluded or protected are left alone on the target (as rsync leaves excluded files).
     changes.deleted = [p for p in changes.deleted if not rules.skip_path(p)]
     changes.gone_dirs = [d for d in changes.gone_dirs if not rules.skip_path(d + "/")]
     result = _new_result(prep, scanned, changes, release, unmatched)
-    result.accelerator = "walk" if reason else (watched.key if use_watch and watched else "git")
-    result.accelerator_reason = reason
+    result.accelerator = detection.accelerator
+    result.accelerator_reason = detection.reason
     if prep.request.dry_run or not changes:
         why = "dry run" if prep.request.dry_run else "no changes"
         result.hooks = [
