@@ -21,7 +21,7 @@ from typing import Any
 
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import BadInput, ConfigError, JobFailed, PluginError
-from stageflow.sync import casefold, detect, drift, gitscan, notify, releases, watch
+from stageflow.sync import casefold, detect, gitscan, notify, releases, watch
 from stageflow.sync.apply import apply
 from stageflow.sync.hooks import HookOutcome, PlannedHook
 from stageflow.sync.localstate import LocalState
@@ -39,6 +39,7 @@ from stageflow.sync.rules import SelectionRules
 from stageflow.sync.safety import ENV_VARS, ROLE_FILES, check_pm2_configs, check_role
 from stageflow.sync.target import LocalTarget, SshTarget, open_target
 from stageflow.sync.unfinished import finish_unfinished, report_unfinished, warn_unfinished_dry_run
+from stageflow.sync.verify import verify
 
 logger = logging.getLogger("stageflow.sync")
 
@@ -275,7 +276,7 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
             planned = plan(prep)
             result = planned.result
             warn_unfinished_dry_run(prep, result)
-            _verify(prep, planned)
+            verify(prep, planned)
         elif prep.profile.mode == "in-place":
             planned = plan(prep)
             if not planned.result.changes and not planned.pending and not prep.request.verify:
@@ -286,7 +287,7 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
                     if held.texts != prep.snapshot.read_many(list(state_files)):
                         _close_local(planned)
                         planned = plan(prep, held.texts)
-                    _verify(prep, planned)
+                    verify(prep, planned)
                     result = apply(prep, planned, on_changes, held)
         else:
             with prep.target.lock(prep.profile.lock_timeout, read=state_files) as held:
@@ -298,7 +299,7 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
                     current = releases.current_release(prep.target)
                 planned = plan(prep, texts, current)
                 report_unfinished(planned.result, unfinished)
-                _verify(prep, planned)
+                verify(prep, planned)
                 result = apply(prep, planned, on_changes, held)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
@@ -321,53 +322,6 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
     result.duration_s = time.perf_counter() - prep.started
     result.control_bytes = prep.target.control_bytes
     return result
-
-
-def _verify(prep: Prepared, planned: Plan) -> None:
-    """--verify: compare the deployed tree on the target with the manifest this sync leaves, and add
-    what drifted (edited or deleted by hand, files added by hand that a sync would not keep) to the
-    change set, so the transfer repairs it. Paths the rules skip (excluded, protected) are never
-    looked at. A dry run only reports."""
-    if not prep.request.verify:
-        return
-    result = planned.result
-    if planned.base_id is None or (prep.profile.mode == "releases" and not result.release):
-        # No manifest recorded (a first sync): everything is sent anyway, and files already there
-        # were never ours to judge, so none is removed.
-        result.warnings.append(
-            f"--verify: {prep.target.spec} has no recorded manifest yet: nothing to verify"
-        )
-        return
-    if prep.profile.mode == "releases":
-        base = f"{releases.RELEASES}/{result.release}"
-    else:
-        base = ""
-    expected = planned.new_manifest()
-    found = drift.check(prep.target, base, expected, prep.rules.skip_path, prep.request.checksum)
-    changes = result.changes
-    shipped = set(changes.to_send) | set(changes.deleted)
-    found.edited = [p for p in found.edited if p not in shipped and p.rstrip("/") not in changes.dirs]
-    found.missing = [p for p in found.missing if p not in shipped and p.rstrip("/") not in changes.dirs]
-    found.extra = [p for p in found.extra if p not in shipped]
-    result.drift = {**found.as_dict(), "checksum": prep.request.checksum}
-    if not found:
-        return
-    for path in found.edited + found.missing:
-        if path.endswith("/"):
-            changes.dirs.append(path[:-1])
-            continue
-        (changes.added if path in found.missing else changes.modified).append(path)
-        changes.bytes_to_send += expected[path].size
-    for path in found.extra:
-        if path.endswith("/"):
-            changes.gone_dirs.append(path[:-1])
-        else:
-            changes.deleted.append(path)
-    for paths in (changes.added, changes.modified, changes.deleted, changes.dirs, changes.gone_dirs):
-        paths[:] = sorted(set(paths))
-    changes.ignore_times = True  # same size and mtime, other content (--checksum): rewrite anyway
-    done = "would repair it (dry run)" if prep.request.dry_run else "repaired"
-    result.warnings.append(f"drift on {prep.target.spec}: {found.summary()}: {done}")
 
 
 def _close_local(planned: Plan | None) -> None:
