@@ -14,77 +14,16 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from stageflow.build import changes, hashing, outputs, probe, scheduler, scripts, selection, workspaces
 from stageflow.build.config import BuildConfig
 from stageflow.build.model import BuildTask, CacheEntryCorrupt, ProcessTracker, TaskResult
+from stageflow.build.records import STATE_DIR, BuildOptions, BuildPlan, BuildReport
+from stageflow.build.report import failure_message, mermaid, report, timings_rows
 from stageflow.errors import BadInput
-
-STATE_DIR = ".stageflow"
-LOG_TAIL_LINES = 20
-
-
-@dataclass
-class BuildOptions:
-    """What the user asked for (CLI flags / flow parameters)."""
-
-    repo: Path
-    base: str | None = None
-    head: str = "HEAD"
-    committed_only: bool = False
-    filters: Sequence[str] = ()
-    role: str | None = None
-    task: str | None = None
-    concurrency: int | None = None
-    fail_fast: bool = False
-    dry_run: bool = False
-    force: bool = False  # ignore cache hits (still store)
-    warm_tsc: bool | None = None  # False: --no-warm-tsc (sets the runner's warm_tsc option)
-
-
-@dataclass
-class BuildPlan:
-    """Everything decided before anything runs."""
-
-    options: BuildOptions
-    config: BuildConfig
-    graph: workspaces.WorkspaceGraph
-    selection: selection.Selection
-    order: list[list[str]]
-    hashes: dict[str, str]
-    outputs: dict[str, list[str]]
-    chains: dict[str, list[tuple[str, str]]]
-    task: str
-    concurrency: int
-    memory_mb: int
-    warnings: list[str] = field(default_factory=list)
-    plan_s: float = 0.0
-    #: :func:`up_to_date`'s answers, by workspace: asked when choosing backends, counting the builds
-    #: to run and per task, answered once (a workspace's own new state record drops its answer).
-    fresh: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def state_dir(self) -> Path:
-        return self.graph.root / STATE_DIR
-
-
-@dataclass
-class BuildReport:
-    plan: BuildPlan
-    results: dict[str, TaskResult]
-    duration_s: float
-    warnings: list[str] = field(default_factory=list)
-
-    def names(self, status: str) -> list[str]:
-        return [n for lvl in self.plan.order for n in lvl if self.results[n].status == status]
-
-    @property
-    def ok(self) -> bool:
-        return not any(r.status in ("failed", "blocked") for r in self.results.values())
 
 
 # ----------------------------------------------------------------------------------------- plan
@@ -306,10 +245,6 @@ def cache_status(plan: BuildPlan, cache: Any, name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------- execute
-def _tail(log: str, lines: int = LOG_TAIL_LINES) -> str:
-    return "\n".join(log.rstrip().splitlines()[-lines:])
-
-
 def execute(
     plan: BuildPlan,
     runner: Any,
@@ -475,92 +410,18 @@ def _restore(plan: BuildPlan, name: str, cache: Any, result: TaskResult) -> str 
     return None
 
 
-# ----------------------------------------------------------------------------------------- report
-def report(rep: BuildReport) -> dict[str, Any]:
-    """The ``--json`` document (workspace names as in package.json)."""
-    plan = rep.plan
-    tasks = []
-    for level in plan.order:
-        for n in level:
-            r = rep.results[n]
-            item: dict[str, Any] = {
-                "name": n,
-                "hash": plan.hashes[n],
-                "status": r.status,
-                "duration_s": round(r.duration_s, 3),
-                "cache": r.cache,
-            }
-            if r.reason:
-                item["reason"] = r.reason
-            if r.status == "failed":
-                item["log_tail"] = _tail(r.log)
-            tasks.append(item)
-    return {
-        "workspaces": plan.graph.names,
-        "changed": plan.selection.changed,
-        "root_changes": plan.selection.global_change,
-        "affected": plan.selection.affected,
-        "order": plan.order,
-        "built": rep.names("built"),
-        "cached": rep.names("cached"),
-        "skipped": rep.names("skipped"),
-        "failed": rep.names("failed"),
-        "blocked": rep.names("blocked"),
-        "duration_s": round(plan.plan_s + rep.duration_s, 3),
-        "dry_run": plan.options.dry_run,
-        "warnings": rep.warnings,
-        "tasks": tasks,
-    }
-
-
-def failure_message(rep: BuildReport) -> str:
-    failed = [rep.results[n] for n in rep.names("failed")]
-    first = failed[0]
-    last = (_tail(first.log, 1) or "no output").strip()
-    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-    blocked = len(rep.names("blocked"))
-    extra = f"; {blocked} dependent workspace(s) not built" if blocked else ""
-    return (
-        f"build failed: {first.name} ({first.reason}): {last}{more}{extra}: see its log above, fix it "
-        "and rerun"
-    )
-
-
-def mermaid(rep: BuildReport) -> str:
-    """The plan as a mermaid graph, affected workspaces highlighted, nodes coloured by status."""
-    plan = rep.plan
-    ids = {n: f"w{i}" for i, n in enumerate(plan.selection.run)}
-    lines = ["graph LR"]
-    for n in plan.selection.run:
-        r = rep.results.get(n)
-        label = f"{n}<br/>{r.status if r else 'planned'}"
-        lines.append(f'  {ids[n]}["{label}"]')
-    for n in plan.selection.run:
-        for d in sorted(plan.graph.workspaces[n].internal):
-            if d in ids:
-                lines.append(f"  {ids[d]} --> {ids[n]}")
-    lines.append("  classDef affected stroke:#d97706,stroke-width:3px")
-    lines.append("  classDef failed fill:#fecaca")
-    lines.append("  classDef cached fill:#dcfce7")
-    affected = [ids[n] for n in plan.selection.affected if n in ids]
-    if affected:
-        lines.append(f"  class {','.join(affected)} affected")
-    for status in ("failed", "cached"):
-        group = [ids[n] for n in plan.selection.run if rep.results.get(n) and rep.results[n].status == status]
-        if group:
-            lines.append(f"  class {','.join(group)} {status}")
-    return "\n".join(lines)
-
-
-def timings_rows(rep: BuildReport) -> list[dict[str, Any]]:
-    return [
-        {
-            "workspace": n,
-            "status": rep.results[n].status,
-            "cache": rep.results[n].cache or "-",
-            "seconds": round(rep.results[n].duration_s, 3),
-            "hash": rep.plan.hashes[n][:12],
-        }
-        for lvl in rep.plan.order
-        for n in lvl
-    ]
+__all__ = [
+    "STATE_DIR",
+    "BuildOptions",
+    "BuildPlan",
+    "BuildReport",
+    "build_backends",
+    "cache_status",
+    "execute",
+    "failure_message",
+    "mermaid",
+    "plan",
+    "report",
+    "timings_rows",
+    "up_to_date",
+]

@@ -11,158 +11,37 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import json
 import logging
 import os
-import shlex
-import shutil
-import sqlite3
-import stat
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import BadInput, ConfigError, JobFailed, PluginError
-from stageflow.sync import casefold, drift, gitscan, notify, releases, watch
-from stageflow.sync.hooks import DeployContext, HookOutcome, PlannedHook, PreflightContext, run_hooks
+from stageflow.sync import casefold, detect, gitscan, notify, releases, watch
+from stageflow.sync.apply import apply
+from stageflow.sync.hooks import HookOutcome, PlannedHook, PreflightContext
 from stageflow.sync.localstate import LocalState
 from stageflow.sync.manifest import (
     ChangeSet,
     Manifest,
     ScanResult,
-    apply_delta,
-    delta_line,
-    diff,
-    json_text,
     manifest_from_json,
     manifest_id_of_json,
-    manifest_to_json,
     replay,
-    scan,
-    scan_paths,
-    with_parent_dirs,
 )
+from stageflow.sync.model import DeployFailed, Plan, Prepared, SyncRequest, SyncResult
 from stageflow.sync.profile import EnvironmentProfile, SyncConfig
 from stageflow.sync.rules import SelectionRules
-from stageflow.sync.safety import ENV_VARS, ROLE_FILES, RoleFound, check_role, preflight_hooks
-from stageflow.sync.target import Held, LocalTarget, Snapshot, SshTarget, open_target
+from stageflow.sync.safety import ENV_VARS, ROLE_FILES, check_role, preflight_hooks
+from stageflow.sync.target import LocalTarget, SshTarget, open_target
+from stageflow.sync.unfinished import finish_unfinished, report_unfinished, warn_unfinished_dry_run
+from stageflow.sync.verify import verify
 
 logger = logging.getLogger("stageflow.sync")
-#: The in-place manifest journal is compacted once it exceeds max(this, a quarter of the base manifest).
-JOURNAL_MIN_COMPACT = 1 << 20
-
-
-class DeployFailed(JobFailed):
-    """A deploy ran and failed (a hook); ``result`` says what happened, including any rollback."""
-
-    def __init__(self, message: str, result: SyncResult):
-        super().__init__(message)
-        self.result = result
-
-
-@dataclass
-class SyncRequest:
-    source: Path
-    environment: str
-    target: str | None = None
-    config_path: Path | None = None
-    dry_run: bool = False
-    use_git: bool = True  # False (--no-git): always walk the whole tree
-    #: --verify: compare the target's real files with the manifest and repair what drifted.
-    verify: bool = False
-    #: --checksum (with verify): compare content too, not only type, size, mtime and mode.
-    checksum: bool = False
-
-
-@dataclass
-class SyncResult:
-    environment: str
-    target: str
-    role: str
-    mode: str
-    release: str | None = None
-    changes: ChangeSet = field(default_factory=ChangeSet)
-    bytes_sent: int = 0
-    #: Over ssh: the bytes of the sync's own control traffic (the safety net's request, the lock, the
-    #: pending/state/journal writes), which ``bytes_sent`` (the transport's) leaves out.
-    control_bytes: int = 0
-    files_scanned: int = 0
-    excluded: int = 0
-    hooks: list[HookOutcome] = field(default_factory=list)
-    duration_s: float = 0.0
-    dry_run: bool = False
-    warnings: list[str] = field(default_factory=list)
-    skipped_links: list[str] = field(default_factory=list)
-    rolled_back_to: str | None = None
-    error: str | None = None
-    #: "git" / "watchman" / "inotify": only the paths git, watchman or the sync server's inotify
-    #: watch (or the last sync) named were examined.
-    accelerator: str = "walk"
-    accelerator_reason: str | None = None  # why the whole tree was walked
-    #: Releases mode: a live release an interrupted sync left with unfinished hooks, and what this
-    #: sync did about it ({"release", "action": "finished" | "rolled back", "hooks", "to"}).
-    unfinished: dict[str, Any] | None = None
-    #: --verify: how the target differed from the manifest before this sync repaired it.
-    drift: dict[str, Any] | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "environment": self.environment,
-            "target": self.target,
-            "role": self.role,
-            "mode": self.mode,
-            "release": self.release,
-            "changes": self.changes.as_dict(),
-            "bytes_sent": self.bytes_sent,
-            "files_scanned": self.files_scanned,
-            "excluded": self.excluded,
-            "hooks": [{"name": h.name, "status": h.status} for h in self.hooks],
-            "duration_s": round(self.duration_s, 4),
-            "dry_run": self.dry_run,
-            "control_bytes": self.control_bytes,
-            "warnings": self.warnings,
-            "skipped_links": self.skipped_links,
-            "rolled_back_to": self.rolled_back_to,
-            "error": self.error,
-            "accelerator": self.accelerator,
-            "accelerator_reason": self.accelerator_reason,
-            "unfinished": self.unfinished,
-            "drift": self.drift,
-        }
-
-
-@dataclass
-class Prepared:
-    """A validated sync, safety net passed, backends built; nothing written yet."""
-
-    request: SyncRequest
-    source: Path
-    config: SyncConfig
-    profile: EnvironmentProfile
-    target: LocalTarget | SshTarget
-    role: RoleFound
-    rules: SelectionRules
-    transport_name: str
-    transport: Any
-    hooks: list[PlannedHook]
-    started: float
-    log: Callable[[str], None]
-    #: Read-only answers taken with the safety net (one ssh round trip): pending/state, ``current``.
-    snapshot: Snapshot | None = None
-    #: ``git status``, started before the safety net so the two overlap (None: --no-git, or watchman
-    #: answered).
-    git: gitscan.StatusRun | None = None
-    #: watchman's or the server's inotify answer (or just its clock), taken before git or the walk
-    #: look at the tree.
-    watch: watch.WatchView | None = None
-    #: The target's local manifest cache, opened to read watchman's recorded clock; the first
-    #: :func:`plan` takes it instead of opening it again.
-    local: LocalState | None = None
 
 
 # ------------------------------------------------------------------------------------------ prepare
@@ -303,124 +182,7 @@ def _baseline(
     return (wanted, False, found) if found is not None else (None, False, {})
 
 
-def _git_short_sha(source: Path) -> str:
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "nogit"
-    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "nogit"
-
-
-def _cleanup_temps(target: LocalTarget | SshTarget, base: str, paths: list[str]) -> None:
-    """Remove temp files a killed transfer may have left beside the paths it was writing: ours
-    (``.stageflow-tmp-*``), rsync's ``--delay-updates`` directory (``.~tmp~``) and rsync's own
-    in-flight copy of each path (``.<name>.XXXXXX``, six random characters)."""
-    by_dir: dict[str, list[str]] = {}
-    for p in paths:
-        by_dir.setdefault(os.path.dirname(p), []).append(os.path.basename(p))
-    for d in sorted(by_dir):
-        rel = "/".join(x for x in (base, d) if x)
-        names = by_dir[d]
-        if isinstance(target, LocalTarget):
-            here = glob.escape(target.join(rel))
-            found = glob.glob(os.path.join(here, ".stageflow-tmp-*"))
-            for name in names:
-                found += [
-                    t
-                    for t in glob.glob(os.path.join(here, f".{glob.escape(name)}.*"))
-                    if _rsync_temp(t, name)
-                ]
-            for tmp in found:
-                with contextlib.suppress(OSError):
-                    if not os.path.isdir(tmp) or os.path.islink(tmp):
-                        os.unlink(tmp)
-            with contextlib.suppress(OSError):
-                shutil.rmtree(os.path.join(target.join(rel), ".~tmp~"))
-        else:
-            rsync_temps = " ".join(shlex.quote(f".{name}.") + "??????" for name in names)
-            target.run_quiet(f"rm -rf .~tmp~ .stageflow-tmp-*; rm -f -- {rsync_temps}", cwd_rel=rel)
-
-
-def _rsync_temp(path: str, name: str) -> bool:
-    """Whether ``path`` is rsync's temp copy of ``name``: ``.<name>.`` and six letters or digits."""
-    suffix = os.path.basename(path)[len(name) + 2 :]
-    return len(suffix) == 6 and suffix.isalnum() and suffix.isascii()
-
-
-def _prune_empty_dirs(target: LocalTarget | SshTarget, base: str, deleted: list[str]) -> None:
-    """Remove directories that deleting ``deleted`` left empty (rsync leaves them; the local
-    transport already did). Only ancestors of deleted paths, never ``base`` itself."""
-    dirs = sorted({os.path.dirname(p) for p in deleted} - {""}, key=len, reverse=True)
-    if not dirs:
-        return
-    if isinstance(target, LocalTarget):
-        root = target.join(base)
-        for d in dirs:
-            path = os.path.join(root, d)
-            while path != root and os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path):
-                os.rmdir(path)
-                path = os.path.dirname(path)
-    else:
-        quoted = " ".join(shlex.quote(d) for d in dirs)
-        target.run_quiet(f"rmdir -p --ignore-fail-on-non-empty -- {quoted}", cwd_rel=base)
-
-
-def _make_dirs(prep: Prepared, planned: Plan, base: str) -> None:
-    """Create the shipped directories the change set adds, and re-create the shipped ones that
-    removing deleted paths emptied and pruned (rsync keeps a directory that is still in the source)."""
-    changes = planned.result.changes
-    keys: set[str] = set()
-    for path in changes.deleted + changes.gone_dirs:
-        parts = path.split("/")[:-1]
-        keys.update("/".join(parts[:i]) + "/" for i in range(1, len(parts) + 1))
-    if planned.full is not None:
-        kept = {k for k in keys if k in planned.full}
-    else:
-        known = set(planned.local.get(keys)) if planned.local is not None else set()
-        kept = (known - set(planned.deleted)) | (keys & set(planned.sets))
-    dirs = sorted(set(changes.dirs) | {k[:-1] for k in kept})
-    if not dirs:
-        return
-    target = prep.target
-    if isinstance(target, LocalTarget):
-        root = target.join(base)
-        for d in dirs:
-            path = os.path.join(root, d)
-            os.makedirs(path, exist_ok=True)
-            with contextlib.suppress(OSError):
-                os.chmod(path, stat.S_IMODE(os.stat(prep.source / d).st_mode))
-    else:
-        target.run_quiet("mkdir -p -- " + " ".join(shlex.quote(d) for d in dirs), cwd_rel=base)
-
-
 # ------------------------------------------------------------------------------------------ plan
-@dataclass
-class Plan:
-    """A planned sync: the result so far, and the manifest delta from what the target holds."""
-
-    result: SyncResult
-    pending: dict[str, Any]
-    state: dict[str, Any]
-    sets: Manifest  # entries new or different from the target's manifest
-    deleted: list[str]  # entries the target's manifest has and the new one has not
-    base_id: str | None  # id of the target's manifest (None: unknown, everything is sent)
-    full: Manifest | None  # the whole new manifest, when a walk built it
-    local: LocalState | None
-    local_ok: bool  # the local copy is the target's manifest
-    meta: dict[str, Any]  # accelerator bookkeeping saved with the local copy
-
-    def new_manifest(self) -> Manifest:
-        if self.full is not None:
-            return self.full
-        assert self.local is not None
-        return apply_delta(self.local.all(), self.sets, self.deleted)
-
-
 def _new_result(
     prep: Prepared, scanned: ScanResult, changes: ChangeSet, release: str | None, unmatched: list[str]
 ) -> SyncResult:
@@ -452,93 +214,6 @@ def _git_view(prep: Prepared) -> tuple[gitscan.GitView | None, str | None]:
         return None, str(exc)
 
 
-def _why_not_incremental(prep: Prepared, local: LocalState | None, local_ok: bool) -> str | None:
-    """None when the local manifest is a baseline an accelerator may diff against, else why not."""
-    if local is None or not local_ok:
-        return "no local manifest matching the target's (first sync from here, or the target changed)"
-    meta = local.meta
-    if meta.get("source") != str(prep.source):
-        return "the last sync came from another source directory"
-    if meta.get("rules") != prep.rules.digest:
-        return "the include/exclude/protect rules changed since the last sync"
-    return None
-
-
-def _why_not_git(
-    prep: Prepared, view: gitscan.GitView | None, local: LocalState | None, local_ok: bool
-) -> str | None:
-    """None when the git accelerator may be used, else the reason to walk."""
-    if view is None:
-        return "git unavailable"
-    if local is not None and local_ok and not local.meta.get("commit"):
-        return "the last sync recorded no git commit"
-    return _why_not_incremental(prep, local, local_ok)
-
-
-def _outermost(dirs: set[str]) -> set[str]:
-    ordered = sorted(dirs, key=len)
-    kept: list[str] = []
-    for d in ordered:
-        if not any(d.startswith(k + "/") for k in kept):
-            kept.append(d)
-    return set(kept)
-
-
-def _under(path: str, roots: set[str]) -> bool:
-    return any(path.startswith(r + "/") for r in roots)
-
-
-def _merge(into: ScanResult, other: ScanResult) -> None:
-    into.files.update(other.files)
-    into.files_scanned += other.files_scanned
-    into.excluded += other.excluded
-    into.hashed += other.hashed
-    into.skipped_links = sorted(set(into.skipped_links) | set(other.skipped_links))
-
-
-def _git_scan(
-    prep: Prepared, view: gitscan.GitView, local: LocalState, pending_paths: set[str]
-) -> tuple[ScanResult, Manifest, set[str], set[str]]:
-    """The accelerator: stat/hash only the paths git (or the last sync) names, and walk only the
-    directories git reports whole. Returns (scan of those, their old entries, roots, candidates)."""
-    rules, meta = prep.rules, local.meta
-    between = gitscan.changed_between(prep.source, str(meta["commit"]), view.head)
-    roots = _outermost({d for d in view.dirs if not rules.skip_tree(d)} | set(meta.get("walk_roots", [])))
-    candidates = view.changed | view.ignored | between | set(meta.get("dirty", [])) | pending_paths
-    candidates = with_parent_dirs(candidates)
-    candidates = {c for c in candidates if not _under(c, roots) and c not in roots}
-    previous = local.get(candidates)
-    for root in roots:
-        previous.update(local.under(root))
-    scanned = scan_paths(prep.source, rules, candidates, previous)
-    for root in sorted(roots):
-        _merge(scanned, scan(prep.source, rules, previous, under=root))
-    return scanned, previous, roots, candidates
-
-
-def _watch_scan(
-    prep: Prepared, view: watch.WatchView, local: LocalState, pending_paths: set[str]
-) -> tuple[ScanResult, Manifest, set[str], set[str]]:
-    """The watchman / inotify accelerator: stat/hash only the paths the watch says changed since the
-    last sync (and those an interrupted sync left pending), and walk the directories it names whole
-    (created, moved in or away). Same shape as :func:`_git_scan`."""
-    assert view.changed is not None
-    rules = prep.rules
-    roots = _outermost({d for d in view.dirs if not rules.skip_tree(d)})
-    candidates = {
-        c
-        for c in with_parent_dirs(view.changed | pending_paths)
-        if not _under(c, roots) and c.rstrip("/") not in roots
-    }
-    previous = local.get(candidates)
-    for root in roots:
-        previous.update(local.under(root))
-    scanned = scan_paths(prep.source, rules, candidates, previous)
-    for root in sorted(roots):
-        _merge(scanned, scan(prep.source, rules, previous, under=root))
-    return scanned, previous, roots, candidates
-
-
 def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: str | None = None) -> Plan:
     """Scan and diff against the target's baseline (no writes to the target). ``texts`` (pending and
     state) and ``release`` (releases mode) as read under the lock; default: the prepare snapshot."""
@@ -565,79 +240,19 @@ def plan(prep: Prepared, texts: dict[str, str | None] | None = None, release: st
         local = LocalState.open(_store_key(prep.target), read_only=prep.request.dry_run)
     base_id, local_ok, from_target = _baseline(prep, release, state, local)
     dirty = set(pending.get("paths", [])) if pending.get("mode") == "in-place" else set()
-    watched = prep.watch  # asked in prepare, before git or any stat
-    view: gitscan.GitView | None = None
-    reason = _why_not_incremental(prep, local, local_ok)
-    use_watch = reason is None and watched is not None and watched.changed is not None
-    if not use_watch:
-        # git status before any stat: a file changed after it is seen next time.
-        view, git_reason = _git_view(prep)
-        reason = git_reason or _why_not_git(prep, view, local, local_ok)
-    meta: dict[str, Any] = {"source": str(prep.source), "rules": prep.rules.digest}
-    rules = prep.rules
-    full: Manifest | None = None
-    if reason is None and local is not None:
-        try:
-            if use_watch:
-                assert watched is not None
-                scanned, previous, roots, candidates = _watch_scan(prep, watched, local, dirty)
-            else:
-                assert view is not None
-                scanned, previous, roots, candidates = _git_scan(prep, view, local, dirty)
-        except gitscan.GitUnavailable as exc:
-            reason = str(exc)
-    if reason is None and local is not None:
-        old = local.meta
-        kept_links = [p for p in old.get("skipped_links", []) if p not in candidates and not _under(p, roots)]
-        scanned.skipped_links = sorted(set(kept_links) | set(scanned.skipped_links))
-        changes = diff(previous, scanned.files, dirty)
-        sets = {p: e for p, e in scanned.files.items() if previous.get(p) != e}
-        deleted = [p for p in previous if p not in scanned.files]
-        unmatched = old.get("unmatched")
-        if rules.include_patterns and (deleted or not isinstance(unmatched, list)):
-            unmatched = rules.unmatched_includes(list(apply_delta(local.all(), sets, deleted)))
-        elif rules.include_patterns:
-            still = set(rules.unmatched_includes(list(sets)))
-            unmatched = [u for u in unmatched if u in still]
-        else:
-            unmatched = []
-    else:
-        previous = local.all() if local_ok and local is not None else (from_target or {})
-        scanned = scan(prep.source, rules, previous)
-        full = scanned.files
-        changes = diff(previous, full, dirty)
-        sets = {p: e for p, e in full.items() if previous.get(p) != e}
-        deleted = [p for p in previous if p not in full]
-        unmatched = rules.unmatched_includes(list(full))
-        roots = set()
-    if view is not None:
-        meta.update(
-            commit=view.head,
-            dirty=sorted(p for p in view.changed | view.ignored if not rules.skip_path(p)),
-            walk_roots=sorted(d for d in view.dirs if not rules.skip_tree(d)),
-        )
-    elif use_watch and local is not None and local.meta.get("commit"):
-        # Keep the git bookkeeping valid for a later git-accelerated sync (watchman gone): every
-        # path shipped since the recorded commit's sync joins "dirty", so a file changed and then
-        # reverted to that commit's content is still looked at.
-        old = local.meta
-        meta.update(
-            commit=old["commit"],
-            dirty=sorted(set(old.get("dirty", [])) | set(sets) | set(deleted)),
-            walk_roots=old.get("walk_roots", []),
-        )
-    if watched is not None:
-        # Nothing changed: keep the recorded clock, so a no-change sync writes nothing.
-        unchanged = use_watch and not watched.changed and not watched.dirs
-        recorded = local.meta.get(watched.key) if unchanged and local else None
-        meta[watched.key] = recorded if isinstance(recorded, dict) else watched.record()
+    inputs = detect.Inputs(prep.source, prep.rules, local, local_ok, dirty, from_target)
+    detection = detect.detect(inputs, prep.watch, lambda: _git_view(prep))  # the watch: asked in prepare
+    found, rules = detection.found, prep.rules
+    scanned, changes, sets, deleted = found.scanned, found.changes, found.sets, found.deleted
+    unmatched, full = found.unmatched, found.full
+    meta: dict[str, Any] = {"source": str(prep.source), "rules": prep.rules.digest, **detection.meta}
     meta.update(skipped_links=scanned.skipped_links, unmatched=unmatched)
     # Paths now excluded or protected are left alone on the target (as rsync leaves excluded files).
     changes.deleted = [p for p in changes.deleted if not rules.skip_path(p)]
     changes.gone_dirs = [d for d in changes.gone_dirs if not rules.skip_path(d + "/")]
     result = _new_result(prep, scanned, changes, release, unmatched)
-    result.accelerator = "walk" if reason else (watched.key if use_watch and watched else "git")
-    result.accelerator_reason = reason
+    result.accelerator = detection.accelerator
+    result.accelerator_reason = detection.reason
     if prep.request.dry_run or not changes:
         why = "dry run" if prep.request.dry_run else "no changes"
         result.hooks = [
@@ -660,32 +275,32 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
         if prep.request.dry_run:
             planned = plan(prep)
             result = planned.result
-            _warn_unfinished_dry_run(prep, result)
-            _verify(prep, planned)
+            warn_unfinished_dry_run(prep, result)
+            verify(prep, planned)
         elif prep.profile.mode == "in-place":
             planned = plan(prep)
             if not planned.result.changes and not planned.pending and not prep.request.verify:
-                result = _apply(prep, planned, on_changes)
+                result = apply(prep, planned, on_changes)
             else:
                 with prep.target.lock(prep.profile.lock_timeout, read=state_files) as held:
                     assert prep.snapshot is not None
                     if held.texts != prep.snapshot.read_many(list(state_files)):
                         _close_local(planned)
                         planned = plan(prep, held.texts)
-                    _verify(prep, planned)
-                    result = _apply(prep, planned, on_changes, held)
+                    verify(prep, planned)
+                    result = apply(prep, planned, on_changes, held)
         else:
             with prep.target.lock(prep.profile.lock_timeout, read=state_files) as held:
                 current = releases.current_release(prep.target)
                 texts = held.texts
-                unfinished = _finish_unfinished(prep, held, current)
+                unfinished = finish_unfinished(prep, held, current)
                 if unfinished is not None:
                     texts = prep.target.read_many(list(state_files))
                     current = releases.current_release(prep.target)
                 planned = plan(prep, texts, current)
-                _report_unfinished(planned.result, unfinished)
-                _verify(prep, planned)
-                result = _apply(prep, planned, on_changes, held)
+                report_unfinished(planned.result, unfinished)
+                verify(prep, planned)
+                result = apply(prep, planned, on_changes, held)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)  # #15.13: say the disk is full
@@ -709,356 +324,9 @@ def execute(prep: Prepared, on_changes: Callable[[ChangeSet], None] | None = Non
     return result
 
 
-def _verify(prep: Prepared, planned: Plan) -> None:
-    """--verify: compare the deployed tree on the target with the manifest this sync leaves, and add
-    what drifted (edited or deleted by hand, files added by hand that a sync would not keep) to the
-    change set, so the transfer repairs it. Paths the rules skip (excluded, protected) are never
-    looked at. A dry run only reports."""
-    if not prep.request.verify:
-        return
-    result = planned.result
-    if planned.base_id is None or (prep.profile.mode == "releases" and not result.release):
-        # No manifest recorded (a first sync): everything is sent anyway, and files already there
-        # were never ours to judge, so none is removed.
-        result.warnings.append(
-            f"--verify: {prep.target.spec} has no recorded manifest yet: nothing to verify"
-        )
-        return
-    if prep.profile.mode == "releases":
-        base = f"{releases.RELEASES}/{result.release}"
-    else:
-        base = ""
-    expected = planned.new_manifest()
-    found = drift.check(prep.target, base, expected, prep.rules.skip_path, prep.request.checksum)
-    changes = result.changes
-    shipped = set(changes.to_send) | set(changes.deleted)
-    found.edited = [p for p in found.edited if p not in shipped and p.rstrip("/") not in changes.dirs]
-    found.missing = [p for p in found.missing if p not in shipped and p.rstrip("/") not in changes.dirs]
-    found.extra = [p for p in found.extra if p not in shipped]
-    result.drift = {**found.as_dict(), "checksum": prep.request.checksum}
-    if not found:
-        return
-    for path in found.edited + found.missing:
-        if path.endswith("/"):
-            changes.dirs.append(path[:-1])
-            continue
-        (changes.added if path in found.missing else changes.modified).append(path)
-        changes.bytes_to_send += expected[path].size
-    for path in found.extra:
-        if path.endswith("/"):
-            changes.gone_dirs.append(path[:-1])
-        else:
-            changes.deleted.append(path)
-    for paths in (changes.added, changes.modified, changes.deleted, changes.dirs, changes.gone_dirs):
-        paths[:] = sorted(set(paths))
-    changes.ignore_times = True  # same size and mtime, other content (--checksum): rewrite anyway
-    done = "would repair it (dry run)" if prep.request.dry_run else "repaired"
-    result.warnings.append(f"drift on {prep.target.spec}: {found.summary()}: {done}")
-
-
 def _close_local(planned: Plan | None) -> None:
     if planned is not None and planned.local is not None:
         planned.local.close()
-
-
-def _apply(
-    prep: Prepared,
-    planned: Plan,
-    on_changes: Callable[[ChangeSet], None] | None,
-    held: Held | None = None,
-) -> SyncResult:
-    result = planned.result
-    if result.changes or planned.pending:
-        assert held is not None, "writes need the target's lock"
-        if on_changes is not None:
-            on_changes(result.changes)
-        if prep.profile.mode == "releases":
-            _apply_release(prep, planned, held)
-        else:
-            _apply_in_place(prep, planned, held)
-    else:
-        _settle_no_change(planned, result.release)
-    return result
-
-
-def _save_local(planned: Plan, manifest_id: str, release: str | None, full: Manifest | None = None) -> None:
-    """Record the new manifest locally (after the target committed it). A failure only costs the
-    accelerator next time: the ids then differ and the next sync reads the target's manifest."""
-    if planned.local is None:
-        return
-    meta = {**planned.meta, "manifest_id": manifest_id, "release": release}
-    try:
-        if planned.local_ok and full is None:
-            planned.local.apply(planned.sets, planned.deleted, meta)
-        else:
-            planned.local.replace(full if full is not None else planned.new_manifest(), meta)
-    except sqlite3.Error as exc:
-        logger.warning("local manifest cache not updated (%s): the next sync walks the tree", exc)
-
-
-def _settle_no_change(planned: Plan, release: str | None) -> None:
-    """Nothing to send: keep the local copy's bookkeeping current (no target write)."""
-    if planned.base_id is None or planned.local is None:
-        return
-    meta = {**planned.meta, "manifest_id": planned.base_id, "release": release}
-    try:
-        if planned.local_ok:
-            if meta != planned.local.meta:
-                planned.local.set_meta(meta, expect_id=planned.base_id)
-        elif planned.full is not None:
-            planned.local.replace(planned.full, meta)
-    except sqlite3.Error as exc:
-        logger.warning("local manifest cache not updated (%s)", exc)
-
-
-def _apply_in_place(prep: Prepared, planned: Plan, held: Held) -> None:
-    target, result, pending = prep.target, planned.result, planned.pending
-    changes = result.changes
-    paths = sorted(set(changes.to_send) | set(changes.deleted) | set(pending.get("paths", [])))
-    stale_paths = pending.get("paths", []) if pending.get("mode") == "in-place" else []
-    held.apply({releases.PENDING_FILE: json_text({"mode": "in-place", "paths": paths})})
-    if stale_paths:
-        _cleanup_temps(target, "", stale_paths)
-    stats = prep.transport.send(prep.source, target.transport_dest(""), changes)
-    _prune_empty_dirs(target, "", changes.deleted + [d + "/" for d in changes.gone_dirs])
-    _make_dirs(prep, planned, "")
-    result.bytes_sent = stats.bytes
-    context = DeployContext(
-        target, "", prep.source, prep.request.environment, prep.profile.role, None, changes, prep.log
-    )
-    result.hooks = run_hooks(prep.hooks, context) if changes else []
-    _commit_in_place(prep, planned, held)
-    _fail_if_hook_failed(result, rolled_back=None)
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
-def _commit_in_place(prep: Prepared, planned: Plan, held: Held) -> None:
-    """Append the delta to the target's manifest journal (a few hundred bytes for a few changes), or
-    write a compacted full manifest when there is no usable base or the journal grew past a quarter
-    of it; then the state (the new id) and the end of the pending journal, in one round trip."""
-    env = prep.request.environment
-    journal_bytes = _int(planned.state.get("journal_bytes"))
-    base_bytes = _int(planned.state.get("base_bytes"))
-    if planned.base_id is not None:
-        line, new_id = delta_line(planned.base_id, planned.sets, planned.deleted)
-        size = len(line.encode("utf-8", "surrogateescape"))
-        if journal_bytes + size <= max(JOURNAL_MIN_COMPACT, base_bytes // 4):
-            state = releases.state_text(
-                manifest_id=new_id,
-                release=None,
-                environment=env,
-                journal_bytes=journal_bytes + size,
-                base_bytes=base_bytes,
-            )
-            held.apply(
-                {releases.STATE_FILE: state},
-                remove=(releases.PENDING_FILE,),
-                append={releases.JOURNAL_FILE: line},
-            )
-            _save_local(planned, new_id, None)
-            return
-    full = planned.new_manifest()
-    text = manifest_to_json(full)
-    mid = manifest_id_of_json(text)
-    state = releases.state_text(
-        manifest_id=mid, release=None, environment=env, journal_bytes=0, base_bytes=len(text)
-    )
-    prep.target.write_many(
-        {releases.MANIFEST_FILE: text, releases.STATE_FILE: state},
-        remove=(releases.PENDING_FILE, releases.JOURNAL_FILE),
-    )
-    _save_local(planned, mid, None, full)
-
-
-def _apply_release(prep: Prepared, planned: Plan, held: Held) -> None:
-    target, result, pending = prep.target, planned.result, planned.pending
-    changes = result.changes
-    previous = result.release
-    stale = pending.get("release")
-    if isinstance(stale, str) and stale and stale != previous:
-        target.remove_tree(f"{releases.RELEASES}/{stale}")  # a killed sync's half-built release
-    if not changes:
-        target.remove(releases.PENDING_FILE)
-        return
-    new = releases.new_release_id(releases.list_releases(target), _git_short_sha(prep.source))
-    target.write_text(
-        releases.PENDING_FILE, json.dumps({"mode": "releases", "release": new, "previous": previous})
-    )
-    base = f"{releases.RELEASES}/{previous}" if previous else ""
-    target.clone_tree(base, f"{releases.RELEASES}/{new}")
-    stats = prep.transport.send(prep.source, target.transport_dest(f"{releases.RELEASES}/{new}"), changes)
-    _prune_empty_dirs(
-        target, f"{releases.RELEASES}/{new}", changes.deleted + [d + "/" for d in changes.gone_dirs]
-    )
-    _make_dirs(prep, planned, f"{releases.RELEASES}/{new}")
-    result.bytes_sent = stats.bytes
-    full = planned.new_manifest()
-    text = manifest_to_json(full)
-    mid = manifest_id_of_json(text)
-    target.write_text(releases.manifest_path(new), text)
-    releases.switch(target, new)
-    result.release = new
-    env = prep.request.environment
-    # Live from here; the state says its hooks are still to run until they succeeded, so a sync killed
-    # while they run is finished (or rolled back) by the next one instead of reporting "no changes".
-    final = releases.state_text(manifest_id=mid, release=new, environment=env)
-    marked = {releases.HOOKS_PENDING: new, releases.HOOKS_PREVIOUS: previous} if prep.hooks else {}
-    held.apply(
-        {releases.STATE_FILE: releases.state_text(manifest_id=mid, release=new, environment=env, **marked)},
-        remove=(releases.PENDING_FILE,),
-    )
-    context = DeployContext(
-        target,
-        releases.CURRENT,
-        prep.source,
-        prep.request.environment,
-        prep.profile.role,
-        new,
-        changes,
-        prep.log,
-    )
-    result.hooks = run_hooks(prep.hooks, context)
-    if any(h.status == "failed" for h in result.hooks):
-        result.release = previous
-        result.rolled_back_to = _undo_release(prep, new, previous)
-        prep.log(f"rolled back {prep.target.spec} to release {result.rolled_back_to}")
-        _fail_if_hook_failed(result, rolled_back=result.rolled_back_to)
-    if marked:
-        held.apply({releases.STATE_FILE: final})  # the hooks finished
-    _save_local(planned, mid, new, full)
-    releases.prune(target, prep.profile.keep_releases)
-
-
-def _undo_release(prep: Prepared, release: str, previous: str | None) -> str:
-    """Take ``release`` off the target: ``current`` back to ``previous`` (else the newest complete
-    release before it; none: no ``current``), then remove it. Returns what ``current`` now is."""
-    target = prep.target
-    complete = [r for r in releases.complete_releases(target) if r != release]
-    to = previous if previous in complete else next((r for r in reversed(complete) if r < release), None)
-    if to:
-        releases.rollback(target, to)
-    else:
-        target.remove(releases.CURRENT)
-        releases.write_state(target)
-    target.remove_tree(f"{releases.RELEASES}/{release}")
-    target.remove(releases.manifest_path(release))
-    return to or "(none: first release removed)"
-
-
-def _finish_unfinished(prep: Prepared, held: Held, current: str | None) -> dict[str, Any] | None:
-    """Under the lock, before planning: the live release an interrupted sync left with its hooks
-    unfinished is finished (its hooks run again; if they fail it is rolled back, as a failed hook
-    is) or, with ``unfinished_hooks = "rollback"``, rolled back. None when there is none."""
-    pending: dict[str, Any] = {}
-    with contextlib.suppress(json.JSONDecodeError, TypeError):
-        loaded = json.loads(held.texts.get(releases.PENDING_FILE) or "{}")
-        pending = loaded if isinstance(loaded, dict) else {}
-    state = releases.parse_state(held.texts.get(releases.STATE_FILE))
-    found = releases.unfinished(state, pending, current)
-    if found is None:
-        return None
-    release, previous = found
-    target, env = prep.target, prep.request.environment
-    if prep.profile.unfinished_hooks == "rollback":
-        to = _undo_release(prep, release, previous)
-        prep.log(f"release {release} never finished its hooks (an interrupted sync): rolled back to {to}")
-        return {"release": release, "action": "rolled back", "to": to, "hooks": []}
-    text = target.read_text(releases.manifest_path(release)) or ""
-    changes = ChangeSet()
-    with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
-        new_manifest = manifest_from_json(text)[0]
-        old_text = target.read_text(releases.manifest_path(previous)) if previous else None
-        changes = diff(manifest_from_json(old_text)[0] if old_text else {}, new_manifest)
-    prep.log(f"release {release} never finished its hooks (an interrupted sync): running them again")
-    context = DeployContext(
-        target, releases.CURRENT, prep.source, env, prep.profile.role, release, changes, prep.log
-    )
-    outcomes = run_hooks(prep.hooks, context)
-    if any(h.status == "failed" for h in outcomes):
-        to = _undo_release(prep, release, previous)
-        prep.log(f"rolled back {target.spec} to release {to}")
-        result = SyncResult(
-            environment=env,
-            target=target.spec,
-            role=prep.profile.role,
-            mode=prep.profile.mode,
-            release=None if to.startswith("(none") else to,
-            hooks=outcomes,
-            rolled_back_to=to,
-            unfinished={"release": release, "action": "rolled back", "to": to, "hooks": _hooks_doc(outcomes)},
-        )
-        failed = next(h for h in outcomes if h.status == "failed")
-        result.error = (
-            f"release {release} was left with unfinished hooks by an interrupted sync; running them "
-            f"again, hook '{failed.name}' failed: {failed.detail}; rolled back to release {to}"
-        )
-        raise DeployFailed(result.error, result)
-    mid = manifest_id_of_json(text) if text else state.get("manifest_id")
-    held.apply(
-        {releases.STATE_FILE: releases.state_text(manifest_id=mid, release=release, environment=env)},
-        remove=(releases.PENDING_FILE,),
-    )
-    return {"release": release, "action": "finished", "to": release, "hooks": _hooks_doc(outcomes)}
-
-
-def _hooks_doc(outcomes: list[HookOutcome]) -> list[dict[str, str]]:
-    return [{"name": h.name, "status": h.status} for h in outcomes]
-
-
-def _report_unfinished(result: SyncResult, unfinished: dict[str, Any] | None) -> None:
-    """Say what became of an unfinished release: a warning line, and its hooks as this sync's when
-    it ships nothing new."""
-    if unfinished is None:
-        return
-    result.unfinished = unfinished
-    release = unfinished["release"]
-    if unfinished["action"] == "finished":
-        statuses = ", ".join(f"{h['name']} {h['status']}" for h in unfinished["hooks"]) or "no hooks"
-        result.warnings.append(
-            f"release {release} was left with unfinished hooks by an interrupted sync: "
-            f"ran them again ({statuses})"
-        )
-        if not result.changes:
-            result.hooks = [HookOutcome(h["name"], h["status"], "re-run") for h in unfinished["hooks"]]
-    else:
-        result.warnings.append(
-            f"release {release} was left with unfinished hooks by an interrupted sync: rolled back to "
-            f'{unfinished["to"]} (unfinished_hooks = "rollback")'
-        )
-
-
-def _warn_unfinished_dry_run(prep: Prepared, result: SyncResult) -> None:
-    if prep.profile.mode != "releases" or prep.snapshot is None:
-        return
-    texts = prep.snapshot.read_many([releases.PENDING_FILE, releases.STATE_FILE])
-    pending: dict[str, Any] = {}
-    with contextlib.suppress(json.JSONDecodeError, TypeError):
-        loaded = json.loads(texts[releases.PENDING_FILE] or "{}")
-        pending = loaded if isinstance(loaded, dict) else {}
-    link = prep.snapshot.readlink(releases.CURRENT)
-    current = link.rstrip("/").rsplit("/", 1)[-1] if link else None
-    found = releases.unfinished(releases.parse_state(texts[releases.STATE_FILE]), pending, current)
-    if found is not None:
-        what = "roll it back" if prep.profile.unfinished_hooks == "rollback" else "run them again"
-        result.warnings.append(
-            f"release {found[0]} was left with unfinished hooks by an interrupted sync: a sync will {what}"
-        )
-
-
-def _fail_if_hook_failed(result: SyncResult, rolled_back: str | None) -> None:
-    failed = next((h for h in result.hooks if h.status == "failed"), None)
-    if failed is None:
-        return
-    message = f"hook '{failed.name}' failed: {failed.detail}"
-    if rolled_back:
-        message += f"; rolled back to release {rolled_back}"
-    elif result.mode == "in-place":
-        message += '; files were updated in place (use mode = "releases" for automatic rollback)'
-    result.error = message
-    raise DeployFailed(message, result)
 
 
 def sync(
