@@ -20,9 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stageflow.errors import BadInput
-from stageflow.hookspecs import hookimpl
-from stageflow.sync.hooks import DeployContext, HookOutcome
+from stageflow.api import BadInput, DeployContext, HookOutcome, hookimpl
 
 
 def _last_line(text: str) -> str:
