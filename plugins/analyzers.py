@@ -4,7 +4,7 @@ registers them and imports nothing heavy."""
 
 from __future__ import annotations
 
-from stageflow.hookspecs import hookimpl
+from stageflow.api import hookimpl
 from stageflow.video.analysis.gemini import GeminiConfig
 from stageflow.video.analysis.rules import RulesConfig
 

@@ -22,8 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.errors import ConfigError
-from stageflow.hookspecs import hookimpl
+from stageflow.api import ConfigError, hookimpl
 
 _TMP_PREFIX = ".tmp-"
 #: A temporary entry older than this whose writer cannot be identified is a leftover.

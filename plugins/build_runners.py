@@ -13,8 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.build.model import BuildOutcome, BuildTask
-from stageflow.hookspecs import hookimpl
+from stageflow.api import BuildOutcome, BuildTask, hookimpl
 
 
 class RunnerConfig(BaseModel):

@@ -15,9 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.hookspecs import hookimpl
+from stageflow.api import CheckResult, hookimpl
 from stageflow.monitor.drift import DriftCheckConfig
-from stageflow.stages import CheckResult
 
 
 class _Cfg(BaseModel):

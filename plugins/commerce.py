@@ -4,8 +4,8 @@ stageflow.commerce.coupang; this module only registers it."""
 
 from __future__ import annotations
 
+from stageflow.api import Message, StageflowError, hookimpl
 from stageflow.commerce.coupang import CoupangConfig
-from stageflow.hookspecs import hookimpl
 
 
 def budget_alert(service: str):
@@ -17,9 +17,7 @@ def budget_alert(service: str):
         import logging
 
         from stageflow.config import load_config
-        from stageflow.errors import StageflowError
         from stageflow.plugin_manager import get_plugin_manager
-        from stageflow.stages import Message
 
         try:
             notify = load_config().notify

@@ -22,9 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stageflow.errors import BadInput, Refused
-from stageflow.hookspecs import hookimpl
-from stageflow.sync.hooks import DeployContext, HookOutcome, PreflightContext
+from stageflow.api import BadInput, DeployContext, HookOutcome, Refused, hookimpl
+from stageflow.sync.hooks import PreflightContext
 
 
 def _last_line(text: str) -> str:

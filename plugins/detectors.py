@@ -12,8 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.hookspecs import hookimpl
-from stageflow.stages import Detection, Frame
+from stageflow.api import ConfigError, Detection, Frame, hookimpl
 
 
 class UltralyticsConfig(BaseModel):
@@ -43,8 +42,6 @@ class UltralyticsDetector:
         names: dict[int, str] = dict(self.model.names)
         unknown = [c for c in config.classes if c not in names.values()]
         if unknown:
-            from stageflow.errors import ConfigError
-
             raise ConfigError(f"{self.backend}: classes {unknown} are not labels of {path}")
         self.class_ids = [i for i, n in names.items() if n in config.classes] or None
 

@@ -16,8 +16,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.errors import JobFailed
-from stageflow.hookspecs import hookimpl
+from stageflow.api import JobFailed, hookimpl
 from stageflow.video import VIDEO_SUFFIXES
 
 log = logging.getLogger("stageflow.video.download")

@@ -22,9 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from stageflow.api import BadInput, IllegalTransition, ServiceAuthError, ServiceError, hookimpl
 from stageflow.commerce.resilience import Retryable, RetryPolicy, parse_retry_after, with_retries
-from stageflow.errors import BadInput, IllegalTransition, ServiceAuthError, ServiceError
-from stageflow.hookspecs import hookimpl
 from stageflow.video.analysis.routing import canonical_status
 
 GOOGLE_SHEETS = "https://sheets.googleapis.com"

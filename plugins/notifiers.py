@@ -6,8 +6,7 @@ import logging
 
 from pydantic import BaseModel, ConfigDict
 
-from stageflow.hookspecs import hookimpl
-from stageflow.stages import Message
+from stageflow.api import Message, hookimpl
 
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 

@@ -22,9 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.errors import BadInput, JobFailed
-from stageflow.hookspecs import hookimpl
-from stageflow.stages import Frame, OcrText
+from stageflow.api import BadInput, Frame, JobFailed, OcrText, hookimpl
 from stageflow.video.ocrtext import NoiseFilter, make_text
 
 

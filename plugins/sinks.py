@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from stageflow.hookspecs import hookimpl
+from stageflow.api import hookimpl
 
 
 class SqliteSinkConfig(BaseModel):

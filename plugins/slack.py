@@ -19,9 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from stageflow.errors import BadInput, ServiceAuthError, ServiceError
-from stageflow.hookspecs import hookimpl
-from stageflow.stages import Message
+from stageflow.api import BadInput, Message, ServiceAuthError, ServiceError, hookimpl
 
 _EMOJI = {"info": ":information_source:", "warning": ":warning:", "error": ":rotating_light:"}
 _AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}

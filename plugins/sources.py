@@ -12,9 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.errors import BadInput
-from stageflow.hookspecs import hookimpl
-from stageflow.stages import MediaItem
+from stageflow.api import BadInput, MediaItem, hookimpl
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
 

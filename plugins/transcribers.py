@@ -24,8 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from stageflow.hookspecs import hookimpl
-from stageflow.stages import Segment, Transcript, Word
+from stageflow.api import Segment, Transcript, Word, hookimpl
 
 
 class FasterWhisperConfig(BaseModel):

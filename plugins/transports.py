@@ -16,13 +16,10 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.errors import BadInput, JobFailed
-from stageflow.hookspecs import hookimpl
-from stageflow.stages import TransferStats
+from stageflow.api import BadInput, ChangeSet, JobFailed, TransferStats, hookimpl
 
 _TMP_PREFIX = ".stageflow-tmp-"
 
@@ -113,7 +110,7 @@ class LocalTransport:
     def __init__(self, config: LocalTransportConfig):
         self.config = config
 
-    def send(self, source: Path, dest: str, changes: Any) -> TransferStats:
+    def send(self, source: Path, dest: str, changes: ChangeSet) -> TransferStats:
         from stageflow.sync.target import is_remote
 
         if is_remote(dest):
@@ -126,7 +123,7 @@ class LocalTransport:
         finally:
             tree.close()
 
-    def _send(self, source: Path, dest: str, changes: Any, tree: _Tree) -> TransferStats:
+    def _send(self, source: Path, dest: str, changes: ChangeSet, tree: _Tree) -> TransferStats:
         staged: list[tuple[str, str, str]] = []  # (parent rel, temp name, final name)
         sent = 0
         try:
@@ -247,7 +244,7 @@ class RsyncTransport:
 
         return is_remote(dest)
 
-    def send(self, source: Path, dest: str, changes: Any) -> TransferStats:
+    def send(self, source: Path, dest: str, changes: ChangeSet) -> TransferStats:
         if shutil.which(self.config.rsync) is None:
             raise BadInput(
                 f"rsync binary '{self.config.rsync}' not found: install rsync (apt-get install rsync)"

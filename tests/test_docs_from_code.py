@@ -86,3 +86,17 @@ def test_architecture_doc_states_the_floor_rules():
         "tests/test_architecture.py",
     ):
         assert rule in text, rule
+
+
+def test_every_source_package_is_listed_for_setuptools():
+    """pyproject.toml lists every subpackage explicitly (setuptools package-dir): a new package
+    directory that is not listed works in the editable install and is missing from the wheel."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    found = set()
+    for package, folder in setuptools["package-dir"].items():
+        base = ROOT / folder
+        for init in base.rglob("__init__.py"):
+            rel = init.parent.relative_to(base).parts
+            found.add(".".join([package, *rel]))
+    assert not found - listed, f"packages missing from [tool.setuptools] packages: {sorted(found - listed)}"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from stageflow.hookspecs import hookimpl
+from stageflow.api import Message, hookimpl
 
 STAGEFLOW_PLUGIN_API = 1
 
@@ -19,7 +19,7 @@ class FileNotifier:
     def __init__(self, config: FileNotifierConfig):
         self.path = Path(config.path).expanduser()
 
-    def notify(self, message) -> None:
+    def notify(self, message: Message) -> None:
         line = {"title": message.title, "text": message.text, "fields": dict(message.fields)}
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")

@@ -8,7 +8,7 @@ Each hook receives a ``register`` callable; a plugin calls it once per backend i
 
 ``register(name, factory, *, config=NoConfig, requires=(), extra=None, description="")``:
 ``factory`` is called with a validated instance of ``config`` (a pydantic model) and returns an object
-that satisfies the kind's Protocol in :mod:`stageflow.stages`. ``requires`` lists importable module
+that satisfies the kind's Protocol in :mod:`stageflow.contracts`. ``requires`` lists importable module
 names the backend needs (checked without importing them); ``extra`` names the stageflow extra that
 installs them. Implementations may accept fewer arguments than a spec declares, so specs can grow
 without breaking plugins. Every hook here is documented in docs/plugins.md and has a test

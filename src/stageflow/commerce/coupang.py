@@ -29,6 +29,7 @@ from stageflow.commerce.resilience import (
     with_retries,
 )
 from stageflow.commerce.signing import authorization
+from stageflow.contracts.commerce import Product
 from stageflow.errors import BadInput, RateLimited, ServiceAuthError, ServiceError
 
 SERVICE = "coupang"
@@ -95,17 +96,14 @@ def _secret(value: SecretStr | None, block: str | None, env: str, what: str) -> 
 
 
 @dataclass(frozen=True)
-class Product:
-    product_id: str
-    title: str
-    price: float | None
-    url: str
-    image: str | None = None
+class CoupangProduct(Product):
+    """A Coupang search result: the backend-neutral :class:`~stageflow.contracts.commerce.Product`
+    plus whether it ships with Rocket delivery."""
+
     is_rocket: bool = False
-    category: str | None = None
 
     @classmethod
-    def from_api(cls, d: dict[str, Any]) -> Product:
+    def from_api(cls, d: dict[str, Any]) -> CoupangProduct:
         return cls(
             product_id=str(d.get("productId", "")),
             title=str(d.get("productName", "")),
@@ -118,8 +116,8 @@ class Product:
 
 
 class CoupangClient:
-    """Implements the CommerceApi Protocol: ``search(keyword, limit)`` -> [Product], ``deeplink(urls)``
-    -> [short url]."""
+    """Implements the CommerceApi Protocol: ``search(keyword, limit)`` -> [CoupangProduct],
+    ``deeplink(urls)`` -> [short url]."""
 
     def __init__(
         self,
@@ -162,7 +160,7 @@ class CoupangClient:
         self._http: Any = None
 
     # ------------------------------------------------------------------ public API
-    def search(self, keyword: str, limit: int = 10) -> list[Product]:
+    def search(self, keyword: str, limit: int = 10) -> list[CoupangProduct]:
         keyword = keyword.strip()
         if not keyword:
             raise BadInput("coupang search: empty keyword")
@@ -171,11 +169,11 @@ class CoupangClient:
         cached = self.cache.get(key)
         if cached is not None:
             self.cache_hits += 1
-            return [Product(**p) for p in cached]
+            return [CoupangProduct(**p) for p in cached]
         query = urlencode({"keyword": keyword, "limit": limit})
         data = self._call("search", "GET", self.config.search_path, query, None)
         items = (data or {}).get("productData") or []
-        products = [Product.from_api(p) for p in items if isinstance(p, dict)]
+        products = [CoupangProduct.from_api(p) for p in items if isinstance(p, dict)]
         self.cache.put(key, [p.__dict__ for p in products])
         return products
 

@@ -1,5 +1,6 @@
-"""Post-deploy hooks: the context handed to each deploy_hooks backend, its outcome, and the runner
-that calls them in order and stops at the first failure.
+"""Post-deploy hooks: the runner that calls the deploy_hooks backends in order and stops at the first
+failure. The context handed to each hook and its outcome are contracts
+(:mod:`stageflow.contracts.deploy`), re-exported here.
 
 A hook backend may also have ``preflight(context: PreflightContext)``: the safety net calls it on every
 configured hook before anything is written, and a ``Refused`` it raises stops the sync (exit 3) as
@@ -11,36 +12,16 @@ detail line is what the hook chose to report.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stageflow.contracts.deploy import DeployContext as DeployContext
+from stageflow.contracts.deploy import HookOutcome as HookOutcome
 from stageflow.errors import StageflowError
 
-if TYPE_CHECKING:  # annotations only: plugin loading must not pay for manifest/target/pathspec
-    from stageflow.sync.manifest import ChangeSet
+if TYPE_CHECKING:  # annotations only: plugin loading must not pay for the config models
     from stageflow.sync.profile import EnvironmentProfile, SyncConfig
-    from stageflow.sync.target import LocalTarget, SshTarget
-
-
-@dataclass
-class DeployContext:
-    """What a hook may act on. ``directory`` is the deployed tree relative to the target root
-    ("" in place, "current" in releases mode)."""
-
-    target: LocalTarget | SshTarget
-    directory: str
-    source: Path
-    environment: str
-    role: str
-    release: str | None
-    changes: ChangeSet
-    log: Callable[[str], None] = field(default=lambda message: None)
-
-    def path(self, rel: str) -> str:
-        """A path relative to the deployed tree, relative to the target root."""
-        return f"{self.directory}/{rel}" if self.directory else rel
 
 
 @dataclass(frozen=True)
@@ -61,16 +42,6 @@ class PreflightContext:
             if name != self.environment
             for app in p.apps
         }
-
-
-@dataclass(frozen=True)
-class HookOutcome:
-    name: str
-    status: str  # ok | failed | skipped | planned
-    detail: str = ""
-
-    def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "status": self.status, "detail": self.detail}
 
 
 @dataclass

@@ -17,11 +17,12 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from stageflow.contracts.deploy import ChangeSet as ChangeSet
 from stageflow.sync.rules import SelectionRules
 
 MANIFEST_VERSION = 2
@@ -234,35 +235,6 @@ def scan(
             _add(root, rel, de.path, de.stat(follow_symlinks=False), prev, result)
     result.skipped_links.sort()
     return result
-
-
-@dataclass
-class ChangeSet:
-    """Paths (relative to the source root, POSIX) to add, modify and delete on the target."""
-
-    added: list[str] = field(default_factory=list)
-    modified: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    #: Directories (no trailing slash) to create (new, or new permissions) and to remove when empty.
-    #: Transports never see them: the engine makes and removes them around the transfer.
-    dirs: list[str] = field(default_factory=list)
-    gone_dirs: list[str] = field(default_factory=list)
-    bytes_to_send: int = 0
-    #: Rewrite every path in ``to_send`` even when size and mtime on the target match (a
-    #: ``sync --verify --checksum`` repair); rsync's quick check would skip them.
-    ignore_times: bool = False
-    #: Called by a transport after each path it sent (path, bytes); set by the caller for progress bars.
-    progress: Callable[[str, int], None] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def to_send(self) -> list[str]:
-        return sorted(self.added + self.modified)
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.modified or self.deleted or self.dirs or self.gone_dirs)
-
-    def as_dict(self) -> dict[str, list[str]]:
-        return {"added": self.added, "modified": self.modified, "deleted": self.deleted}
 
 
 def diff(previous: Manifest, current: Manifest, dirty: set[str] | frozenset[str] = frozenset()) -> ChangeSet:

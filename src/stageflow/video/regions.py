@@ -11,10 +11,9 @@ model itself: the detector and engines arrive built.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
 
 from stageflow.lazy import lazy_import
 
@@ -23,6 +22,8 @@ if TYPE_CHECKING:
 else:
     np = lazy_import("numpy")  # only the functions need it: a base install imports this module
 
+from stageflow.contracts.media import TextSpan as TextSpan
+from stageflow.contracts.media import spans as spans
 from stageflow.stages import Frame, OcrText
 from stageflow.video.ocrtext import NoiseFilter, make_text
 
@@ -198,81 +199,8 @@ def read_regions(
     return sorted(out, key=lambda o: (o.t, o.box[1], o.box[0]))
 
 
-@dataclass(frozen=True)
-class TextSpan:
-    """One on-screen text over one interval: seen on ``frames`` kept frames from ``first_t`` to
-    ``last_t``; ``text``/``box``/``confidence`` are the most confident read's."""
-
-    text: str
-    first_t: float
-    last_t: float
-    confidence: float
-    box: Box
-    engine: str
-    hangul_ratio: float
-    frames: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "box": list(self.box)}
-
-
-def _overlap(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return ix * iy / smaller if smaller > 0 else 0.0
-
-
 def _iou(a: Box, b: Box) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
     return ix * iy / union if union > 0 else 0.0
-
-
-def _same_text(a: str, b: str, min_similarity: float) -> bool:
-    x, y = "".join(a.lower().split()), "".join(b.lower().split())
-    return x == y or difflib.SequenceMatcher(None, x, y).ratio() >= min_similarity
-
-
-def spans(reads: Sequence[OcrText], max_gap_s: float = 5.0, min_similarity: float = 0.8) -> list[TextSpan]:
-    """Fold per-frame reads into intervals: a read continues an open span when its box overlaps the
-    span's last box by more than half, its text is the same up to ``min_similarity`` (OCR varies a
-    letter between frames), and it comes at most ``max_gap_s`` after the span's last sighting."""
-    open_: list[list[OcrText]] = []
-    done: list[list[OcrText]] = []
-    for item in sorted(reads, key=lambda o: o.t):
-        still = []
-        for group in open_:
-            (still if item.t - group[-1].t <= max_gap_s else done).append(group)
-        open_ = still
-        match = next(
-            (
-                g
-                for g in open_
-                if g[-1].t < item.t
-                and _overlap(g[-1].box, item.box) > 0.5
-                and _same_text(g[-1].text, item.text, min_similarity)
-            ),
-            None,
-        )
-        if match is None:
-            open_.append([item])
-        else:
-            match.append(item)
-    out = []
-    for group in [*done, *open_]:
-        best = max(group, key=lambda o: o.confidence)
-        out.append(
-            TextSpan(
-                best.text,
-                group[0].t,
-                group[-1].t,
-                best.confidence,
-                best.box,
-                best.engine,
-                best.hangul_ratio,
-                len(group),
-            )
-        )
-    return sorted(out, key=lambda s: (s.first_t, s.box[1], s.box[0]))

@@ -1,234 +1,34 @@
-"""Analysis-side input and output models, built from the plain dicts part 1 emits (the issue-5
-``--json`` shape): transcript segments, detections and on-screen texts on the video's timeline, plus
-the candidate model the analysis stages produce.
+"""Analysis-side input and output models. They are contracts now (:mod:`stageflow.contracts.analysis`,
+the commerce match in :mod:`stageflow.contracts.commerce`) and are re-exported here so existing
+imports keep working; what stays here is the helpers the analyzers share over them.
 
 On-screen text is read as part 1's merged ``texts``: one item per text per on-screen interval, with
 its first and last time and the number of kept frames it was read on (a caption on screen 2-20 s is
 one item, not ten reads). A document that has only per-frame ``ocr`` reads (hand-written, or from
-before ``texts``) is folded into the same items by part 1's rule (:func:`stageflow.video.regions.spans`).
+before ``texts``) is folded into the same items by part 1's rule (:func:`stageflow.contracts.media.spans`).
 Per-frame boxes stay with part 1, where the clip's crop and the thumbnail need them.
 
-This module only defines data; it never calls a model, a service or the store, and never depends on
-part 1's internal types (only on the documented dict shapes).
+This module never calls a model, a service or the store.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-NEEDS_CHECK = "확인 필요"  # an unclear product name: shown to reviewers, never invented
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class SegmentIn(_Model):
-    """One transcript segment; times in seconds on the video's timeline."""
-
-    start: float
-    end: float
-    text: str = ""
-
-
-class DetectionIn(_Model):
-    t: float
-    label: str
-    confidence: float = 0.0
-    box: tuple[float, float, float, float] | None = None
-
-
-class OcrIn(_Model):
-    t: float
-    text: str
-    confidence: float = 0.0
-    box: tuple[float, float, float, float] | None = None
-
-
-class TextIn(_Model):
-    """One on-screen text over one interval (an entry of part 1's ``texts``): read on ``frames`` kept
-    frames from ``first_t`` to ``last_t``; ``text``/``confidence``/``box`` are the most confident
-    read's."""
-
-    text: str
-    first_t: float
-    last_t: float
-    confidence: float = 0.0
-    box: tuple[float, float, float, float] | None = None
-    frames: int = 1
-
-    def overlaps(self, lo: float, hi: float) -> bool:
-        """On screen at some time in ``[lo, hi]``."""
-        return self.first_t <= hi and self.last_t >= lo
-
-    def clipped(self, lo: float, hi: float) -> TextIn:
-        """The part of the interval inside ``[lo, hi]`` (for an item that overlaps it)."""
-        return self.model_copy(update={"first_t": max(self.first_t, lo), "last_t": min(self.last_t, hi)})
-
-    def nearest(self, t: float) -> float:
-        """The time of the interval nearest to ``t``."""
-        return min(max(t, self.first_t), self.last_t)
-
-
-def on_screen_times(texts: Sequence[TextIn]) -> list[float]:
-    """The first and last sighting of each item: the kept frames a candidate's texts came from."""
-    return [t for x in texts for t in (x.first_t, x.last_t)]
-
-
-def fold_reads(reads: Sequence[OcrIn]) -> tuple[TextIn, ...]:
-    """Per-frame reads as ``texts`` items, by part 1's rule (same text up to one letter, same box,
-    at most 5 s between sightings). Reads without a box join by text alone."""
-    from stageflow.stages import OcrText
-    from stageflow.video.regions import spans
-
-    whole = (0.0, 0.0, 1.0, 1.0)
-    folded = spans([OcrText(t=o.t, text=o.text, confidence=o.confidence, box=o.box or whole) for o in reads])
-    return tuple(
-        TextIn(
-            text=x.text,
-            first_t=x.first_t,
-            last_t=x.last_t,
-            confidence=x.confidence,
-            box=None if x.box == whole else x.box,
-            frames=x.frames,
-        )
-        for x in folded
-    )
-
-
-class FrameIn(_Model):
-    """A kept frame on the video's timeline: its image file (JPEG from part 1's decode stage)."""
-
-    t: float
-    path: str
-
-
-class InfluencerStats(_Model):
-    """What is known about the channel; every field optional (unknown scores 0)."""
-
-    subscribers: int | None = None
-    engagement_rate: float | None = None  # (likes + comments) / views, a fraction
-    consistency: float | None = None  # 0..1, regularity of uploads
-    authenticity: float | None = None  # 0..1
-
-
-class VideoEvidence(_Model):
-    """Everything part 1 produced for one video."""
-
-    video_id: str
-    title: str = ""
-    source: str = ""
-    duration_s: float | None = None
-    transcript: tuple[SegmentIn, ...] = ()
-    detections: tuple[DetectionIn, ...] = ()
-    texts: tuple[TextIn, ...] = ()  # on-screen texts, one item per text per on-screen interval
-    frames: tuple[FrameIn, ...] = ()  # kept frames (visual evidence for a model analyzer); optional
-    channel: InfluencerStats = Field(default_factory=InfluencerStats)
-
-    @classmethod
-    def from_part1(cls, video: Mapping[str, Any], channel: Mapping[str, Any] | None = None) -> VideoEvidence:
-        """Build from one entry of part 1's ``{"videos": [...]}`` document: its ``texts``, else (none
-        given, or a record stored before part 1 had them) its per-frame ``ocr`` folded into items."""
-        if video.get("texts"):
-            texts = tuple(TextIn.model_validate(x) for x in video["texts"])
-        else:
-            texts = fold_reads([OcrIn.model_validate(o) for o in video.get("ocr") or ()])
-        return cls(
-            video_id=str(video["id"]),
-            title=video.get("title") or "",
-            source=video.get("source") or "",
-            duration_s=video.get("duration_s"),
-            transcript=tuple(SegmentIn.model_validate(s) for s in video.get("transcript") or ()),
-            detections=tuple(DetectionIn.model_validate(d) for d in video.get("detections") or ()),
-            texts=texts,
-            frames=tuple(FrameIn.model_validate(f) for f in video.get("frames") or () if "path" in f),
-            channel=InfluencerStats.model_validate(dict(channel or {})),
-        )
-
-
-class TimeRange(_Model):
-    """A stretch of the video worth a candidate (pass a). ``origin``: "speech" or "ocr" (on-screen
-    text with no speech about it)."""
-
-    start: float
-    end: float
-    reason: str = ""
-    origin: str = "speech"
-
-    @field_validator("end")
-    @classmethod
-    def _ordered(cls, end: float, info: Any) -> float:
-        start = info.data.get("start", 0.0)
-        if end < start:
-            raise ValueError(f"range end {end} is before its start {start}")
-        return end
-
-
-class RangeEvidence(_Model):
-    quotes: tuple[str, ...] = ()
-    ocr_texts: tuple[str, ...] = ()
-    detections: tuple[str, ...] = ()
-    frame_times: tuple[float, ...] = ()
-    ppl: tuple[str, ...] = ()  # the PPL patterns found for this candidate ("caption:광고", "협찬", ...)
-
-
-class CommerceMatch(_Model):
-    product_id: str
-    title: str
-    price: float | None = None
-    url: str
-    similarity: float
-
-
-class Candidate(_Model):
-    """A product candidate (pass b), enriched by scoring, commerce and routing."""
-
-    video_id: str = ""
-    product_name: str = NEEDS_CHECK
-    brand: str | None = None
-    category_path: tuple[str, ...] = ()
-    features: tuple[str, ...] = ()
-    start: float
-    end: float
-    evidence: RangeEvidence = Field(default_factory=RangeEvidence)
-    hook_sentence: str | None = None
-    summary: str | None = None
-    hashtags: tuple[str, ...] = ()
-    confidence: float = 0.0
-    score: int | None = None
-    score_band: str | None = None
-    ppl_probability: float | None = None
-    status: str = "pending"
-    commerce: CommerceMatch | None = None
-    clip: str | None = None
-    thumbnail: str | None = None
-
-    @field_validator("category_path")
-    @classmethod
-    def _levels(cls, path: tuple[str, ...]) -> tuple[str, ...]:
-        if len(path) > 3:
-            raise ValueError("category_path has at most 3 levels")
-        return path
-
-    @property
-    def id(self) -> str:
-        return candidate_id(self.video_id, self.start, self.end)
-
-    def to_output(self) -> dict[str, Any]:
-        """The issue-6 ``candidates`` entry of ``stageflow analyze --json``."""
-        data = self.model_dump(mode="json")
-        data["id"] = self.id
-        return data
-
-
-def candidate_id(video_id: str, start: float, end: float) -> str:
-    """Stable id keyed by video id + range (milliseconds): re-running a video upserts, never duplicates."""
-    raw = f"{video_id}|{round(start * 1000)}|{round(end * 1000)}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+from stageflow.contracts.analysis import NEEDS_CHECK as NEEDS_CHECK
+from stageflow.contracts.analysis import Candidate as Candidate
+from stageflow.contracts.analysis import DetectionIn as DetectionIn
+from stageflow.contracts.analysis import FrameIn as FrameIn
+from stageflow.contracts.analysis import InfluencerStats as InfluencerStats
+from stageflow.contracts.analysis import OcrIn as OcrIn
+from stageflow.contracts.analysis import RangeEvidence as RangeEvidence
+from stageflow.contracts.analysis import SegmentIn as SegmentIn
+from stageflow.contracts.analysis import TextIn as TextIn
+from stageflow.contracts.analysis import TimeRange as TimeRange
+from stageflow.contracts.analysis import VideoEvidence as VideoEvidence
+from stageflow.contracts.analysis import candidate_id as candidate_id
+from stageflow.contracts.analysis import fold_reads as fold_reads
+from stageflow.contracts.commerce import CommerceMatch as CommerceMatch
 
 
 def segments_in(segments: Sequence[SegmentIn], start: float, end: float) -> list[SegmentIn]:
@@ -237,3 +37,8 @@ def segments_in(segments: Sequence[SegmentIn], start: float, end: float) -> list
     if end <= start:
         return [s for s in segments if s.start <= start <= s.end]
     return [s for s in segments if s.start < end and s.end > start]
+
+
+def on_screen_times(texts: Sequence[TextIn]) -> list[float]:
+    """The first and last sighting of each item: the kept frames a candidate's texts came from."""
+    return [t for x in texts for t in (x.first_t, x.last_t)]
