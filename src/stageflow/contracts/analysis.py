@@ -26,8 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from stageflow.contracts import media as _media
 from stageflow.contracts.commerce import CommerceMatch
-from stageflow.contracts.media import OcrText, spans
 
 __all__ = [
     "NEEDS_CHECK",
@@ -106,7 +106,9 @@ def fold_reads(reads: Sequence[OcrIn]) -> tuple[TextIn, ...]:
     same text up to one letter, same box, at most 5 s between sightings). Reads without a box join by
     text alone."""
     whole = (0.0, 0.0, 1.0, 1.0)
-    folded = spans([OcrText(t=o.t, text=o.text, confidence=o.confidence, box=o.box or whole) for o in reads])
+    folded = _media.spans(
+        [_media.OcrText(t=o.t, text=o.text, confidence=o.confidence, box=o.box or whole) for o in reads]
+    )
     return tuple(
         TextIn(
             text=x.text,
