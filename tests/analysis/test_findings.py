@@ -17,9 +17,9 @@ from pydantic import SecretStr
 from stageflow.commerce.coupang import CoupangClient, CoupangConfig, QuotaExceeded
 from stageflow.commerce.matching import find_match
 from stageflow.errors import BudgetExhausted, RateLimited
+from stageflow.video.analysis.brands import BRANDS
 from stageflow.video.analysis.engine import analyze_video
 from stageflow.video.analysis.evidence import NEEDS_CHECK, InfluencerStats, VideoEvidence
-from stageflow.video.analysis.lexicon import BRANDS
 from stageflow.video.analysis.naming import Brands, names_agree
 from stageflow.video.analysis.ppl import PplPatterns, candidate_ppl
 from stageflow.video.analysis.routing import Status

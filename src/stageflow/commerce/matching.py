@@ -43,7 +43,7 @@ _SIZE = re.compile(r"^\d+(\.\d+)?(ml|g|kg|mm|cm|개|매|호|p|개입|세트)?$")
 def _brand_spellings(brand: str | None) -> list[str]:
     if not brand:
         return []
-    from stageflow.video.analysis.lexicon import BRANDS
+    from stageflow.video.analysis.brands import BRANDS
 
     spellings = {normalize(brand)}
     for canonical, alts in BRANDS.items():
@@ -58,7 +58,7 @@ def korean_brand(brand: str | None) -> str | None:
     Korean spelling."""
     if not brand:
         return None
-    from stageflow.video.analysis.lexicon import BRANDS
+    from stageflow.video.analysis.brands import BRANDS
 
     hangul = re.compile(r"[\uac00-\ud7a3]")
     for canonical, alts in BRANDS.items():
