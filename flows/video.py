@@ -43,6 +43,7 @@ from stageflow.video.pipeline.records import (
     VideoRef,
 )
 from stageflow.video.settings import SinkChoice, VideoConfig
+from stageflow.video.store import video_store
 
 
 @task(name="check-backends", task_run_name="check-backends")
@@ -392,7 +393,11 @@ def with_current_status(videos: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``videos`` with each candidate's status as the store has it now (after a review)."""
     store = open_store()
     try:
-        status = {row["id"]: row.get("status") for v in videos for row in store.candidates(video_id=v["id"])}
+        status = {
+            row["id"]: row.get("status")
+            for v in videos
+            for row in video_store(store).candidates(video_id=v["id"])
+        }
     finally:
         store.close()
     return [

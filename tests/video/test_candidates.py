@@ -17,6 +17,7 @@ from stageflow.plugin_manager import get_plugin_manager
 from stageflow.store import open_store
 from stageflow.video import pipeline as analyze
 from stageflow.video.settings import VideoConfig
+from stageflow.video.store import VideoStore
 
 FIELDS = [
     "id", "product_name", "brand", "category_path", "start", "end", "evidence", "score", "score_band",
@@ -110,11 +111,11 @@ def test_cli_yields_candidates_with_clip_and_thumbnail_and_no_duplicates(
     assert json.loads(out)["videos"][0]["candidates"] == [cand]
     store = open_store()
     try:
-        rows = store.candidates()
-        assert [r["id"] for r in rows] == [cand["id"]] and [v["video_id"] for v in store.videos()] == [
-            video["id"]
-        ]
-        history = [h["new_status"] for h in store.status_history(cand["id"])]
+        rows = VideoStore(store).candidates()
+        assert [r["id"] for r in rows] == [cand["id"]] and [
+            v["video_id"] for v in VideoStore(store).videos()
+        ] == [video["id"]]
+        history = [h["new_status"] for h in VideoStore(store).status_history(cand["id"])]
         assert history == ["pending", "processing", "analysis_complete", "no_commerce_match"]
     finally:
         store.close()

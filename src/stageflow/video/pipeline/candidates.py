@@ -21,6 +21,7 @@ from stageflow.video.pipeline import steps
 from stageflow.video.pipeline.records import DecodedJob, VideoRecord
 from stageflow.video.pipeline.steps import opened
 from stageflow.video.settings import VideoConfig
+from stageflow.video.store import video_store
 
 
 class Outcome(BaseModel):
@@ -261,7 +262,7 @@ def analyse(
 
 def sink_rows(store: Any, video_ids: Iterable[str]) -> list[dict[str, Any]]:
     """The stored candidates of these videos (full engine output, current status) for the sinks."""
-    return [row for vid in dict.fromkeys(video_ids) for row in store.candidates(video_id=vid)]
+    return [row for vid in dict.fromkeys(video_ids) for row in video_store(store).candidates(video_id=vid)]
 
 
 def write_sink(choice: Any, video_ids: Sequence[str], plugins: Any = None, store: Any = None) -> int:
