@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from stageflow.commerce.resilience import Retryable, RetryPolicy, parse_retry_after, with_retries
 from stageflow.errors import BadInput, IllegalTransition, ServiceAuthError, ServiceError
 from stageflow.hookspecs import hookimpl
+from stageflow.services.resilience import Retryable, RetryPolicy, parse_retry_after, with_retries
 from stageflow.video.analysis.routing import canonical_status
 from stageflow.video.store import video_store
 

@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from stageflow.commerce.budget import BudgetGuard
 from stageflow.commerce.coupang import CoupangClient, CoupangConfig
 from stageflow.commerce.matching import find_match, keyword_variants
-from stageflow.commerce.resilience import CircuitBreaker, TokenBucket
 from stageflow.commerce.signing import authorization, signature, signed_date
 from stageflow.errors import (
     BadInput,
@@ -26,6 +24,8 @@ from stageflow.errors import (
     ServiceError,
     StageflowError,
 )
+from stageflow.services.budget import BudgetGuard
+from stageflow.services.resilience import CircuitBreaker, TokenBucket
 from stageflow.video.analysis.evidence import NEEDS_CHECK
 
 from .conftest import ACCESS_KEY, SECRET_KEY

@@ -17,9 +17,11 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from stageflow.commerce.budget import BudgetGuard
-from stageflow.commerce.cache import TtlCache
-from stageflow.commerce.resilience import (
+from stageflow.commerce.signing import authorization
+from stageflow.errors import BadInput, RateLimited, ServiceAuthError, ServiceError
+from stageflow.services.budget import BudgetGuard
+from stageflow.services.cache import TtlCache
+from stageflow.services.resilience import (
     CircuitBreaker,
     Retryable,
     RetryPolicy,
@@ -28,8 +30,6 @@ from stageflow.commerce.resilience import (
     parse_retry_after,
     with_retries,
 )
-from stageflow.commerce.signing import authorization
-from stageflow.errors import BadInput, RateLimited, ServiceAuthError, ServiceError
 
 SERVICE = "coupang"
 #: Words in a 403 answer that mean "quota spent", not "wrong keys".
