@@ -222,6 +222,25 @@ def test_budget_guard_in_memory():
         guard.check()
 
 
+def test_a_given_store_stays_the_callers(coupang_server, sleeps, store):
+    """close() closes only a store the client opened itself; one passed in is the caller's."""
+    c = client(coupang_server, sleeps, store=store, use_store=True)
+    assert c.search("마우스", 1)
+    c.close()
+    assert store.count_api_calls("coupang") == 1  # still open
+
+
+def test_the_client_opens_its_store_on_first_use(coupang_server, sleeps):
+    from stageflow import settings
+
+    c = client(coupang_server, sleeps, use_store=True)
+    assert c.store is None and not settings.store_path().exists()
+    assert c.search("마우스", 1) and c.store is not None
+    assert c.store.count_api_calls("coupang") == 1
+    c.close()
+    assert c.store is None
+
+
 def test_missing_keys_clear_error(monkeypatch):
     monkeypatch.delenv("COUPANG_ACCESS_KEY", raising=False)
     with pytest.raises(BadInput, match="COUPANG_ACCESS_KEY"):

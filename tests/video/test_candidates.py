@@ -264,6 +264,28 @@ def test_commerce_from_config_links_the_candidate(tmp_path):
     assert cand["score"] >= 60 and cand["status"] == "needs_review"
 
 
+def test_commerce_backends_own_their_store(monkeypatch):
+    """The check builds a Coupang client without opening the store (building opens nothing); the run's
+    build readies it (``preflight``: it opens its store in the calling thread) and ``close()`` closes
+    what it opened. The pipeline only calls the optional methods, whatever a backend keeps."""
+    from stageflow import settings
+
+    config = VideoConfig.model_validate(
+        {"commerce": "coupang", "coupang": {"access_key": "ak", "secret_key": "sk", "alerts": False}}
+    )
+    analyze.check_analysis(get_plugin_manager(), config)
+    assert not settings.store_path().exists()  # validate / the check never create the store
+    analysis = analyze.build_analysis(get_plugin_manager(), config)
+    [client] = analysis.commerce
+    assert settings.store_path().exists() and client.store is not None
+    opened = client.store
+    analysis.close()
+    assert client.store is None
+    with pytest.raises(Exception, match="closed"):
+        opened.count_seen()
+    analyze.Analysis(None, [object(), None], None).close()  # no close(): nothing to call
+
+
 def _record(doc: dict) -> analyze.VideoRecord:
     return analyze.VideoRecord.model_validate(doc)
 
