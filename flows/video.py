@@ -23,7 +23,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from stageflow import settings
-from stageflow.config import BackendChoice
+from stageflow.config import BackendChoice, load_config
 from stageflow.orchestration import Progress, notify_failure, publish_markdown, publish_table
 from stageflow.plugin_manager import get_plugin_manager
 from stageflow.stages import Message
@@ -98,7 +98,8 @@ def video_discovery(params: DiscoveryParams | None = None, config_path: str | No
 
     Without ``params`` (a scheduled deployment), [discover] and [notify] of stageflow.toml apply."""
     if params is None:
-        params = DiscoveryParams.from_config(config_path)
+        cfg = load_config(Path(config_path) if config_path else None)
+        params = DiscoveryParams.from_sections(cfg.discover, cfg.notify)
     run_ = discovery.run_discovery(params, call=dispatch, on_writing=_writing_progress)
     records, new = run_.records, run_.new
     publish_table(
