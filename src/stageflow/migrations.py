@@ -9,6 +9,8 @@ be checked against any version and migrations never race between families.
 
 from __future__ import annotations
 
+import sqlite3
+
 #: (version, SQL). Append only: never edit a migration that has shipped.
 MIGRATIONS: list[tuple[int, str]] = [
     (
@@ -164,3 +166,29 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def schema_of(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """Table -> column names of a database."""
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    return {t: [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')] for t in tables}
+
+
+def expected_schema(version: int) -> dict[str, list[str]]:
+    """The tables a stageflow store at ``version`` has (the migrations replayed in memory)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for v, sql in MIGRATIONS:
+            if v > version:
+                break
+            for statement in (s.strip() for s in sql.split(";")):
+                if statement:
+                    conn.execute(statement)
+        return schema_of(conn)
+    finally:
+        conn.close()

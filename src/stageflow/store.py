@@ -23,7 +23,7 @@ from typing import Any
 
 from stageflow import settings
 from stageflow.errors import BadInput, IntegrityError, SettingsError
-from stageflow.migrations import LATEST_VERSION, MIGRATIONS
+from stageflow.migrations import LATEST_VERSION, MIGRATIONS, expected_schema, schema_of
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "Store", "open_store", "sha256_file", "utc_now"]
 
@@ -368,7 +368,7 @@ class Store:
             version = int(src.execute("PRAGMA user_version").fetchone()[0])
             if version > LATEST_VERSION:
                 raise BadInput(f"backup {source} has schema {version}, newer than this stageflow: upgrade")
-            found = _schema(src)
+            found = schema_of(src)
         except sqlite3.DatabaseError as exc:
             raise IntegrityError(
                 f"backup {source} is not a readable SQLite database ({exc}); nothing restored: "
@@ -376,7 +376,7 @@ class Store:
             ) from None
         finally:
             src.close()
-        expected = _expected_schema(version)
+        expected = expected_schema(version)
         wrong = sorted(t for t, cols in expected.items() if found.get(t) != cols)
         if version < 1 or wrong:
             detail = f"schema version {version}" if version < 1 else f"tables {', '.join(wrong[:3])} differ"
@@ -384,32 +384,6 @@ class Store:
                 f"backup {source} is not a stageflow store ({detail}); nothing restored: "
                 "pass a .db file written by `stageflow db backup`"
             )
-
-
-def _schema(conn: sqlite3.Connection) -> dict[str, list[str]]:
-    """Table -> column names of a database."""
-    tables = [
-        r[0]
-        for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        )
-    ]
-    return {t: [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')] for t in tables}
-
-
-def _expected_schema(version: int) -> dict[str, list[str]]:
-    """The tables a stageflow store at ``version`` has (the migrations replayed in memory)."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        for v, sql in MIGRATIONS:
-            if v > version:
-                break
-            for statement in (s.strip() for s in sql.split(";")):
-                if statement:
-                    conn.execute(statement)
-        return _schema(conn)
-    finally:
-        conn.close()
 
 
 def open_store(path: Path | None = None, *, migrate: bool = True) -> Store:
