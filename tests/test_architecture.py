@@ -228,5 +228,17 @@ def test_the_scanner_sees_lazy_and_relative_imports(tmp_path):
     assert cycles([Import("a", "b", 1, False), Import("b", "a", 1, True)]) == [["a", "b"]]
 
 
+def test_every_package_is_listed_in_pyproject():
+    """A package folder missing from [tool.setuptools] packages is left out of the wheel (its
+    imports work in an editable install and fail in a real one)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
+    )
+    found = {m for m, p in modules().items() if p.name == "__init__.py"}
+    assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
+
+
 if __name__ == "__main__":
     print(report())
