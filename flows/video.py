@@ -23,7 +23,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from stageflow import settings
-from stageflow.config import BackendChoice
+from stageflow.config import BackendChoice, load_config
 from stageflow.orchestration import Progress, notify_failure, publish_markdown, publish_table
 from stageflow.plugin_manager import get_plugin_manager
 from stageflow.stages import Message
@@ -43,6 +43,7 @@ from stageflow.video.pipeline.records import (
     VideoRef,
 )
 from stageflow.video.settings import SinkChoice, VideoConfig
+from stageflow.video.store import video_store
 
 
 @task(name="check-backends", task_run_name="check-backends")
@@ -97,7 +98,8 @@ def video_discovery(params: DiscoveryParams | None = None, config_path: str | No
 
     Without ``params`` (a scheduled deployment), [discover] and [notify] of stageflow.toml apply."""
     if params is None:
-        params = DiscoveryParams.from_config(config_path)
+        cfg = load_config(Path(config_path) if config_path else None)
+        params = DiscoveryParams.from_sections(cfg.discover, cfg.notify)
     run_ = discovery.run_discovery(params, call=dispatch, on_writing=_writing_progress)
     records, new = run_.records, run_.new
     publish_table(
@@ -392,7 +394,11 @@ def with_current_status(videos: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``videos`` with each candidate's status as the store has it now (after a review)."""
     store = open_store()
     try:
-        status = {row["id"]: row.get("status") for v in videos for row in store.candidates(video_id=v["id"])}
+        status = {
+            row["id"]: row.get("status")
+            for v in videos
+            for row in video_store(store).candidates(video_id=v["id"])
+        }
     finally:
         store.close()
     return [

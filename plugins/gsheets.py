@@ -23,8 +23,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from stageflow.api import BadInput, IllegalTransition, ServiceAuthError, ServiceError, hookimpl
-from stageflow.commerce.resilience import Retryable, RetryPolicy, parse_retry_after, with_retries
+from stageflow.services.resilience import Retryable, RetryPolicy, parse_retry_after, with_retries
 from stageflow.video.analysis.routing import canonical_status
+from stageflow.video.store import video_store
 
 GOOGLE_SHEETS = "https://sheets.googleapis.com"
 SCOPES = ("https://www.googleapis.com/auth/spreadsheets",)
@@ -171,14 +172,16 @@ class GSheetsSink:
                 continue
             cid, wanted = str(row[0]), (str(row[2]).strip().lower() if len(row) > 2 else "")
             wanted = canonical_status(wanted)  # a row written before a rename shows the old name
-            current = store.candidate_status(cid)
+            current = video_store(store).candidate_status(cid)
             if current is None:
                 errors.append(f"row {n}: candidate {cid} is not in the store")
                 continue
             if not wanted or wanted == current:
                 continue
             try:
-                store.set_candidate_status(cid, wanted, actor=actor, reason=f"review sheet row {n}")
+                video_store(store).set_candidate_status(
+                    cid, wanted, actor=actor, reason=f"review sheet row {n}"
+                )
                 changed.append({"id": cid, "from": current, "to": wanted})
             except IllegalTransition as exc:
                 errors.append(f"row {n}: {exc}")

@@ -228,5 +228,33 @@ def test_the_scanner_sees_lazy_and_relative_imports(tmp_path):
     assert cycles([Import("a", "b", 1, False), Import("b", "a", 1, True)]) == [["a", "b"]]
 
 
+#: Shared rooms (#19 item 6): the store kernel, its schema and the service plumbing serve every
+#: family and import none of them.
+SHARED = ("stageflow.store", "stageflow.migrations", "stageflow.services")
+FAMILIES = ("stageflow.video", "stageflow.sync", "stageflow.build", "stageflow.commerce", "stageflow.monitor")
+
+
+def test_shared_rooms_import_no_family():
+    def under(module: str, prefixes: tuple[str, ...]) -> bool:
+        return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+    bad = [i for i in imports() if under(i.source, SHARED) and under(i.target, FAMILIES)]
+    assert not bad, "a shared room imports a family:\n" + "\n".join(
+        f"{i.source}:{i.line} imports {i.target}" for i in bad
+    )
+
+
+def test_every_package_is_listed_in_pyproject():
+    """A package folder missing from [tool.setuptools] packages is left out of the wheel (its
+    imports work in an editable install and fail in a real one)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
+    )
+    found = {m for m, p in modules().items() if p.name == "__init__.py"}
+    assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
+
+
 if __name__ == "__main__":
     print(report())

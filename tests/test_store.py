@@ -10,6 +10,7 @@ import pytest
 from stageflow import settings
 from stageflow.errors import IntegrityError, SettingsError
 from stageflow.store import LATEST_VERSION, open_store
+from stageflow.video.store import VideoStore
 
 
 def test_migrate_creates_schema_in_wal_mode_and_is_idempotent(stageflow_home):
@@ -129,9 +130,9 @@ def test_migration_4_adds_channel_tables_to_a_version_3_store_keeping_its_rows()
                 if statement:
                     store.conn.execute(statement)
             store.conn.execute(f"PRAGMA user_version = {version}")
-    store.upsert_video("v1", title="kept", data={})
+    VideoStore(store).upsert_video("v1", title="kept", data={})
     assert store.migrate()[0] == 4  # later migrations may follow
-    assert store.videos() == [{"video_id": "v1", "title": "kept", "source": ""}]
+    assert VideoStore(store).videos() == [{"video_id": "v1", "title": "kept", "source": ""}]
     cols = {r[1] for r in store.conn.execute("PRAGMA table_info(channel_videos)")}
     assert cols == {"channel_id", "video_id", "published", "views", "ratings", "seen_at"}
     assert {r[1] for r in store.conn.execute("PRAGMA table_info(channels)")} == {
@@ -156,7 +157,9 @@ def test_migration_6_renames_filtered_no_coupang_in_an_old_store(stageflow_home)
                     store.conn.execute(statement)
             store.conn.execute(f"PRAGMA user_version = {version}")
     for cid in ("v1:0-5", "v1:5-9"):
-        store.upsert_candidate(cid, video_id="v1", start=0 if cid.endswith("0-5") else 5, end=9, data={})
+        VideoStore(store).upsert_candidate(
+            cid, video_id="v1", start=0 if cid.endswith("0-5") else 5, end=9, data={}
+        )
     with store.transaction():  # what the old engine wrote: pending -> ... -> filtered_no_coupang
         for old, new in [
             ("pending", "processing"),
@@ -180,16 +183,18 @@ def test_migration_6_renames_filtered_no_coupang_in_an_old_store(stageflow_home)
 
     store = open_store(path)  # migrates
     assert store.version() == LATEST_VERSION
-    assert store.candidate_status("v1:0-5") == "no_commerce_match"
-    assert store.candidate_status("v1:5-9") == "needs_review"
-    history = [(h["old_status"], h["new_status"]) for h in store.status_history("v1:0-5")]
+    assert VideoStore(store).candidate_status("v1:0-5") == "no_commerce_match"
+    assert VideoStore(store).candidate_status("v1:5-9") == "needs_review"
+    history = [(h["old_status"], h["new_status"]) for h in VideoStore(store).status_history("v1:0-5")]
     assert history[-1] == ("analysis_complete", "no_commerce_match")
     assert "filtered_no_coupang" not in str(history)
     assert [r["status"] for r in store.records("candidates")] == ["no_commerce_match", "needs_review"]
     assert store.records("candidates")[0]["product_name"] == "다이슨"
     # the old name still works where people type it: a filter, a move (e.g. a review sheet's cell)
-    assert [c["id"] for c in store.candidates(status="filtered_no_coupang")] == ["v1:0-5"]
+    assert [c["id"] for c in VideoStore(store).candidates(status="filtered_no_coupang")] == ["v1:0-5"]
     assert Status("filtered_no_coupang") is Status.NO_COMMERCE_MATCH
-    assert store.set_candidate_status("v1:0-5", "needs_review", actor="reviewer") == "needs_review"
+    assert (
+        VideoStore(store).set_candidate_status("v1:0-5", "needs_review", actor="reviewer") == "needs_review"
+    )
     store.close()
     assert open_store(path).migrate() == []  # idempotent

@@ -1,7 +1,10 @@
-"""The stageflow store: one SQLite database (WAL mode) with versioned migrations kept in code, plus
-online backup and checksum-verified restore.
+"""The stageflow store's kernel: one SQLite database (WAL mode) with versioned migrations kept in code
+(:mod:`stageflow.migrations`), seen items, generic records, runs, monitor state, service calls, the
+shared rate buckets, notifications, plus online backup and checksum-verified restore.
 
-Only this module writes SQL. It never deletes user data implicitly: a restore whose checksum does
+A family's own tables are read and written by that family over the same connection (the video
+family's videos, candidates and status history: :mod:`stageflow.video.store`); this kernel never
+imports a family. It never deletes user data implicitly: a restore whose checksum does
 not match, or a file that is not a sound stageflow store (not SQLite, damaged, another application's
 database), is refused before the live database is touched; a restore migrates a private copy first.
 """
@@ -20,162 +23,9 @@ from typing import Any
 
 from stageflow import settings
 from stageflow.errors import BadInput, IntegrityError, SettingsError
+from stageflow.migrations import LATEST_VERSION, MIGRATIONS, expected_schema, schema_of
 
-#: (version, SQL). Append only: never edit a migration that has shipped.
-MIGRATIONS: list[tuple[int, str]] = [
-    (
-        1,
-        """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE seen_items (
-            source TEXT NOT NULL,
-            item_id TEXT NOT NULL,
-            content_sha256 TEXT,
-            title TEXT NOT NULL DEFAULT '',
-            url TEXT NOT NULL DEFAULT '',
-            published TEXT,
-            first_seen TEXT NOT NULL,
-            data TEXT NOT NULL DEFAULT '{}',
-            PRIMARY KEY (source, item_id)
-        );
-        CREATE TABLE records (
-            tbl TEXT NOT NULL,
-            record_key TEXT NOT NULL,
-            data TEXT NOT NULL,
-            written_at TEXT NOT NULL,
-            PRIMARY KEY (tbl, record_key)
-        );
-        CREATE TABLE runs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            job TEXT NOT NULL,
-            started_at TEXT NOT NULL,
-            finished_at TEXT,
-            status TEXT NOT NULL,
-            summary TEXT NOT NULL DEFAULT '{}'
-        );
-        """,
-    ),
-    (
-        2,
-        """
-        CREATE TABLE monitor_state (
-            name TEXT PRIMARY KEY,
-            ok INTEGER NOT NULL,
-            detail TEXT NOT NULL DEFAULT '',
-            since TEXT NOT NULL,
-            checked_at TEXT NOT NULL,
-            escalated INTEGER NOT NULL DEFAULT 0,
-            ok_streak INTEGER NOT NULL DEFAULT 0
-        );
-        """,
-    ),
-    (
-        3,
-        """
-        CREATE TABLE videos (
-            video_id TEXT PRIMARY KEY,
-            title TEXT NOT NULL DEFAULT '',
-            source TEXT NOT NULL DEFAULT '',
-            data TEXT NOT NULL DEFAULT '{}',
-            first_seen TEXT NOT NULL,
-            updated_at TEXT NOT NULL
-        );
-        CREATE TABLE candidates (
-            id TEXT PRIMARY KEY,
-            video_id TEXT NOT NULL,
-            start_ms INTEGER NOT NULL,
-            end_ms INTEGER NOT NULL,
-            status TEXT NOT NULL,
-            data TEXT NOT NULL DEFAULT '{}',
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            UNIQUE (video_id, start_ms, end_ms)
-        );
-        CREATE INDEX candidates_by_status ON candidates (status);
-        CREATE TABLE status_history (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            candidate_id TEXT NOT NULL REFERENCES candidates (id),
-            old_status TEXT,
-            new_status TEXT NOT NULL,
-            actor TEXT NOT NULL,
-            reason TEXT NOT NULL DEFAULT '',
-            at TEXT NOT NULL
-        );
-        CREATE INDEX status_history_by_candidate ON status_history (candidate_id);
-        CREATE TABLE api_calls (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            service TEXT NOT NULL,
-            endpoint TEXT NOT NULL,
-            http_status INTEGER,
-            ok INTEGER NOT NULL,
-            at TEXT NOT NULL
-        );
-        CREATE INDEX api_calls_by_service ON api_calls (service, at);
-        CREATE TABLE api_cache (
-            service TEXT NOT NULL,
-            cache_key TEXT NOT NULL,
-            data TEXT NOT NULL,
-            fetched_at REAL NOT NULL,
-            PRIMARY KEY (service, cache_key)
-        );
-        CREATE TABLE notifications (
-            key TEXT PRIMARY KEY,
-            notifier TEXT NOT NULL,
-            target TEXT NOT NULL DEFAULT '',
-            ref TEXT NOT NULL DEFAULT '',
-            sent_at TEXT NOT NULL
-        )
-        """,
-    ),
-    (
-        4,
-        """
-        CREATE TABLE channels (
-            channel_id TEXT PRIMARY KEY,
-            title TEXT NOT NULL DEFAULT '',
-            subscribers INTEGER,
-            updated_at TEXT NOT NULL
-        );
-        CREATE TABLE channel_videos (
-            channel_id TEXT NOT NULL REFERENCES channels (channel_id),
-            video_id TEXT NOT NULL,
-            published TEXT,
-            views INTEGER,
-            ratings INTEGER,
-            seen_at TEXT NOT NULL,
-            PRIMARY KEY (channel_id, video_id)
-        );
-        CREATE INDEX channel_videos_by_video ON channel_videos (video_id)
-        """,
-    ),
-    (
-        5,
-        """
-        CREATE TABLE rate_buckets (
-            name TEXT PRIMARY KEY,
-            tokens REAL NOT NULL,
-            updated_at REAL NOT NULL,
-            blocked_until REAL NOT NULL DEFAULT 0
-        )
-        """,
-    ),
-    (
-        6,
-        # #19: the status 'filtered_no_coupang' is 'no_commerce_match' (any commerce backend): stored
-        # candidates, their status history and the sqlite sink's candidate records follow
-        """
-        UPDATE candidates SET status = 'no_commerce_match' WHERE status = 'filtered_no_coupang';
-        UPDATE candidates SET data = json_set(data, '$.status', 'no_commerce_match')
-            WHERE json_valid(data) AND json_extract(data, '$.status') = 'filtered_no_coupang';
-        UPDATE status_history SET old_status = 'no_commerce_match' WHERE old_status = 'filtered_no_coupang';
-        UPDATE status_history SET new_status = 'no_commerce_match' WHERE new_status = 'filtered_no_coupang';
-        UPDATE records SET data = json_set(data, '$.status', 'no_commerce_match')
-            WHERE json_valid(data) AND json_extract(data, '$.status') = 'filtered_no_coupang'
-        """,
-    ),
-]
-
-LATEST_VERSION = MIGRATIONS[-1][0]
+__all__ = ["LATEST_VERSION", "MIGRATIONS", "Store", "open_store", "sha256_file", "utc_now"]
 
 
 def utc_now() -> str:
@@ -344,109 +194,7 @@ class Store:
                 ],
             )
 
-    # ----------------------------------------------------------------- video analysis (issue 6)
-    def upsert_video(
-        self, video_id: str, *, title: str = "", source: str = "", data: Mapping[str, Any]
-    ) -> None:
-        now = utc_now()
-        with self.transaction():
-            self.conn.execute(
-                "INSERT INTO videos (video_id, title, source, data, first_seen, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (video_id) DO UPDATE SET title = excluded.title,"
-                " source = excluded.source, data = excluded.data, updated_at = excluded.updated_at",
-                [video_id, title, source, json.dumps(data, default=str, ensure_ascii=False), now, now],
-            )
-
-    def upsert_candidate(
-        self,
-        candidate_id: str,
-        *,
-        video_id: str,
-        start: float,
-        end: float,
-        data: Mapping[str, Any],
-        actor: str = "engine",
-    ) -> bool:
-        """Insert a candidate in status 'pending' (recorded in status_history), or update its data
-        keeping its status. Keyed by id (= video id + range). Returns True when it was created."""
-        now = utc_now()
-        payload = json.dumps(data, default=str, ensure_ascii=False)
-        with self.transaction():
-            row = self.conn.execute("SELECT status FROM candidates WHERE id = ?", [candidate_id]).fetchone()
-            if row is not None:
-                self.conn.execute(
-                    "UPDATE candidates SET data = ?, updated_at = ? WHERE id = ?",
-                    [payload, now, candidate_id],
-                )
-                return False
-            self.conn.execute(
-                "INSERT INTO candidates (id, video_id, start_ms, end_ms, status, data, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
-                [candidate_id, video_id, round(start * 1000), round(end * 1000), payload, now, now],
-            )
-            self.conn.execute(
-                "INSERT INTO status_history (candidate_id, old_status, new_status, actor, reason, at)"
-                " VALUES (?, NULL, 'pending', ?, 'created', ?)",
-                [candidate_id, actor, now],
-            )
-            return True
-
-    def candidate_status(self, candidate_id: str) -> str | None:
-        row = self.conn.execute("SELECT status FROM candidates WHERE id = ?", [candidate_id]).fetchone()
-        return None if row is None else str(row["status"])
-
-    def set_candidate_status(
-        self, candidate_id: str, new_status: str, *, actor: str, reason: str = ""
-    ) -> str:
-        """Move a candidate through the status machine (stageflow.video.analysis.routing); an illegal
-        transition raises IllegalTransition and changes nothing. Every change lands in status_history."""
-        from stageflow.video.analysis.routing import check_transition
-
-        with self.transaction():
-            row = self.conn.execute("SELECT status FROM candidates WHERE id = ?", [candidate_id]).fetchone()
-            if row is None:
-                raise BadInput(f"candidate {candidate_id} is not in the store: check the id")
-            old = str(row["status"])
-            new = check_transition(old, new_status, what=f"candidate {candidate_id}")
-            now = utc_now()
-            self.conn.execute(
-                "UPDATE candidates SET status = ?, updated_at = ? WHERE id = ?",
-                [new.value, now, candidate_id],
-            )
-            self.conn.execute(
-                "INSERT INTO status_history (candidate_id, old_status, new_status, actor, reason, at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [candidate_id, old, new.value, actor, reason, now],
-            )
-        return new.value
-
-    def candidates(self, video_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM candidates WHERE 1=1", []
-        if video_id is not None:
-            sql, args = sql + " AND video_id = ?", [*args, video_id]
-        if status is not None:
-            from stageflow.video.analysis.routing import canonical_status
-
-            sql, args = sql + " AND status = ?", [*args, canonical_status(status)]
-        rows = self.conn.execute(sql + " ORDER BY video_id, start_ms, end_ms", args).fetchall()
-        return [{**json.loads(r["data"]), "id": r["id"], "status": r["status"]} for r in rows]
-
-    def candidate(self, candidate_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM candidates WHERE id = ?", [candidate_id]).fetchone()
-        return None if row is None else {**json.loads(row["data"]), "id": row["id"], "status": row["status"]}
-
-    def status_history(self, candidate_id: str) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT old_status, new_status, actor, reason, at FROM status_history WHERE candidate_id = ?"
-            " ORDER BY id",
-            [candidate_id],
-        ).fetchall()
-        return [dict(r) for r in rows]
-
-    def videos(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT video_id, title, source FROM videos ORDER BY video_id").fetchall()
-        return [dict(r) for r in rows]
-
+    # ----------------------------------------------------------------- service calls, cache, notifications
     def record_api_call(self, service: str, endpoint: str, http_status: int | None, ok: bool) -> None:
         with self.transaction():
             self.conn.execute(
@@ -620,7 +368,7 @@ class Store:
             version = int(src.execute("PRAGMA user_version").fetchone()[0])
             if version > LATEST_VERSION:
                 raise BadInput(f"backup {source} has schema {version}, newer than this stageflow: upgrade")
-            found = _schema(src)
+            found = schema_of(src)
         except sqlite3.DatabaseError as exc:
             raise IntegrityError(
                 f"backup {source} is not a readable SQLite database ({exc}); nothing restored: "
@@ -628,7 +376,7 @@ class Store:
             ) from None
         finally:
             src.close()
-        expected = _expected_schema(version)
+        expected = expected_schema(version)
         wrong = sorted(t for t, cols in expected.items() if found.get(t) != cols)
         if version < 1 or wrong:
             detail = f"schema version {version}" if version < 1 else f"tables {', '.join(wrong[:3])} differ"
@@ -636,32 +384,6 @@ class Store:
                 f"backup {source} is not a stageflow store ({detail}); nothing restored: "
                 "pass a .db file written by `stageflow db backup`"
             )
-
-
-def _schema(conn: sqlite3.Connection) -> dict[str, list[str]]:
-    """Table -> column names of a database."""
-    tables = [
-        r[0]
-        for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        )
-    ]
-    return {t: [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')] for t in tables}
-
-
-def _expected_schema(version: int) -> dict[str, list[str]]:
-    """The tables a stageflow store at ``version`` has (the migrations replayed in memory)."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        for v, sql in MIGRATIONS:
-            if v > version:
-                break
-            for statement in (s.strip() for s in sql.split(";")):
-                if statement:
-                    conn.execute(statement)
-        return _schema(conn)
-    finally:
-        conn.close()
 
 
 def open_store(path: Path | None = None, *, migrate: bool = True) -> Store:

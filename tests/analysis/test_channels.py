@@ -16,6 +16,7 @@ from stageflow.stages import MediaItem
 from stageflow.video import channels as ch
 from stageflow.video.analysis.evidence import InfluencerStats, candidate_id
 from stageflow.video.analysis.scoring import influence_of
+from stageflow.video.store import VideoStore
 
 from .conftest import SHEETS_TOKEN, VIDEO
 
@@ -93,8 +94,8 @@ def _weekly_channel(store, channel="UCweekly", n=4):
 
 def _candidate(store, video_id: str, start: float, ppl: float | None) -> None:
     data = {"start": start, "end": start + 1} | ({} if ppl is None else {"ppl_probability": ppl})
-    store.upsert_candidate(candidate_id(video_id, start, start + 1), video_id=video_id, start=start,
-                           end=start + 1, data=data)  # fmt: skip
+    VideoStore(store).upsert_candidate(candidate_id(video_id, start, start + 1), video_id=video_id,
+                                       start=start, end=start + 1, data=data)  # fmt: skip
 
 
 DEFAULTS = {"subscribers": 1000, "engagement_rate": 0.01, "consistency": 0.1, "authenticity": 0.2}

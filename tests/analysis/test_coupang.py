@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from stageflow.commerce.budget import BudgetGuard
 from stageflow.commerce.coupang import CoupangClient, CoupangConfig
 from stageflow.commerce.matching import find_match, keyword_variants
-from stageflow.commerce.resilience import CircuitBreaker, TokenBucket
 from stageflow.commerce.signing import authorization, signature, signed_date
 from stageflow.errors import (
     BadInput,
@@ -26,6 +24,8 @@ from stageflow.errors import (
     ServiceError,
     StageflowError,
 )
+from stageflow.services.budget import BudgetGuard
+from stageflow.services.resilience import CircuitBreaker, TokenBucket
 from stageflow.video.analysis.evidence import NEEDS_CHECK
 
 from .conftest import ACCESS_KEY, SECRET_KEY
@@ -220,6 +220,25 @@ def test_budget_guard_in_memory():
     guard.record("x", 200, True)
     with pytest.raises(BudgetExhausted):
         guard.check()
+
+
+def test_a_given_store_stays_the_callers(coupang_server, sleeps, store):
+    """close() closes only a store the client opened itself; one passed in is the caller's."""
+    c = client(coupang_server, sleeps, store=store, use_store=True)
+    assert c.search("마우스", 1)
+    c.close()
+    assert store.count_api_calls("coupang") == 1  # still open
+
+
+def test_the_client_opens_its_store_on_first_use(coupang_server, sleeps):
+    from stageflow import settings
+
+    c = client(coupang_server, sleeps, use_store=True)
+    assert c.store is None and not settings.store_path().exists()
+    assert c.search("마우스", 1) and c.store is not None
+    assert c.store.count_api_calls("coupang") == 1
+    c.close()
+    assert c.store is None
 
 
 def test_missing_keys_clear_error(monkeypatch):

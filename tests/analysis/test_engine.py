@@ -13,6 +13,7 @@ from stageflow.errors import AnalysisFailed
 from stageflow.video.analysis.engine import analyze_video, summary_message
 from stageflow.video.analysis.evidence import VideoEvidence
 from stageflow.video.analysis.rules import RulesAnalyzer
+from stageflow.video.store import VideoStore
 
 from .conftest import ACCESS_KEY, CHANNEL, SECRET_KEY, VIDEO
 
@@ -72,11 +73,11 @@ def test_analyze_video_full_pipeline(store, coupang_server, sleeps):
     # saturated), E = .75 (매일 쓰고 있는 strong usage, 보여드릴게요, 촉촉, 강추 as the speaker's verdict)
     assert sun.score == 77 and sun.score_band == "medium" and sun.status == "needs_review"
     # stored, with history
-    rows = store.candidates("vid-001")
+    rows = VideoStore(store).candidates("vid-001")
     assert len(rows) == 3
-    hist = store.status_history(rows[0]["id"])
+    hist = VideoStore(store).status_history(rows[0]["id"])
     assert [h["new_status"] for h in hist][:3] == ["pending", "processing", "analysis_complete"]
-    assert store.videos()[0]["video_id"] == "vid-001"
+    assert VideoStore(store).videos()[0]["video_id"] == "vid-001"
     out = result.to_output()
     assert set(out[0]) >= {
         "id",
@@ -100,13 +101,13 @@ def test_same_video_twice_no_duplicates_and_reviews_kept(store, coupang_server, 
     client = coupang(coupang_server, store, sleeps)
     first = analyze_video(evidence(), analyzer=RulesAnalyzer(), commerce=client, store=store)
     cid = first.candidates[-1].id
-    store.set_candidate_status(cid, "needs_review", actor="reviewer", reason="link added by hand")
+    VideoStore(store).set_candidate_status(cid, "needs_review", actor="reviewer", reason="link added by hand")
     calls_before = len(coupang_server.requests)
     second = analyze_video(evidence(), analyzer=RulesAnalyzer(), commerce=client, store=store)
-    assert len(store.candidates()) == 3
+    assert len(VideoStore(store).candidates()) == 3
     assert [c.id for c in second.candidates] == [c.id for c in first.candidates]
     assert {c.id: c.status for c in second.candidates}[cid] == "needs_review"
-    assert len(store.status_history(cid)) == 5  # not re-routed by the second run
+    assert len(VideoStore(store).status_history(cid)) == 5  # not re-routed by the second run
     # searches came from the 1 h cache and deeplinks from the link cache: no API call at all
     assert coupang_server.requests[calls_before:] == []
 
@@ -148,11 +149,13 @@ def test_failed_range_is_recorded_and_the_rest_continue(store):
     assert [(f.start, f.end) for f in result.failed] == [(4.0, 14.0)]
     assert "invalid JSON" in result.failed[0].error
     assert len(result.candidates) == 2
-    statuses = {r["start_ms"] if "start_ms" in r else r["start"]: r["status"] for r in store.candidates()}
+    statuses = {
+        r["start_ms"] if "start_ms" in r else r["start"]: r["status"] for r in VideoStore(store).candidates()
+    }
     assert statuses[4.0] == "failed"
     # a re-run retries the failed range (failed -> processing is allowed)
     again = analyze_video(evidence(), analyzer=RulesAnalyzer(), store=store)
-    assert again.failed == [] and len(store.candidates()) == 3
+    assert again.failed == [] and len(VideoStore(store).candidates()) == 3
 
 
 def test_summary_message_lists_top_candidates_and_errors(store):

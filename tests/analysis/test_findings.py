@@ -25,6 +25,7 @@ from stageflow.video.analysis.ppl import PplPatterns, candidate_ppl
 from stageflow.video.analysis.routing import Status
 from stageflow.video.analysis.rules import RulesAnalyzer
 from stageflow.video.analysis.scoring import endorsement_of, score_quotes, sentiment_of
+from stageflow.video.store import VideoStore
 
 from .conftest import ACCESS_KEY, CATALOG, CHANNEL, SECRET_KEY, SLACK_TOKEN, VIDEO
 from .servers import CoupangServer, SlackServer
@@ -93,10 +94,12 @@ def test_1_a_reviewer_rescues_a_low_scored_candidate_with_history(store, coupang
     (cand,) = candidates(ev, store=store, commerce=coupang(coupang_server))
     assert cand.commerce is not None
     assert cand.status == Status.LOW_SCORE_FILTERED
-    cid = store.candidates(video_id="low")[0]["id"]
-    store.set_candidate_status(cid, Status.NEEDS_REVIEW, actor="reviewer:kim", reason="good clip anyway")
-    assert store.candidate_status(cid) == Status.NEEDS_REVIEW
-    last = store.status_history(cid)[-1]
+    cid = VideoStore(store).candidates(video_id="low")[0]["id"]
+    VideoStore(store).set_candidate_status(
+        cid, Status.NEEDS_REVIEW, actor="reviewer:kim", reason="good clip anyway"
+    )
+    assert VideoStore(store).candidate_status(cid) == Status.NEEDS_REVIEW
+    last = VideoStore(store).status_history(cid)[-1]
     assert (last["old_status"], last["new_status"], last["actor"]) == (
         "low_score_filtered",
         "needs_review",
@@ -221,15 +224,15 @@ def test_5_reanalysis_after_coupang_is_configured_reroutes_with_history(store, c
     sun = next(c for c in second.candidates if "선크림" in c.product_name)
     assert first[sun.start] == "no_commerce_match" and sun.commerce is not None
     assert sun.status == "needs_review"
-    cid = next(r["id"] for r in store.candidates(video_id=ev.video_id) if r["start"] == sun.start)
-    assert store.candidate_status(cid) == "needs_review"
-    steps = [(h["old_status"], h["new_status"]) for h in store.status_history(cid)]
+    cid = next(r["id"] for r in VideoStore(store).candidates(video_id=ev.video_id) if r["start"] == sun.start)
+    assert VideoStore(store).candidate_status(cid) == "needs_review"
+    steps = [(h["old_status"], h["new_status"]) for h in VideoStore(store).status_history(cid)]
     assert steps[-3:] == [
         ("no_commerce_match", "processing"),
         ("processing", "analysis_complete"),
         ("analysis_complete", "needs_review"),
     ]
-    assert "re-analysis" in store.status_history(cid)[-1]["reason"]
+    assert "re-analysis" in VideoStore(store).status_history(cid)[-1]["reason"]
 
 
 def test_5_a_cli_run_then_the_flow_with_coupang_reroutes(store, coupang_server):
@@ -242,22 +245,24 @@ def test_5_a_cli_run_then_the_flow_with_coupang_reroutes(store, coupang_server):
     )
     sun = next(c for c in again.candidates if "선크림" in c.product_name)
     assert sun.status == "needs_review"
-    cid = next(r["id"] for r in store.candidates(video_id=ev.video_id) if r["start"] == sun.start)
-    assert store.status_history(cid)[-1]["actor"] == "flow"
+    cid = next(r["id"] for r in VideoStore(store).candidates(video_id=ev.video_id) if r["start"] == sun.start)
+    assert VideoStore(store).status_history(cid)[-1]["actor"] == "flow"
 
 
 @pytest.mark.parametrize("decision", ["approved", "rejected"])
 def test_5_a_human_decision_is_never_overridden(store, coupang_server, decision):
     ev = VideoEvidence.from_part1(VIDEO, channel=CHANNEL)
     candidates(ev, store=store)
-    row = next(r for r in store.candidates(video_id=ev.video_id) if "선크림" in r["product_name"])
+    row = next(r for r in VideoStore(store).candidates(video_id=ev.video_id) if "선크림" in r["product_name"])
     cid = row["id"]
-    store.set_candidate_status(cid, "needs_review", actor="reviewer:lee", reason="link added by hand")
-    store.set_candidate_status(cid, decision, actor="reviewer:lee")
-    before = len(store.status_history(cid))
+    VideoStore(store).set_candidate_status(
+        cid, "needs_review", actor="reviewer:lee", reason="link added by hand"
+    )
+    VideoStore(store).set_candidate_status(cid, decision, actor="reviewer:lee")
+    before = len(VideoStore(store).status_history(cid))
     again = analyze_video(ev, analyzer=RulesAnalyzer(), store=store, commerce=coupang(coupang_server))
-    assert store.candidate_status(cid) == decision
-    assert len(store.status_history(cid)) == before
+    assert VideoStore(store).candidate_status(cid) == decision
+    assert len(VideoStore(store).status_history(cid)) == before
     assert next(c for c in again.candidates if c.start == row["start"]).status == decision
 
 

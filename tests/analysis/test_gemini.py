@@ -14,6 +14,7 @@ from stageflow.errors import AnalysisFailed, BadInput, ServiceAuthError
 from stageflow.video.analysis.engine import analyze_video
 from stageflow.video.analysis.evidence import NEEDS_CHECK, TimeRange, VideoEvidence
 from stageflow.video.analysis.gemini import GeminiAnalyzer, GeminiConfig
+from stageflow.video.store import VideoStore
 
 from .conftest import GEMINI_KEY, VIDEO, write_frames
 from .servers import Fault
@@ -94,7 +95,7 @@ def test_invalid_json_every_time_fails_that_range_and_the_rest_continue(gemini_s
     assert [(f.start, f.end) for f in result.failed] == [(4.0, 14.0)]
     assert "failed after 3 attempts" in result.failed[0].error
     assert [c.product_name for c in result.candidates] == ["Logitech MX Master 3S"]
-    assert {r["status"] for r in store.candidates() if r["start"] == 4.0} == {"failed"}
+    assert {r["status"] for r in VideoStore(store).candidates() if r["start"] == 4.0} == {"failed"}
     assert not g.breaker.is_open  # bad model output is not a service outage
 
 

@@ -10,6 +10,7 @@ from stageflow.errors import BadInput, ServiceError
 from stageflow.video.analysis.engine import analyze_video
 from stageflow.video.analysis.evidence import VideoEvidence
 from stageflow.video.analysis.rules import RulesAnalyzer
+from stageflow.video.store import VideoStore
 
 from .conftest import CHANNEL, SHEETS_TOKEN, VIDEO
 from .servers import Fault
@@ -71,8 +72,8 @@ def test_review_sync_moves_candidates_through_the_status_machine(sheets_server, 
     assert [c["to"] for c in report["changed"]] == ["needs_review"]
     assert len(report["errors"]) == len(low) and "cannot become 'published'" in report["errors"][0]
     cid = rows[filtered][0]
-    assert store.candidate_status(cid) == "needs_review"
-    assert store.status_history(cid)[-1]["actor"] == "sheet"
+    assert VideoStore(store).candidate_status(cid) == "needs_review"
+    assert VideoStore(store).status_history(cid)[-1]["actor"] == "sheet"
     rows[filtered][2] = "approved"
     assert s.review_sync(store)["changed"] == [{"id": cid, "from": "needs_review", "to": "approved"}]
     assert s.review_sync(store)["changed"] == []  # nothing new
@@ -89,7 +90,7 @@ def test_review_sync_reads_the_old_status_name_as_the_new_one(sheets_server, sto
     for row in stale:
         row[2] = "filtered_no_coupang"
     assert s.review_sync(store)["changed"] == [] and s.review_sync(store)["errors"] == []
-    assert store.candidate_status(stale[0][0]) == "no_commerce_match"
+    assert VideoStore(store).candidate_status(stale[0][0]) == "no_commerce_match"
 
 
 def test_missing_sheet(sheets_server):

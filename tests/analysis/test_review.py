@@ -10,6 +10,7 @@ from stageflow.video.analysis.engine import analyze_video
 from stageflow.video.analysis.evidence import CommerceMatch, VideoEvidence
 from stageflow.video.analysis.review import ReviewDecision, apply_review, attach_commerce
 from stageflow.video.analysis.rules import RulesAnalyzer
+from stageflow.video.store import VideoStore
 
 from .conftest import CHANNEL, VIDEO
 
@@ -31,16 +32,19 @@ def test_link_added_by_hand_then_approved_with_corrected_name(store, filtered_id
         candidate_id=filtered_id, action="approve", product_name="라운드랩 자작나무 수분 선크림"
     )
     assert apply_review(store, decision, actor="alice") == "approved"
-    row = store.candidate(filtered_id)
+    row = VideoStore(store).candidate(filtered_id)
     assert row["product_name"] == "라운드랩 자작나무 수분 선크림" and row["commerce"]["product_id"] == "9"
-    assert [h["new_status"] for h in store.status_history(filtered_id)][-2:] == ["needs_review", "approved"]
-    assert store.status_history(filtered_id)[-1]["actor"] == "alice"
+    assert [h["new_status"] for h in VideoStore(store).status_history(filtered_id)][-2:] == [
+        "needs_review",
+        "approved",
+    ]
+    assert VideoStore(store).status_history(filtered_id)[-1]["actor"] == "alice"
 
 
 def test_illegal_review_changes_nothing(store, filtered_id):
     with pytest.raises(IllegalTransition, match="'no_commerce_match' cannot become 'approved'"):
         apply_review(store, ReviewDecision(candidate_id=filtered_id, action="approve", product_name="X"))
-    row = store.candidate(filtered_id)
+    row = VideoStore(store).candidate(filtered_id)
     assert row["status"] == "no_commerce_match" and row["product_name"] != "X"
 
 
@@ -56,11 +60,11 @@ def _needs_review(store, video_id: str, start: float, **data) -> str:
     from stageflow.video.analysis.evidence import candidate_id
 
     cid = candidate_id(video_id, start, start + 5)
-    store.upsert_candidate(
+    VideoStore(store).upsert_candidate(
         cid, video_id=video_id, start=start, end=start + 5, data={"start": start, "end": start + 5, **data}
     )
     for status in ("processing", "analysis_complete", "needs_review"):
-        store.set_candidate_status(cid, status, actor="engine")
+        VideoStore(store).set_candidate_status(cid, status, actor="engine")
     return cid
 
 
@@ -79,7 +83,7 @@ def test_review_queue_description_and_prefilled_rows(store, queue):
 
     rows = review_queue(store, ["v1", "v2", "v1", "v3"])
     assert [r["id"] for r in rows] == queue
-    store.set_candidate_status(queue[1], "rejected", actor="sheet")
+    VideoStore(store).set_candidate_status(queue[1], "rejected", actor="sheet")
     rows = review_queue(store, ["v1", "v2"])
     assert [r["id"] for r in rows] == [queue[0], queue[2]]
     md = review_description(rows, timeout_s=600)
@@ -102,7 +106,7 @@ def test_apply_decisions_applies_each_and_reports_the_rest(store, queue):
     from stageflow.video.analysis.review import apply_decisions, review_actor
 
     a, b, c = queue
-    store.set_candidate_status(c, "approved", actor="sheet")  # decided in the sheet meanwhile
+    VideoStore(store).set_candidate_status(c, "approved", actor="sheet")  # decided in the sheet meanwhile
     actor = review_actor("  Kim   Min ")
     assert actor == "prefect-ui:Kim Min" and review_actor("") == "prefect-ui:reviewer"
     report = apply_decisions(
@@ -129,17 +133,17 @@ def test_apply_decisions_applies_each_and_reports_the_rest(store, queue):
         f"{c}: candidate {c}: status 'approved' cannot become 'rejected' (allowed next: published)",
         "elsewhere: not among the candidates offered for review; nothing applied",
     ]
-    assert store.candidate(a)["product_name"] == "라운드랩 자작나무 선크림"
-    assert store.status_history(a)[-1] == {
-        **store.status_history(a)[-1], "old_status": "needs_review", "new_status": "approved",
+    assert VideoStore(store).candidate(a)["product_name"] == "라운드랩 자작나무 선크림"
+    assert VideoStore(store).status_history(a)[-1] == {
+        **VideoStore(store).status_history(a)[-1], "old_status": "needs_review", "new_status": "approved",
         "actor": "prefect-ui:Kim Min", "reason": "ok",
     }  # fmt: skip
-    assert (store.candidate_status(b), store.candidate(b)["product_name"]) == (
+    assert (VideoStore(store).candidate_status(b), VideoStore(store).candidate(b)["product_name"]) == (
         "needs_review",
         "바이오더마 클렌징워터",
     )
-    assert store.candidate_status(c) == "approved"
-    assert [h["actor"] for h in store.status_history(c)][-1] == "sheet"
+    assert VideoStore(store).candidate_status(c) == "approved"
+    assert [h["actor"] for h in VideoStore(store).status_history(c)][-1] == "sheet"
 
 
 def test_apply_decisions_revise_and_unknown_action(store, queue):
@@ -151,4 +155,4 @@ def test_apply_decisions_revise_and_unknown_action(store, queue):
     assert report["changed"][0]["to"] == "under_revision" and report["errors"] == []
     with pytest.raises(ValidationError):
         apply_decisions(store, [{"candidate_id": queue[1], "action": "publish"}], actor="prefect-ui:x")
-    assert store.candidate_status(queue[1]) == "needs_review"
+    assert VideoStore(store).candidate_status(queue[1]) == "needs_review"

@@ -20,6 +20,7 @@ from stageflow.video.analysis.scoring import (
     score_quotes,
     sentiment_of,
 )
+from stageflow.video.store import VideoStore
 
 
 def test_attractiveness_formula_pinned():
@@ -129,30 +130,35 @@ def test_transition_table():
 
 
 def test_store_enforces_status_machine_with_history(store):
-    created = store.upsert_candidate("c1", video_id="v", start=1.0, end=2.0, data={"product_name": "x"})
+    created = VideoStore(store).upsert_candidate(
+        "c1", video_id="v", start=1.0, end=2.0, data={"product_name": "x"}
+    )
     assert created is True
-    assert store.upsert_candidate("c1", video_id="v", start=1.0, end=2.0, data={"product_name": "y"}) is False
+    assert (
+        VideoStore(store).upsert_candidate("c1", video_id="v", start=1.0, end=2.0, data={"product_name": "y"})
+        is False
+    )
     for status in ("processing", "analysis_complete", "needs_review", "approved", "published", "archived"):
-        store.set_candidate_status("c1", status, actor="tester", reason="step")
+        VideoStore(store).set_candidate_status("c1", status, actor="tester", reason="step")
     with pytest.raises(IllegalTransition, match="'archived' cannot become 'approved'.*final state"):
-        store.set_candidate_status("c1", "approved", actor="tester")
-    assert store.candidate_status("c1") == "archived"
-    history = store.status_history("c1")
+        VideoStore(store).set_candidate_status("c1", "approved", actor="tester")
+    assert VideoStore(store).candidate_status("c1") == "archived"
+    history = VideoStore(store).status_history("c1")
     assert [h["new_status"] for h in history] == [
         "pending", "processing", "analysis_complete", "needs_review", "approved", "published", "archived"
     ]  # fmt: skip
     assert history[0]["old_status"] is None and history[1]["old_status"] == "pending"
     assert all(h["at"] and h["actor"] for h in history)
-    assert store.candidates()[0]["product_name"] == "y"
-    assert len(store.candidates()) == 1
+    assert VideoStore(store).candidates()[0]["product_name"] == "y"
+    assert len(VideoStore(store).candidates()) == 1
 
 
 def test_illegal_transition_changes_nothing(store):
-    store.upsert_candidate("c2", video_id="v", start=0, end=1, data={})
+    VideoStore(store).upsert_candidate("c2", video_id="v", start=0, end=1, data={})
     with pytest.raises(IllegalTransition):
-        store.set_candidate_status("c2", "published", actor="x")
-    assert store.candidate_status("c2") == "pending"
-    assert len(store.status_history("c2")) == 1
+        VideoStore(store).set_candidate_status("c2", "published", actor="x")
+    assert VideoStore(store).candidate_status("c2") == "pending"
+    assert len(VideoStore(store).status_history("c2")) == 1
 
 
 def test_conviction_lifts_calm_sincere_speech_not_negated_or_hedged():

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from stageflow.video.store import VideoStore
+
 SHEETS_TOKEN = "ya29.flow-test-token"
 SLACK_TOKEN = "xoxb-flow-test-token"
 
@@ -83,8 +85,8 @@ def test_video_analysis_flow_end_to_end(material, tmp_path):
         assert len(sheets.sheets["sheet-1"]["Review"]) == 2 and len(slack.posted) == 1
     store = open_store()
     try:
-        assert [r["id"] for r in store.candidates()] == [cand["id"]]
-        assert len(store.status_history(cand["id"])) == 4
+        assert [r["id"] for r in VideoStore(store).candidates()] == [cand["id"]]
+        assert len(VideoStore(store).status_history(cand["id"])) == 4
     finally:
         store.close()
 
@@ -139,9 +141,9 @@ def test_review_sync_flow_applies_sheet_statuses(tmp_path):
         assert [c["to"] for c in review_sync(options)["changed"]] == ["approved"]
     store = open_store()
     try:
-        assert store.candidate_status(rows[1][0]) == "approved"
-        assert store.candidate_status(rows[2][0]) == "no_commerce_match"
-        assert [h["actor"] for h in store.status_history(rows[1][0])][-2:] == ["sheet", "sheet"]
+        assert VideoStore(store).candidate_status(rows[1][0]) == "approved"
+        assert VideoStore(store).candidate_status(rows[2][0]) == "no_commerce_match"
+        assert [h["actor"] for h in VideoStore(store).status_history(rows[1][0])][-2:] == ["sheet", "sheet"]
     finally:
         store.close()
 

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stageflow.video.store import VideoStore
+
 ACCESS_KEY = "ak-candidate-flow"
 SECRET_KEY = "sk-candidate-flow-secret"
 SLACK_TOKEN = "xoxb-candidate-flow-token"
@@ -144,7 +146,7 @@ def test_genuine_recommendation_reaches_sheet_form_and_slack(tmp_path):
 
         store = open_store()
         try:
-            rows = store.candidates("file:sunscreen.mp4")
+            rows = VideoStore(store).candidates("file:sunscreen.mp4")
         finally:
             store.close()
         review = [r for r in rows if r["status"] == "needs_review"]

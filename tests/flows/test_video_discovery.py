@@ -9,7 +9,7 @@ import pytest
 from stageflow.flows.video import DiscoveryParams, video_discovery
 from stageflow.samples import SAMPLES_DIR
 
-from stageflow.config import BackendChoice
+from stageflow.config import BackendChoice, load_config
 from stageflow.errors import UnknownBackendError
 from stageflow.store import open_store
 
@@ -145,7 +145,8 @@ def test_cli_and_flow_run_the_same_sequence(tmp_path, monkeypatch, capsys):
         if how == "cli":
             runs = [cli_run(), cli_run()]
         else:
-            p = DiscoveryParams.from_config(str(cfg))  # [discover] as the CLI reads it; default sinks
+            project = load_config(cfg)  # [discover] as the CLI reads it; default sinks
+            p = DiscoveryParams.from_sections(project.discover, project.notify)
             runs = [video_discovery(p), video_discovery(p)]
         for r in runs:
             assert r.pop("home") == str(home)

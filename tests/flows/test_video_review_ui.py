@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from stageflow.video.store import VideoStore
+
 ACCESS_KEY = "ak-review-ui"
 SECRET_KEY = "sk-review-ui-secret"
 CATALOG = [
@@ -146,9 +148,11 @@ def test_review_form_resumed_with_decisions(tmp_path, coupang):
 
     store = open_store()
     try:
-        sun, mouse = store.candidates("file:review.mp4", status="needs_review")
+        sun, mouse = VideoStore(store).candidates("file:review.mp4", status="needs_review")
         # meanwhile a reviewer approves the mouse in the sheet: the UI's "reject" for it must not apply
-        store.set_candidate_status(mouse["id"], "approved", actor="sheet", reason="review sheet row 3")
+        VideoStore(store).set_candidate_status(
+            mouse["id"], "approved", actor="sheet", reason="review sheet row 3"
+        )
     finally:
         store.close()
 
@@ -197,14 +201,14 @@ def test_review_form_resumed_with_decisions(tmp_path, coupang):
     ]
     store = open_store()
     try:
-        row = store.candidate(sun["id"])
+        row = VideoStore(store).candidate(sun["id"])
         assert (row["status"], row["product_name"]) == ("approved", "라운드랩 자작나무 수분 선크림")
-        last = store.status_history(sun["id"])[-1]
+        last = VideoStore(store).status_history(sun["id"])[-1]
         assert (last["old_status"], last["new_status"], last["actor"], last["reason"]) == (
             "needs_review", "approved", "prefect-ui:alice", "matches the link",
         )  # fmt: skip
-        assert store.candidate_status(mouse["id"]) == "approved"
-        assert [h["actor"] for h in store.status_history(mouse["id"])][-1] == "sheet"
+        assert VideoStore(store).candidate_status(mouse["id"]) == "approved"
+        assert [h["actor"] for h in VideoStore(store).status_history(mouse["id"])][-1] == "sheet"
     finally:
         store.close()
     with get_client(sync_client=True) as client:
@@ -245,9 +249,9 @@ def test_review_form_timeout_leaves_needs_review_and_completes(tmp_path, coupang
     assert review["message"] == "review timed out after 2 s; 2 candidate(s) stay needs_review"
     store = open_store()
     try:
-        rows = store.candidates("file:review.mp4")
+        rows = VideoStore(store).candidates("file:review.mp4")
         assert [r["status"] for r in rows] == ["needs_review", "needs_review"]
-        assert all(h["actor"] == "flow" for r in rows for h in store.status_history(r["id"]))
+        assert all(h["actor"] == "flow" for r in rows for h in VideoStore(store).status_history(r["id"]))
     finally:
         store.close()
 

@@ -17,6 +17,7 @@ from stageflow.plugin_manager import get_plugin_manager
 from stageflow.store import open_store
 from stageflow.video import pipeline as analyze
 from stageflow.video.settings import VideoConfig
+from stageflow.video.store import VideoStore
 
 FIELDS = [
     "id", "product_name", "brand", "category_path", "start", "end", "evidence", "score", "score_band",
@@ -110,11 +111,11 @@ def test_cli_yields_candidates_with_clip_and_thumbnail_and_no_duplicates(
     assert json.loads(out)["videos"][0]["candidates"] == [cand]
     store = open_store()
     try:
-        rows = store.candidates()
-        assert [r["id"] for r in rows] == [cand["id"]] and [v["video_id"] for v in store.videos()] == [
-            video["id"]
-        ]
-        history = [h["new_status"] for h in store.status_history(cand["id"])]
+        rows = VideoStore(store).candidates()
+        assert [r["id"] for r in rows] == [cand["id"]] and [
+            v["video_id"] for v in VideoStore(store).videos()
+        ] == [video["id"]]
+        history = [h["new_status"] for h in VideoStore(store).status_history(cand["id"])]
         assert history == ["pending", "processing", "analysis_complete", "no_commerce_match"]
     finally:
         store.close()
@@ -261,6 +262,28 @@ def test_commerce_from_config_links_the_candidate(tmp_path):
     # matched, so routed by its score instead of no_commerce_match: a genuine recommendation
     # ("my favorite", "every day", "I recommend it") reaches review
     assert cand["score"] >= 60 and cand["status"] == "needs_review"
+
+
+def test_commerce_backends_own_their_store(monkeypatch):
+    """The check builds a Coupang client without opening the store (building opens nothing); the run's
+    build readies it (``preflight``: it opens its store in the calling thread) and ``close()`` closes
+    what it opened. The pipeline only calls the optional methods, whatever a backend keeps."""
+    from stageflow import settings
+
+    config = VideoConfig.model_validate(
+        {"commerce": "coupang", "coupang": {"access_key": "ak", "secret_key": "sk", "alerts": False}}
+    )
+    analyze.check_analysis(get_plugin_manager(), config)
+    assert not settings.store_path().exists()  # validate / the check never create the store
+    analysis = analyze.build_analysis(get_plugin_manager(), config)
+    [client] = analysis.commerce
+    assert settings.store_path().exists() and client.store is not None
+    opened = client.store
+    analysis.close()
+    assert client.store is None
+    with pytest.raises(Exception, match="closed"):
+        opened.count_seen()
+    analyze.Analysis(None, [object(), None], None).close()  # no close(): nothing to call
 
 
 def _record(doc: dict) -> analyze.VideoRecord:

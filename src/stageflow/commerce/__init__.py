@@ -1,3 +1,3 @@
-"""Commerce and external-service plumbing: the Coupang Partners client, its HMAC signing, and the
-resilience parts every SaaS client shares (token bucket, circuit breaker, retries, budget guard,
-response cache). Nothing here imports a plugin or a flow."""
+"""Commerce: the Coupang Partners client, its HMAC signing and product matching. The generic service
+plumbing it uses (token buckets, circuit breaker, retries, budget guard, response cache) lives in
+:mod:`stageflow.services`, shared with the other SaaS clients. Nothing here imports a plugin or a flow."""

@@ -17,9 +17,12 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from stageflow.commerce.budget import BudgetGuard
-from stageflow.commerce.cache import TtlCache
-from stageflow.commerce.resilience import (
+from stageflow.commerce.signing import authorization
+from stageflow.contracts.commerce import Product
+from stageflow.errors import BadInput, RateLimited, ServiceAuthError, ServiceError
+from stageflow.services.budget import BudgetGuard
+from stageflow.services.cache import TtlCache
+from stageflow.services.resilience import (
     CircuitBreaker,
     Retryable,
     RetryPolicy,
@@ -28,9 +31,6 @@ from stageflow.commerce.resilience import (
     parse_retry_after,
     with_retries,
 )
-from stageflow.commerce.signing import authorization
-from stageflow.contracts.commerce import Product
-from stageflow.errors import BadInput, RateLimited, ServiceAuthError, ServiceError
 
 SERVICE = "coupang"
 #: Words in a 403 answer that mean "quota spent", not "wrong keys".
@@ -132,14 +132,22 @@ class CoupangClient:
         self.config = config
         self._access = _secret(config.access_key, config.access_key_block, "COUPANG_ACCESS_KEY", "access key")
         self._secret = _secret(config.secret_key, config.secret_key_block, "COUPANG_SECRET_KEY", "secret key")
-        if store is None and config.use_store:
-            from stageflow.store import open_store
-
-            store = open_store()
-        self.store = store
         self.sleep = sleep
         self.policy = RetryPolicy(config.attempts, config.backoff_s, config.max_backoff_s)
-        self.wall_clock = wall_clock
+        self.clock, self.wall_clock, self.alert = clock, wall_clock, alert
+        self.store: Any | None = None
+        self._owns_store = False  # opened here (use_store, no store given): closed by close()
+        self._ready = False
+        if store is not None or not config.use_store:
+            self._services(store)
+        self.http_calls = 0
+        self.cache_hits = 0
+        self._http: Any = None
+
+    def _services(self, store: Any | None) -> None:
+        """The buckets, breaker, caches and budget over ``store`` (None: in memory)."""
+        config, clock, wall_clock, sleep = self.config, self.clock, self.wall_clock, self.sleep
+        self.store = store
         limits = {"search": (config.search_per_hour, 3600.0), "deeplink": (config.deeplink_per_minute, 60.0)}
         self.buckets: dict[str, Any] = {
             name: (
@@ -154,10 +162,22 @@ class CoupangClient:
         self.link_cache = TtlCache(
             SERVICE + "-deeplink", config.deeplink_cache_ttl_s, store=store, clock=wall_clock
         )
-        self.budget = BudgetGuard(SERVICE, config.monthly_budget, store=store, alert=alert)
-        self.http_calls = 0
-        self.cache_hits = 0
-        self._http: Any = None
+        self.budget = BudgetGuard(SERVICE, config.monthly_budget, store=store, alert=self.alert)
+        self._ready = True
+
+    def preflight(self) -> None:
+        """Open the stageflow store this client keeps its cache, shared rate limits and budget in
+        (``use_store``, no store given), in the calling thread: a run calls it before any video, so a
+        store that cannot be opened fails there. Building the client opens nothing (``validate`` and
+        the analysis check build it only to check its keys); the first search or deeplink calls this
+        too. Idempotent."""
+        if self._ready:
+            return
+        from stageflow.store import open_store
+
+        store = open_store()
+        self._owns_store = True
+        self._services(store)
 
     # ------------------------------------------------------------------ public API
     def search(self, keyword: str, limit: int = 10) -> list[CoupangProduct]:
@@ -165,6 +185,7 @@ class CoupangClient:
         if not keyword:
             raise BadInput("coupang search: empty keyword")
         limit = max(1, min(50, int(limit)))
+        self.preflight()
         key = f"{keyword}|{limit}"
         cached = self.cache.get(key)
         if cached is not None:
@@ -182,6 +203,7 @@ class CoupangClient:
             return []
         if all(is_partner_link(u) for u in urls):
             return list(urls)  # already partner links: nothing to convert
+        self.preflight()
         cached = [self.link_cache.get(u) for u in urls]
         if all(cached):
             self.cache_hits += 1
@@ -199,8 +221,14 @@ class CoupangClient:
         return out
 
     def close(self) -> None:
+        """Close the HTTP client, and the store if this client opened it (a given store is the
+        caller's)."""
         if self._http is not None:
             self._http.close()
+            self._http = None
+        if self._owns_store and self.store is not None:
+            self.store.close()
+            self.store, self._owns_store, self._ready = None, False, False
 
     # ------------------------------------------------------------------ transport
     def _client(self) -> Any:

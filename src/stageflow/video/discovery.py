@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from stageflow.config import BackendChoice, DiscoverConfig
+from stageflow.config import BackendChoice, DiscoverConfig, NotifyConfig
 from stageflow.plugin_manager import StageflowPluginManager, get_plugin_manager
 from stageflow.stages import MediaItem, Message
 from stageflow.store import Store
@@ -57,19 +57,15 @@ class DiscoveryParams(BaseModel):
     notify_when_empty: bool = False  # [discover] notify_when_empty
 
     @classmethod
-    def from_config(cls, config_path: str | Path | None = None) -> DiscoveryParams:
-        """[discover] and [notify] of stageflow.toml (``config_path``, or the usual lookup)."""
-        from stageflow.config import load_config
-
-        cfg = load_config(Path(config_path) if config_path else None)
-        d = cfg.discover
+    def from_sections(cls, discover: DiscoverConfig, notify: NotifyConfig) -> DiscoveryParams:
+        """The run stageflow.toml's [discover] and [notify] describe (the caller loads the file)."""
         return cls(
-            source=d.source,
-            options=d.options,
-            sinks=d.sinks,
-            notifier=cfg.notify.backend,
-            notifier_options=cfg.notify.options,
-            notify_when_empty=d.notify_when_empty,
+            source=discover.source,
+            options=discover.options,
+            sinks=discover.sinks,
+            notifier=notify.backend,
+            notifier_options=notify.options,
+            notify_when_empty=discover.notify_when_empty,
         )
 
 

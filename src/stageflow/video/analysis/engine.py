@@ -29,6 +29,7 @@ from stageflow.video.analysis.evidence import (
 from stageflow.video.analysis.ppl import PplPatterns, candidate_ppl, ppl_probability, video_disclosures
 from stageflow.video.analysis.routing import Status, may_reroute, route
 from stageflow.video.analysis.scoring import score_quotes
+from stageflow.video.store import video_store
 
 log = logging.getLogger("stageflow.analysis")
 
@@ -74,11 +75,12 @@ def analyze_video(
     ``evidence``: a VideoEvidence or one entry of part 1's ``videos`` list.
     ``analyzer``: an Analyzer backend (rules, gemini). ``commerce``: a CommerceApi, several tried in
     order (the first that matches wins), or None (then every candidate is no_commerce_match).
-    ``store``: a stageflow Store (videos, candidates and status_history are written; illegal
-    transitions raise)."""
+    ``store``: a stageflow Store or its VideoStore view (videos, candidates and status_history are
+    written; illegal transitions raise)."""
     from stageflow.commerce.matching import find_match
 
     clients = list(commerce) if isinstance(commerce, list | tuple) else [] if commerce is None else [commerce]
+    store = None if store is None else video_store(store)
     ev = evidence if isinstance(evidence, VideoEvidence) else VideoEvidence.from_part1(evidence)
     if frames:
         ev = ev.model_copy(update={"frames": tuple(FrameIn(t=t, path=str(p)) for t, p in frames)})

@@ -26,14 +26,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from stageflow.commerce.resilience import (
+from stageflow.errors import AnalysisFailed, BadInput, ServiceAuthError
+from stageflow.services.resilience import (
     CircuitBreaker,
     Retryable,
     RetryPolicy,
     parse_retry_after,
     with_retries,
 )
-from stageflow.errors import AnalysisFailed, BadInput, ServiceAuthError
 from stageflow.video.analysis.evidence import (
     NEEDS_CHECK,
     Candidate,

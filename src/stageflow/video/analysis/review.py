@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stageflow.errors import BadInput, IllegalTransition
 from stageflow.video.analysis.evidence import CommerceMatch
 from stageflow.video.analysis.routing import Status
+from stageflow.video.store import video_store
 
 _ACTIONS = {"approve": Status.APPROVED, "reject": Status.REJECTED, "revise": Status.UNDER_REVISION}
 
@@ -30,7 +31,7 @@ class ReviewDecision(BaseModel):
 
 
 def _load(store: Any, candidate_id: str) -> dict[str, Any]:
-    row = store.candidate(candidate_id)
+    row = video_store(store).candidate(candidate_id)
     if row is None:
         raise BadInput(f"candidate {candidate_id} is not in the store: check the id")
     return row
@@ -38,7 +39,7 @@ def _load(store: Any, candidate_id: str) -> dict[str, Any]:
 
 def _save(store: Any, row: dict[str, Any], actor: str) -> None:
     data = {k: v for k, v in row.items() if k not in ("id", "status")}
-    store.upsert_candidate(
+    video_store(store).upsert_candidate(
         row["id"],
         video_id=row.get("video_id", ""),
         start=row["start"],
@@ -59,7 +60,9 @@ def apply_review(store: Any, decision: ReviewDecision, *, actor: str = "reviewer
     if decision.product_name and decision.product_name.strip() != row.get("product_name"):
         row["product_name"] = decision.product_name.strip()
         _save(store, row, actor)
-    return store.set_candidate_status(decision.candidate_id, target, actor=actor, reason=decision.note[:200])
+    return video_store(store).set_candidate_status(
+        decision.candidate_id, target, actor=actor, reason=decision.note[:200]
+    )
 
 
 def attach_commerce(store: Any, candidate_id: str, match: CommerceMatch, *, actor: str = "reviewer") -> str:
@@ -70,7 +73,7 @@ def attach_commerce(store: Any, candidate_id: str, match: CommerceMatch, *, acto
     check_transition(row["status"], Status.NEEDS_REVIEW, what=f"candidate {candidate_id}")
     row["commerce"] = match.model_dump(mode="json")
     _save(store, row, actor)
-    return store.set_candidate_status(
+    return video_store(store).set_candidate_status(
         candidate_id, Status.NEEDS_REVIEW, actor=actor, reason="link added by hand"
     )
 
@@ -118,7 +121,7 @@ def review_queue(store: Any, video_ids: Iterable[str]) -> list[dict[str, Any]]:
     return [
         row
         for vid in dict.fromkeys(video_ids)
-        for row in store.candidates(video_id=vid, status=Status.NEEDS_REVIEW.value)
+        for row in video_store(store).candidates(video_id=vid, status=Status.NEEDS_REVIEW.value)
     ]
 
 

@@ -21,6 +21,7 @@ from stageflow.video.pipeline import steps
 from stageflow.video.pipeline.records import DecodedJob, VideoRecord
 from stageflow.video.pipeline.steps import opened
 from stageflow.video.settings import VideoConfig
+from stageflow.video.store import video_store
 
 
 class Outcome(BaseModel):
@@ -47,21 +48,26 @@ CANDIDATE_FIELDS = (
 
 @dataclass
 class Analysis:
-    """Part 2's backends for one thread: the analyzer, the commerce client (it opens the store, so it is
-    built in the thread that uses it) and the PPL patterns."""
+    """Part 2's backends for one thread: the analyzer, the commerce clients (built and made ready in
+    the thread that uses them: a backend that keeps state in the store opens it in its ``preflight``)
+    and the PPL patterns."""
 
     analyzer: Any
     commerce: Any  # the [video] commerce backends in the order they are tried (a list), one, or None
     patterns: Any
 
     def close(self) -> None:
+        """Each commerce backend's optional ``close()`` (it releases what it opened, its store too)."""
         clients = self.commerce if isinstance(self.commerce, list) else [self.commerce]
         for client in (c for c in clients if c is not None):
-            if hasattr(client, "close"):
-                client.close()
-            store = getattr(client, "store", None)  # the client opened it (build_analysis gives none)
-            if store is not None and hasattr(store, "close"):
-                store.close()
+            _call_optional(client, "close")
+
+
+def _call_optional(backend: Any, method: str) -> None:
+    """A backend contract's optional method (``preflight``, ``close``), called when it has one."""
+    fn = getattr(backend, method, None)
+    if callable(fn):
+        fn()
 
 
 def _in_video_section(where: str, exc: StageflowError) -> StageflowError:
@@ -80,13 +86,9 @@ def check_analysis(plugins: StageflowPluginManager, config: VideoConfig) -> None
     for name in config.commerce:
         try:
             options = config.options(name)
-            model = plugins.registry("commerce").validate_config(name, options)
-            # built once without the store (missing keys fail here); the run builds its own per thread
-            if "use_store" in type(model).model_fields:
-                options = {**options, "use_store": False}
-            client = plugins.build("commerce", name, options)
-            if hasattr(client, "close"):
-                client.close()
+            # built once (missing keys fail here) and closed, never made ready: building a backend
+            # opens nothing, its preflight does; the run builds and readies its own per thread
+            _call_optional(plugins.build("commerce", name, options), "close")
         except BadInput as exc:
             raise _in_video_section("commerce", exc) from None
     for n, choice in enumerate(config.sinks):
@@ -119,15 +121,18 @@ def check_backends(
 
 
 def build_analysis(plugins: StageflowPluginManager, config: VideoConfig) -> Analysis:
-    """Build part 2's backends in the calling thread (the commerce client opens the store here)."""
+    """Build part 2's backends in the calling thread and make the commerce backends ready (their
+    optional ``preflight()``: Coupang opens its store here, so a store that cannot be opened fails
+    before any video)."""
     analyzer = plugins.build("analyzers", config.analyzer, config.options(config.analyzer))
     built = Analysis(analyzer, [], None)
     try:
         for name in config.commerce:
             built.commerce.append(plugins.build("commerce", name, config.options(name)))
+            _call_optional(built.commerce[-1], "preflight")
         built.patterns = load_patterns(config)
     except BaseException:
-        built.close()  # the clients built so far opened the store
+        built.close()  # the clients readied so far opened their stores
         raise
     return built
 
@@ -261,7 +266,7 @@ def analyse(
 
 def sink_rows(store: Any, video_ids: Iterable[str]) -> list[dict[str, Any]]:
     """The stored candidates of these videos (full engine output, current status) for the sinks."""
-    return [row for vid in dict.fromkeys(video_ids) for row in store.candidates(video_id=vid)]
+    return [row for vid in dict.fromkeys(video_ids) for row in video_store(store).candidates(video_id=vid)]
 
 
 def write_sink(choice: Any, video_ids: Sequence[str], plugins: Any = None, store: Any = None) -> int:

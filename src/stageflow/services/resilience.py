@@ -1,4 +1,4 @@
-"""Resilience parts shared by the SaaS clients (Coupang, Gemini, Sheets): a token bucket per
+"""Resilience parts shared by the service clients (Coupang, Gemini, Sheets, plugins): a token bucket per
 endpoint, a circuit breaker, and a retry loop honouring Retry-After on 429/5xx.
 
 Clocks and sleeps are injectable so tests never wait on wall time. This module never logs request
