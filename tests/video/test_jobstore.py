@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from stageflow.errors import ConfigError, JobFailed
@@ -45,6 +46,9 @@ def s3() -> Iterator[dict]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    # moto keeps its buckets in process-wide state that every in-process server shares: start empty
+    # (another module's server may have made a bucket "jobs" in this pytest process)
+    httpx.post(f"http://{host}:{port}/moto-api/reset", timeout=60).raise_for_status()
     saved = {
         k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
     }
