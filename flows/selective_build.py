@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from stageflow.build import engine
 from stageflow.config import CONFIG_NAME, load_config
 from stageflow.errors import JobFailed
-from stageflow.orchestration import notify_failure, publish_markdown, publish_table
+from stageflow.orchestration import PARTIAL, notify_failure, publish_markdown, publish_table
 from stageflow.runconfig import resolve_params
 
 
@@ -95,9 +95,6 @@ def run_task(plan: engine.BuildPlan) -> engine.BuildReport:
     runner, cache = engine.build_backends(plan)
     return engine.execute(plan, runner, cache)
 
-
-#: The state of a run with raise_on_failure off whose builds partly failed.
-PARTIAL = "Completed with failures"
 
 #: Lines of a failing workspace's log carried in its task's error (the whole log is in the timings
 #: artifact's workspace row and in $REPO/.stageflow).

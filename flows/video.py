@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from stageflow import settings
 from stageflow.config import BackendChoice, load_config
-from stageflow.orchestration import Progress, notify_failure, publish_markdown, publish_table
+from stageflow.orchestration import PARTIAL, Progress, notify_failure, publish_markdown, publish_table
 from stageflow.plugin_manager import get_plugin_manager
 from stageflow.stages import Message
 from stageflow.store import open_store
@@ -409,7 +409,8 @@ def with_current_status(videos: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def analysis_outcome(doc: dict[str, Any]) -> Any:
     """The flow run's end: Failed (with the document as its data) when every video failed; else the
-    document, with a warning artifact listing the failed videos when some did."""
+    document, with a warning artifact listing the failed videos and a Completed state named
+    "Completed with failures" (as a selective build's) when some did."""
     videos = doc["videos"]
     failed = [v for v in videos if v["error"]]
     if not failed:
@@ -427,4 +428,6 @@ def analysis_outcome(doc: dict[str, Any]) -> Any:
         description=summary,
     )
     print(f"warning: {summary}")
-    return doc
+    from prefect.states import Completed
+
+    return Completed(name=PARTIAL, message=summary, data=doc)

@@ -13,6 +13,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+#: The state name of a run that completed although some of its items (builds, videos) failed: the
+#: run list shows it apart from a clean Completed; a warning artifact lists the failures.
+PARTIAL = "Completed with failures"
+
 
 def in_prefect_run() -> bool:
     from prefect.context import FlowRunContext, TaskRunContext

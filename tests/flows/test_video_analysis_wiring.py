@@ -166,7 +166,9 @@ def test_a_run_where_every_video_failed_ends_failed_and_partial_failures_warn(ma
         ),
         return_state=True,
     )
-    assert partial.is_completed()
+    assert partial.is_completed() and partial.name == "Completed with failures"
+    assert partial.message.startswith("1 of 2 videos failed; first: ")
+    assert [v["error"] is None for v in partial.result()["videos"]] == [False, True]
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts()
     warning = [

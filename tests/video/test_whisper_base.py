@@ -144,7 +144,16 @@ def test_defaults_keep_the_fallback_and_loop_protection():
     assert (cfg.condition_on_previous_text, cfg.vad, cfg.word_timestamps) == (False, True, True)
 
 
-def test_a_realistic_english_and_korean_video_end_to_end(whisper_base, tmp_path):
+# The two test videos of issue 13's done-when: English speech, and Korean speech (the utterances
+# above); captions in English and Korean (Nanum) on static shots at known windows.
+VIDEOS = {
+    "en": (20.0, [(0.0, 6.0, "DOKDO TONER"), (6.0, 14.0, "라운드랩 독도 토너"), (14.0, 20.0, "SUN CREAM")]),
+    "ko": (22.0, [(0.0, 7.0, "SUN CREAM"), (7.0, 15.0, "라운드랩 독도 토너"), (15.0, 22.0, "DOKDO TONER")]),
+}
+
+
+@pytest.mark.parametrize("language", ["en", "ko"])
+def test_a_realistic_video_end_to_end(whisper_base, tmp_path, language):
     """Speech at known times, captions (English and Korean, Nanum) on static shots at known windows:
     transcript starts near the speech without loops, each caption read inside its window, a clip
     whose video stream lasts as long as its audio, and a thumbnail from inside the range."""
@@ -154,10 +163,11 @@ def test_a_realistic_english_and_korean_video_end_to_end(whisper_base, tmp_path)
     from stageflow.video import pipeline as analyze
     from stageflow.video.settings import VideoConfig
 
-    shots = [(0.0, 6.0, "DOKDO TONER"), (6.0, 14.0, "라운드랩 독도 토너"), (14.0, 20.0, "SUN CREAM")]
-    audio, onsets = _speech_at_known_times()
-    speech = np.zeros(RATE * 20, np.int16)
-    speech[: len(audio)] = (audio * 32768).astype(np.int16)[: RATE * 20]
+    length, shots = VIDEOS[language]
+    audio, onsets = _speech_at_known_times() if language == "en" else _korean_speech()
+    speech = np.zeros(int(RATE * length), np.int16)
+    n = min(len(audio), len(speech))
+    speech[:n] = (audio * 32768).astype(np.int16)[:n]
     video = s.make_video(
         tmp_path / "talk.mp4",
         [s.Scene(end - start, text, (230, 240, 250)) for start, end, text in shots],
@@ -171,7 +181,7 @@ def test_a_realistic_english_and_korean_video_end_to_end(whisper_base, tmp_path)
             "transcriber": "faster-whisper",
             "detector": "",
             "ocr": ["tesseract", "rapidocr"],
-            "language": "en",
+            "language": language,
             "faster-whisper": {"model": str(whisper_base), "cpu_threads": 2},
         }
     )
@@ -181,6 +191,12 @@ def test_a_realistic_english_and_korean_video_end_to_end(whisper_base, tmp_path)
     starts = [seg["start"] for seg in record["transcript"]]
     assert len(starts) == 3 and all(abs(a - b) <= 0.5 for a, b in zip(starts, onsets, strict=True))
     assert not any(_loops(seg["text"]) for seg in record["transcript"])
+    if language == "ko":  # each utterance's segment keeps to its own window (no loop segment)
+        windows = [t for t, _, _ in KO_PHRASES[1:]] + [length]
+        assert all(seg["end"] <= w for seg, w in zip(record["transcript"], windows, strict=True))
+        assert all(
+            word in seg["text"] for seg, (_, _, word) in zip(record["transcript"], KO_PHRASES, strict=True)
+        )
     for start, end, text in shots:
         spans = [x for x in record["texts"] if x["text"] == text]
         assert spans, (text, record["texts"])
@@ -190,7 +206,8 @@ def test_a_realistic_english_and_korean_video_end_to_end(whisper_base, tmp_path)
     clipper = analyze.make_clipper(
         job, video, config, analyze.evidence_boxes(analyze.VideoRecord.model_validate(record), job, 1280)
     )
-    mp4, jpg = clipper(7.0, 12.0)
+    lo, hi = shots[1][0] + 1.0, shots[1][0] + 6.0  # inside the Korean caption's shot
+    mp4, jpg = clipper(lo, hi)
     with av.open(mp4) as c:
         v, a = c.streams.video[0], c.streams.audio[0]
         vdur, adur = float(v.duration * v.time_base), float(a.duration * a.time_base)
@@ -198,4 +215,4 @@ def test_a_realistic_english_and_korean_video_end_to_end(whisper_base, tmp_path)
     thumb_t = next(
         f.t for f in job.frames if (Path(job.workdir) / f.file).read_bytes() == Path(jpg).read_bytes()
     )
-    assert 7.0 <= thumb_t <= 12.0
+    assert lo <= thumb_t <= hi
