@@ -1,6 +1,6 @@
-"""`stageflow demo` (README's first command) end to end under the Prefect harness: three real flows
-on the bundled samples, and a second run that finds nothing new, restores every build from the
-cache and ships nothing."""
+"""`stageflow demo` (README's first command) end to end under the Prefect harness: the real flows of
+all four families on the bundled samples (video analysis where its extra is installed), and a
+second run that finds nothing new, restores every build from the cache and ships nothing."""
 
 from __future__ import annotations
 
