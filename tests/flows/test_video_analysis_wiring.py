@@ -6,6 +6,7 @@ servers of tests/analysis; the same video again adds no row, sheet line or messa
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -177,3 +178,21 @@ def test_a_run_where_every_video_failed_ends_failed_and_partial_failures_warn(ma
         if a.key == "video-analysis-warnings" and a.flow_run_id == partial.state_details.flow_run_id
     ]
     assert warning and "bad.mp4" in warning[0].data
+    # the UI's view of where the run is: a progress artifact per stage (a video that failed in a stage
+    # is past it too) and the wall time per stage and video
+    mine = [a for a in arts if a.flow_run_id == partial.state_details.flow_run_id]
+    bars = {a.description: a.data for a in mine if a.type == "progress"}
+    assert bars == {
+        f"{stage}: videos past this stage (of 2)": done
+        for stage, done in [
+            ("fetch", 100),
+            ("decode", 100),
+            ("transcribe", 50),
+            ("look", 50),
+            ("analyze", 50),
+        ]
+    }
+    (timings,) = [json.loads(a.data) for a in mine if a.key == "video-analysis-timings"]
+    bad, good = sorted(timings, key=lambda row: row["transcribe"] is not None)
+    assert bad["decode"] is not None and bad["transcribe"] is None
+    assert all(isinstance(good[k], float) for k in ("fetch", "decode", "transcribe", "look", "analyze"))

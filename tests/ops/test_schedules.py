@@ -49,14 +49,28 @@ def _completed_scheduled(ops, api: str, after: datetime | None = None) -> list[d
     return done
 
 
+def _spawn(cmd: list, cwd: Path, env: dict, log: Path) -> subprocess.Popen:
+    """A long-running process (serve, worker) whose output goes to a file, never to a pipe: nobody
+    reads a pipe until the process stops, and a process that fills one (64 KiB of run logs, more on
+    a loaded machine that logs retries) blocks on its next write and stops scheduling runs."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
 def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> str:
+    """Stop ``proc`` (its process group) and return its output."""
     if proc.poll() is None:
         os.killpg(proc.pid, sig)
     try:
-        return proc.communicate(timeout=60)[0] or ""
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        return proc.communicate(timeout=30)[0] or ""
+        proc.wait(timeout=30)
+    return proc.log.read_text(errors="replace")  # type: ignore[attr-defined]
 
 
 def test_deployed_schedule_fires_on_a_worker_that_never_saw_the_deploy_directory(server, tmp_path, ops):
@@ -79,17 +93,11 @@ def test_deployed_schedule_fires_on_a_worker_that_never_saw_the_deploy_directory
 
     worker_dir = tmp_path / "worker"
     worker_dir.mkdir()
-    worker = subprocess.Popen(
+    worker = _spawn(
         [ops.BIN / "prefect", "worker", "start", "--pool", "cpu", "--install-policy", "never"],
-        cwd=worker_dir,
-        env={
-            **{k: v for k, v in env.items() if not k.startswith("_")},
-            "PREFECT_WORKER_QUERY_SECONDS": "2",
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+        worker_dir,
+        {**{k: v for k, v in env.items() if not k.startswith("_")}, "PREFECT_WORKER_QUERY_SECONDS": "2"},
+        tmp_path / "worker.log",
     )
     try:
         done = ops.wait_for(
@@ -112,15 +120,12 @@ def test_deployed_schedule_fires_on_a_worker_that_never_saw_the_deploy_directory
     assert any("monitor tick: 1 checks, 0 failing" in m for m in ours), (ours, out[-3000:])
 
 
-def _serve(ops, env: dict, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
+def _serve(ops, env: dict, cwd: Path, log: Path) -> subprocess.Popen:
+    return _spawn(
         [ops.BIN / "stageflow", "serve", "--only", "monitor"],
-        cwd=cwd,
-        env={**{k: v for k, v in env.items() if not k.startswith("_")}, "PREFECT_RUNNER_POLL_FREQUENCY": "2"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+        cwd,
+        {**{k: v for k, v in env.items() if not k.startswith("_")}, "PREFECT_RUNNER_POLL_FREQUENCY": "2"},
+        log,
     )
 
 
@@ -134,8 +139,8 @@ def test_serve_schedules_fire_and_one_serve_stopping_never_pauses_the_other(serv
         "STAGEFLOW_CONFIG": str(_config(tmp_path)),
         "STAGEFLOW_HOME": str(tmp_path / "home"),
     }
-    first = _serve(ops, env, project)
-    second = _serve(ops, env, project)
+    first = _serve(ops, env, project, tmp_path / "serve-1.log")
+    second = _serve(ops, env, project, tmp_path / "serve-2.log")
     try:
         ops.wait_for(
             lambda: len(_completed_scheduled(ops, api)) >= 2,
@@ -151,12 +156,16 @@ def test_serve_schedules_fire_and_one_serve_stopping_never_pauses_the_other(serv
         assert dep["paused"] is False, out[-2000:]
         assert all(s["active"] for s in dep["schedules"]), dep["schedules"]
         # the surviving serve keeps the schedule running:
-        ops.wait_for(
-            lambda: len(_completed_scheduled(ops, api, after=stopped_at)) >= 2,
-            300,
-            "two more scheduled runs after the second serve stopped",
-            Path(server["_SERVER_LOG"]),
-        )
+        try:
+            ops.wait_for(
+                lambda: len(_completed_scheduled(ops, api, after=stopped_at)) >= 2,
+                300,
+                "two more scheduled runs after the second serve stopped",
+                Path(server["_SERVER_LOG"]),
+            )
+        except AssertionError as exc:
+            tail = (tmp_path / "serve-1.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{exc}\n--- the surviving serve's log ends:\n{tail}") from None
     finally:
         _stop(first)
         _stop(second)
@@ -181,14 +190,11 @@ def test_worker_back_after_a_gap_runs_one_tick_at_a_time(server, tmp_path, ops, 
     gap_started = time.monotonic()
     ops.wait_for(lambda: time.monotonic() - gap_started > 60, 90, "the 60 s gap")
     late = [r for r in ops.flow_runs(api, "monitor") if r["state"]["type"] == "SCHEDULED"]
-    worker = subprocess.Popen(
+    worker = _spawn(
         [ops.BIN / "stageflow", "worker", "--pool", "cpu", "--install-policy", "never"],
-        cwd=tmp_path,
-        env={**{k: v for k, v in env.items() if not k.startswith("_")}, "PREFECT_WORKER_QUERY_SECONDS": "2"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+        tmp_path,
+        {**{k: v for k, v in env.items() if not k.startswith("_")}, "PREFECT_WORKER_QUERY_SECONDS": "2"},
+        tmp_path / "worker.log",
     )
     most_running = 0
     try:
