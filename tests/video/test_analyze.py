@@ -299,6 +299,36 @@ def test_shorts_filter_uses_the_fetched_videos_duration(media, video_settings, t
     assert kept["skipped"] is None and kept["ocr"]
 
 
+def test_fetch_takes_duration_title_and_channel_from_the_downloaders_metadata(
+    media, video_settings, tmp_path
+):
+    """yt-dlp's ``<file>.meta.json`` (what the downloader learnt) fills what the feed lacked: the
+    Shorts filter decides on its duration before the file's own probe, and the title and channel come
+    from it; what the input already says wins."""
+    from stageflow.video.pipeline import steps
+
+    clip = tmp_path / "v.mp4"
+    shutil.copyfile(media.silent, clip)  # a 2 s file ...
+    meta = {"title": "Long review", "channel_id": "UCabc", "duration_s": 600.0}
+    (tmp_path / "v.mp4.meta.json").write_text(json.dumps(meta))  # ... that its metadata says is 10 min
+    ref = analyze.VideoRef(id="rss:m1", source="rss", title=str(clip), location=str(clip), skip_shorts=True)
+    config = VideoConfig.model_validate(video_settings)
+    got = steps.fetch(ref, config, str(tmp_path / "out"))
+    assert (got.duration_s, got.short) == (600.0, False)
+    assert (got.ref.title, got.ref.channel) == ("Long review", "UCabc")
+    meta["duration_s"] = 30.0
+    (tmp_path / "v.mp4.meta.json").write_text(json.dumps(meta))
+    assert steps.fetch(ref, config, str(tmp_path / "out")).short is True
+    named = ref.model_copy(update={"title": "Feed title", "channel": "UCfeed", "duration_s": 900.0})
+    kept = steps.fetch(named, config, str(tmp_path / "out"))
+    assert (kept.ref.title, kept.ref.channel, kept.duration_s, kept.short) == (
+        "Feed title",
+        "UCfeed",
+        900.0,
+        False,
+    )
+
+
 def test_tty_progress_has_a_bar_per_stage_that_counts_finished_videos():
     from stageflow.commands.video import STAGES, StageProgress
 
