@@ -61,3 +61,27 @@ def test_rsync_refusal_says_why(tmp_path: Path) -> None:
     assert "some files/attrs were not transferred" not in message
     assert "non-empty directory" in message or "could not make way" in message
     assert subprocess.run(["test", "-f", str(dst / "thing" / "keep")]).returncode == 0
+
+
+@pytest.mark.parametrize("key", ["exclude_from", "filter_from"])
+@pytest.mark.parametrize("transport", ["local", "rsync"])
+def test_include_rules_never_bring_back_a_protected_path(cli, project, key: str, transport: str) -> None:
+    """rsync-style ``+`` rules (which re-include what a later rule excludes) cannot reach a protected
+    path: protect is checked apart from the rule file, so the server's ``.env`` and ``uploads/`` stay
+    as they are while every other included file ships."""
+    if transport == "rsync" and shutil.which("rsync") is None:
+        pytest.skip("rsync not installed")
+    rules = project.write("deploy.rules", "+ .env\n+ uploads/***\n+ */\n+ *\n")
+    project.env(protect='[".env", "uploads/"]', transport=f'"{transport}"', **{key: f'"{rules}"'})
+    _init(cli, project)
+    _photos(project.target)
+    (project.target / ".env").write_text("SECRET=server\n")
+    project.write(".env", "SECRET=laptop\n")
+    project.write("uploads/new.jpg", "from the source tree")
+    project.write("README.md", "hello\n")
+    code, out, err = cli("sync", project.source, "--env", "api")
+    assert code == 0, err
+    assert (project.target / ".env").read_text() == "SECRET=server\n"
+    assert (project.target / "uploads" / "photo.jpg").read_bytes() == b"\xff\xd8user photo"
+    assert not (project.target / "uploads" / "new.jpg").exists()
+    assert (project.target / "README.md").read_text() == "hello\n"
