@@ -1,14 +1,19 @@
 """Contracts of the analysis family: turning one video's evidence into product candidates.
 
 Protocol: :class:`Analyzer` (two passes: ``find_ranges`` over the transcript, then ``candidate`` per
-range). Data, built from the plain dicts the media stages emit (the ``--json`` shape of part 1):
-the evidence of one video (:class:`VideoEvidence` with :class:`SegmentIn`, :class:`DetectionIn`,
-:class:`OcrIn`, :class:`FrameIn`, :class:`InfluencerStats`), a stretch worth a candidate
-(:class:`TimeRange`), and the candidate itself (:class:`Candidate` with :class:`RangeEvidence`
-and, after commerce, a :class:`~stageflow.contracts.commerce.CommerceMatch`).
+range). Data: the items of part 1's record (what ``stageflow analyze --json`` prints and the store
+keeps, ``VideoRecord`` in :mod:`stageflow.video.pipeline.records`): :class:`TranscriptLine`,
+:class:`DetectedObject`, :class:`OcrRead`, :class:`OnScreenText`, each defined once here and read by
+the analysis as they are; the evidence of one video (:class:`VideoEvidence`, with them,
+:class:`FrameIn` and :class:`InfluencerStats`), a stretch worth a candidate (:class:`TimeRange`), and
+the candidate itself (:class:`Candidate` with :class:`RangeEvidence` and, after commerce, a
+:class:`~stageflow.contracts.commerce.CommerceMatch`).
 
-The ``*In`` models are the documented dict shapes (optional boxes, default confidences), not the
-media dataclasses: an analyzer can be fed a saved ``--json`` file without the media backends.
+The record items are the documented dict shapes (optional boxes, default confidences), not the media
+stages' dataclasses (:mod:`stageflow.contracts.media`, which also carry words, the engine and pixel
+boxes as given): each item's ``of`` converts from its dataclass, and an analyzer can be fed a saved
+``--json`` file without the media backends. Their names before they were the record's too
+(``SegmentIn``, ``DetectionIn``, ``OcrIn``, ``TextIn``) remain as aliases.
 
 Lifecycle: an analyzer MAY define ``preflight(self) -> None`` (raise a stageflow error to refuse
 before any work, e.g. a missing API key) and ``close(self) -> None``; see
@@ -22,9 +27,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    WrapSerializer,
+    field_validator,
+)
 
 from stageflow.contracts import media as _media
 from stageflow.contracts.commerce import CommerceMatch
@@ -34,14 +48,18 @@ __all__ = [
     "Analyzer",
     "Candidate",
     "CommerceMatch",
+    "DetectedObject",
     "DetectionIn",
     "FrameIn",
     "InfluencerStats",
     "OcrIn",
+    "OcrRead",
+    "OnScreenText",
     "RangeEvidence",
     "SegmentIn",
     "TextIn",
     "TimeRange",
+    "TranscriptLine",
     "VideoEvidence",
     "candidate_id",
     "fold_reads",
@@ -54,45 +72,100 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class SegmentIn(_Model):
-    """One transcript segment; times in seconds on the video's timeline."""
+_Xyxy = tuple[float, float, float, float]
+
+
+def _no_box(value: Any) -> Any:
+    """``[]`` (how part 1's records once wrote a read without a box) reads as no box."""
+    return None if isinstance(value, list | tuple) and not value else value
+
+
+def _box_out(value: _Xyxy | None, handler: SerializerFunctionWrapHandler) -> Any:
+    """No box writes as ``[]``, as part 1's records always have."""
+    return [] if value is None else handler(value)
+
+
+# A frame box ``(x1, y1, x2, y2)`` in pixels of the kept frame, or none: ``[]`` or a missing key
+#: reads as ``None``, which writes back as ``[]`` (the record shape of part 1's ``--json``).
+_Box = Annotated[_Xyxy | None, BeforeValidator(_no_box), WrapSerializer(_box_out)]
+
+
+# --------------------------------------------------------------------------- part 1's record items
+# One model per item of part 1's record (``stageflow analyze --json``, the store's rows): what the
+# video pipeline writes (``VideoRecord``) is what the analysis reads (``VideoEvidence``). Built from
+# the media stages' dataclasses by each ``of`` (they also carry words, the engine, the Hangul share).
+
+
+class TranscriptLine(_Model):
+    """One transcript line; times in seconds on the video's timeline."""
 
     start: float
     end: float
     text: str = ""
 
+    @classmethod
+    def of(cls, segment: _media.Segment) -> TranscriptLine:
+        return cls(start=segment.start, end=segment.end, text=segment.text)
 
-class DetectionIn(_Model):
+
+class DetectedObject(_Model):
+    """One object detection in a kept frame at ``t`` (seconds)."""
+
     t: float
     label: str
     confidence: float = 0.0
-    box: tuple[float, float, float, float] | None = None
+    box: _Box = None
+
+    @classmethod
+    def of(cls, detection: _media.Detection) -> DetectedObject:
+        return cls(t=detection.t, label=detection.label, confidence=detection.confidence, box=detection.box)
 
 
-class OcrIn(_Model):
+class OcrRead(_Model):
+    """One OCR read in a kept frame at ``t`` (seconds)."""
+
     t: float
     text: str
     confidence: float = 0.0
-    box: tuple[float, float, float, float] | None = None
+    box: _Box = None
+
+    @classmethod
+    def of(cls, read: _media.OcrText) -> OcrRead:
+        return cls(t=read.t, text=read.text, confidence=read.confidence, box=read.box)
 
 
-class TextIn(_Model):
+class OnScreenText(_Model):
     """One on-screen text over one interval (an entry of part 1's ``texts``): read on ``frames`` kept
-    frames from ``first_t`` to ``last_t``; ``text``/``confidence``/``box`` are the most confident
-    read's."""
+    frames from ``first_t`` to ``last_t``; ``text``/``confidence``/``box`` (and ``engine``,
+    ``hangul_ratio``) are the most confident read's."""
 
     text: str
     first_t: float
     last_t: float
     confidence: float = 0.0
-    box: tuple[float, float, float, float] | None = None
+    box: Annotated[_Xyxy | None, BeforeValidator(_no_box)] = None
+    engine: str = ""
+    hangul_ratio: float = 0.0
     frames: int = 1
+
+    @classmethod
+    def of(cls, span: _media.TextSpan) -> OnScreenText:
+        return cls(
+            text=span.text,
+            first_t=span.first_t,
+            last_t=span.last_t,
+            confidence=span.confidence,
+            box=span.box,
+            engine=span.engine,
+            hangul_ratio=span.hangul_ratio,
+            frames=span.frames,
+        )
 
     def overlaps(self, lo: float, hi: float) -> bool:
         """On screen at some time in ``[lo, hi]``."""
         return self.first_t <= hi and self.last_t >= lo
 
-    def clipped(self, lo: float, hi: float) -> TextIn:
+    def clipped(self, lo: float, hi: float) -> OnScreenText:
         """The part of the interval inside ``[lo, hi]`` (for an item that overlaps it)."""
         return self.model_copy(update={"first_t": max(self.first_t, lo), "last_t": min(self.last_t, hi)})
 
@@ -101,7 +174,14 @@ class TextIn(_Model):
         return min(max(t, self.first_t), self.last_t)
 
 
-def fold_reads(reads: Sequence[OcrIn]) -> tuple[TextIn, ...]:
+# The names these models had as the analysis inputs only (stageflow.api keeps them).
+SegmentIn = TranscriptLine
+DetectionIn = DetectedObject
+OcrIn = OcrRead
+TextIn = OnScreenText
+
+
+def fold_reads(reads: Sequence[OcrRead]) -> tuple[OnScreenText, ...]:
     """Per-frame reads as ``texts`` items, by part 1's rule (:func:`stageflow.contracts.media.spans`:
     same text up to one letter, same box, at most 5 s between sightings). Reads without a box join by
     text alone."""
@@ -110,14 +190,7 @@ def fold_reads(reads: Sequence[OcrIn]) -> tuple[TextIn, ...]:
         [_media.OcrText(t=o.t, text=o.text, confidence=o.confidence, box=o.box or whole) for o in reads]
     )
     return tuple(
-        TextIn(
-            text=x.text,
-            first_t=x.first_t,
-            last_t=x.last_t,
-            confidence=x.confidence,
-            box=None if x.box == whole else x.box,
-            frames=x.frames,
-        )
+        OnScreenText.of(x) if x.box != whole else OnScreenText.of(x).model_copy(update={"box": None})
         for x in folded
     )
 
@@ -145,27 +218,28 @@ class VideoEvidence(_Model):
     title: str = ""
     source: str = ""
     duration_s: float | None = None
-    transcript: tuple[SegmentIn, ...] = ()
-    detections: tuple[DetectionIn, ...] = ()
-    texts: tuple[TextIn, ...] = ()  # on-screen texts, one item per text per on-screen interval
+    transcript: tuple[TranscriptLine, ...] = ()
+    detections: tuple[DetectedObject, ...] = ()
+    texts: tuple[OnScreenText, ...] = ()  # on-screen texts, one item per text per on-screen interval
     frames: tuple[FrameIn, ...] = ()  # kept frames (visual evidence for a model analyzer); optional
     channel: InfluencerStats = Field(default_factory=InfluencerStats)
 
     @classmethod
     def from_part1(cls, video: Mapping[str, Any], channel: Mapping[str, Any] | None = None) -> VideoEvidence:
         """Build from one entry of part 1's ``{"videos": [...]}`` document: its ``texts``, else (none
-        given, or a record stored before part 1 had them) its per-frame ``ocr`` folded into items."""
+        given, or a record stored before part 1 had them) its per-frame ``ocr`` folded into items.
+        The entry's items may be the record's models themselves (``dict(record)``: taken as they are)."""
         if video.get("texts"):
-            texts = tuple(TextIn.model_validate(x) for x in video["texts"])
+            texts = tuple(OnScreenText.model_validate(x) for x in video["texts"])
         else:
-            texts = fold_reads([OcrIn.model_validate(o) for o in video.get("ocr") or ()])
+            texts = fold_reads([OcrRead.model_validate(o) for o in video.get("ocr") or ()])
         return cls(
             video_id=str(video["id"]),
             title=video.get("title") or "",
             source=video.get("source") or "",
             duration_s=video.get("duration_s"),
-            transcript=tuple(SegmentIn.model_validate(s) for s in video.get("transcript") or ()),
-            detections=tuple(DetectionIn.model_validate(d) for d in video.get("detections") or ()),
+            transcript=tuple(TranscriptLine.model_validate(s) for s in video.get("transcript") or ()),
+            detections=tuple(DetectedObject.model_validate(d) for d in video.get("detections") or ()),
             texts=texts,
             frames=tuple(FrameIn.model_validate(f) for f in video.get("frames") or () if "path" in f),
             channel=InfluencerStats.model_validate(dict(channel or {})),
@@ -251,5 +325,5 @@ class Analyzer(Protocol):
     start). Pass b: ``candidate`` reads one range's evidence (speech, on-screen text, objects, frames)
     and returns its candidate (``product_name`` is :data:`NEEDS_CHECK` when unclear, never invented)."""
 
-    def find_ranges(self, transcript: Sequence[SegmentIn]) -> list[TimeRange]: ...
+    def find_ranges(self, transcript: Sequence[TranscriptLine]) -> list[TimeRange]: ...
     def candidate(self, time_range: TimeRange, evidence: VideoEvidence) -> Candidate: ...

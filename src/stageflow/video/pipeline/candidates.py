@@ -191,14 +191,6 @@ def candidate_output(candidate: dict[str, Any]) -> dict[str, Any]:
     return {k: candidate.get(k) for k in CANDIDATE_FIELDS}
 
 
-def _evidence_doc(record: VideoRecord) -> dict[str, Any]:
-    """The record as the engine reads it (a read without a box carries no ``box`` key)."""
-    doc = record.to_dict()
-    for key in ("ocr", "detections"):
-        doc[key] = [{k: v for k, v in item.items() if k != "box" or v} for item in doc[key]]
-    return doc
-
-
 def analyse(
     record: VideoRecord,
     job: DecodedJob | None,
@@ -234,9 +226,8 @@ def analyse(
     )
     try:
         result = run_engine(
-            VideoEvidence.from_part1(
-                _evidence_doc(record), channel=influencer_stats(store, record.id, config)
-            ),
+            # the record's items are the evidence's own models: taken as they are, no conversion
+            VideoEvidence.from_part1(dict(record), channel=influencer_stats(store, record.id, config)),
             analyzer=analysis.analyzer,
             commerce=analysis.commerce,
             store=store,

@@ -1,8 +1,9 @@
 """The typed records of the video pipeline, one model per record kind from input to sink.
 
 ``VideoRef`` (an input) -> ``Fetched`` (a local file and its store key) -> ``DecodedJob`` (audio +
-kept frames on disk) -> ``Inference`` (transcript, detections, OCR) -> ``VideoRecord`` (what
-``--json`` prints and the store keeps, with its ``candidates``). The same models travel through the
+kept frames on disk) -> ``Inference`` (transcript, detections, OCR: the media stages' dataclasses) ->
+``VideoRecord`` (what ``--json`` prints and the store keeps, with its ``candidates``; its items are
+the analysis contract's models, which part 2 reads). The same models travel through the
 in-process run, the Prefect tasks (which take and return them) and the GPU child flow (whose JSON
 parameters Prefect validates back into them). No Prefect here.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stageflow.contracts.analysis import DetectedObject, OcrRead, OnScreenText, TranscriptLine
 from stageflow.stages import Detection, OcrText, Transcript
 from stageflow.video.decode import MediaInfo
 from stageflow.video.regions import TextSpan
@@ -108,35 +110,11 @@ class Inference(_Record):
     timings_s: dict[str, float] = Field(default_factory=dict)
 
 
-class Line(_Record):
-    """One transcript line of ``--json``."""
-
-    start: float
-    end: float
-    text: str
-
-
-class Seen(_Record):
-    """One detection of ``--json``."""
-
-    t: float
-    label: str
-    confidence: float
-    box: list[float]
-
-
-class Read(_Record):
-    """One OCR read of ``--json``."""
-
-    t: float
-    text: str
-    confidence: float
-    box: list[float] = Field(default_factory=list)
-
-
 class VideoRecord(_Record):
     """One video's result: printed by ``--json``, stored, read by part 2 (candidates) and the sinks.
-    A failed video has ``error`` (one line) and empty lists."""
+    A failed video has ``error`` (one line) and empty lists. Its items are the analysis contract's
+    models (:mod:`stageflow.contracts.analysis`), so part 2 reads them as they are; :meth:`of` is
+    where the media stages' dataclasses become them."""
 
     id: str
     input: str = ""  # the path or URL the user gave
@@ -145,10 +123,10 @@ class VideoRecord(_Record):
     duration_s: float | None = None
     frames_decoded: int = 0
     frames_kept: int = 0
-    transcript: list[Line] = Field(default_factory=list)
-    detections: list[Seen] = Field(default_factory=list)
-    ocr: list[Read] = Field(default_factory=list)
-    texts: list[TextSpan] = Field(default_factory=list)
+    transcript: list[TranscriptLine] = Field(default_factory=list)
+    detections: list[DetectedObject] = Field(default_factory=list)
+    ocr: list[OcrRead] = Field(default_factory=list)
+    texts: list[OnScreenText] = Field(default_factory=list)
     candidates: list[dict[str, Any]] = Field(default_factory=list)
     error: str | None = None
     timings_s: dict[str, float] = Field(default_factory=dict)
@@ -175,13 +153,10 @@ class VideoRecord(_Record):
             duration_s=job.info.duration_s,
             frames_decoded=job.frames_decoded,
             frames_kept=job.frames_kept,
-            transcript=[Line(start=s.start, end=s.end, text=s.text) for s in segments],
-            detections=[
-                Seen(t=d.t, label=d.label, confidence=d.confidence, box=list(d.box))
-                for d in result.detections
-            ],
-            ocr=[Read(t=o.t, text=o.text, confidence=o.confidence, box=list(o.box)) for o in result.ocr],
-            texts=list(result.texts),
+            transcript=[TranscriptLine.of(s) for s in segments],
+            detections=[DetectedObject.of(d) for d in result.detections],
+            ocr=[OcrRead.of(o) for o in result.ocr],
+            texts=[OnScreenText.of(x) for x in result.texts],
         )
 
 
