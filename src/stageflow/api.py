@@ -51,7 +51,7 @@ from stageflow.contracts.build import (
     ProcessTracker,
     Workspace,
 )
-from stageflow.contracts.commerce import CommerceApi, CommerceMatch, Product
+from stageflow.contracts.commerce import CommerceApi, CommerceContext, CommerceMatch, Product
 from stageflow.contracts.deploy import (
     ChangeSet,
     DeployContext,
@@ -141,6 +141,7 @@ __all__ = [
     "fold_reads",
     # commerce
     "CommerceApi",
+    "CommerceContext",
     "CommerceMatch",
     "Product",
     # deploy
