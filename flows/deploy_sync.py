@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from stageflow.config import load_config
 from stageflow.errors import StageflowError
 from stageflow.orchestration import notify_failure, publish_table
 from stageflow.plugin_manager import get_plugin_manager
@@ -46,11 +47,14 @@ class DeploySyncParams(BaseModel):
 
 @task(name="safety-net", task_run_name="safety-net", cache_policy=NO_CACHE)
 def prepare_task(params: DeploySyncParams) -> engine.Prepared:
+    # the project file is read here; the engine gets its [sync] section
+    source, path = engine.locate(Path(params.source), Path(params.config) if params.config else None)
     request = engine.SyncRequest(
-        source=params.source,
+        source=source,
         environment=params.environment,
+        config=load_config(path).sync,
+        config_file=path,
         target=params.target,
-        config_path=Path(params.config) if params.config else None,
         dry_run=params.dry_run,
         use_git=params.use_git,
         verify=params.verify,

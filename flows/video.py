@@ -172,11 +172,19 @@ def store_task(fetched: Fetched, job: DecodedJob, inference: Inference) -> Video
 
 @task(name="analyze", task_run_name="analyze-{record.id}")
 def analyze_task(
-    record: VideoRecord, job: DecodedJob | None, video: str | None, config: VideoConfig, actor: str
+    record: VideoRecord,
+    job: DecodedJob | None,
+    video: str | None,
+    config: VideoConfig,
+    actor: str,
+    notifier: str = "log",
+    notifier_options: dict[str, Any] | None = None,
 ) -> part2.Analysed:
     """Part 2 for one video (candidates, clips, store); the store and the commerce client are opened
-    here, in the task's thread."""
-    return part2.analyse(record, job, video, config, actor=actor)
+    here, in the task's thread (the client's budget alerts go through the run's notifier)."""
+    return part2.analyse(
+        record, job, video, config, actor=actor, notifier=notifier, notifier_options=notifier_options
+    )
 
 
 # Sinks upsert by candidate id, so a retry writes nothing twice.
@@ -323,6 +331,8 @@ def video_analysis(params: AnalysisParams) -> dict[str, Any]:
         call=dispatch,
         actor="flow",
         analyse=True,
+        notifier=params.notifier,
+        notifier_options=dict(params.notifier_options),
     )
     records = run.analyze_records(refs, ctx)
     output_errors = run.finish_run(ctx, records, params.notifier, params.notifier_options)

@@ -55,7 +55,7 @@ from stageflow.contracts.build import (
     ProcessTracker,
     Workspace,
 )
-from stageflow.contracts.commerce import CommerceApi, CommerceMatch, Product
+from stageflow.contracts.commerce import CommerceApi, CommerceContext, CommerceMatch, Product
 from stageflow.contracts.deploy import (
     ChangeSet,
     DeployContext,
@@ -149,6 +149,7 @@ __all__ = [
     "fold_reads",
     # commerce
     "CommerceApi",
+    "CommerceContext",
     "CommerceMatch",
     "Product",
     # deploy

@@ -212,6 +212,36 @@ def test_budget_exhausted_blocks_and_alerts(coupang_server, sleeps, store):
     assert len(coupang_server.requests) == 19
 
 
+def test_budget_alerts_go_through_the_notifier_the_preflight_context_hands_in(coupang_server, sleeps, store):
+    """The run's notifier reaches the client through ``preflight(CommerceContext)``: once per
+    threshold, through ``context.notify``; a failing notifier never fails the search."""
+    from stageflow.contracts.commerce import CommerceContext
+    from stageflow.contracts.ops import Message
+
+    sent: list[Message] = []
+    c = client(coupang_server, sleeps, store=store, use_store=True, monthly_budget=20)
+    c.preflight(CommerceContext(notify=sent.append))
+    for i in range(14):
+        c.search(f"kw{i}", 1)
+    assert sent == []
+    c.search("kw14", 1)  # the 15th call: 70 % used at the next check
+    c.search("kw15", 1)
+    assert [m.title for m in sent] == ["coupang: 70% of the monthly API budget used"]
+    assert sent[0].level == "warning" and sent[0].fields["used"] == "14"
+
+    def broken(message: Message) -> None:
+        raise ServiceError("slack: 500")
+
+    quiet = client(coupang_server, sleeps, store=store, use_store=True, monthly_budget=20)
+    quiet.preflight(CommerceContext(notify=broken))
+    quiet.search("kw16", 1)  # 80 % crossed: the alert fails, the search does not
+    assert len(sent) == 1
+    silent = client(coupang_server, sleeps, store=store, use_store=True, monthly_budget=20, alerts=False)
+    silent.preflight(CommerceContext(notify=sent.append))
+    silent.search("kw17", 1)
+    assert len(sent) == 1  # alerts = false: the context's notifier is not used
+
+
 def test_budget_guard_in_memory():
     guard = BudgetGuard("svc", 100)
     for _ in range(94):

@@ -369,7 +369,10 @@ def test_7_quota_403_is_reported_as_quota_with_the_reset_time(store):
 
 
 def test_7_budget_alerts_reach_the_configured_notifier_once_per_threshold(tmp_path, monkeypatch):
+    """The run hands the client its [notify] notifier through the preflight context."""
+    from stageflow.config import load_config
     from stageflow.plugin_manager import get_plugin_manager
+    from stageflow.video.pipeline.candidates import commerce_context
 
     with SlackServer(SLACK_TOKEN) as slack, CoupangServer(ACCESS_KEY, SECRET_KEY, CATALOG) as server:
         (tmp_path / "stageflow.toml").write_text(
@@ -377,7 +380,6 @@ def test_7_budget_alerts_reach_the_configured_notifier_once_per_threshold(tmp_pa
             f'base_url = "{slack.url}/api/" }}\n',
             encoding="utf-8",
         )
-        monkeypatch.setenv("STAGEFLOW_CONFIG", str(tmp_path / "stageflow.toml"))
         monkeypatch.setenv("STAGEFLOW_HOME", str(tmp_path / "home"))
         options = {
             "access_key": ACCESS_KEY,
@@ -387,7 +389,10 @@ def test_7_budget_alerts_reach_the_configured_notifier_once_per_threshold(tmp_pa
             "monthly_budget": 20,
             "backoff_s": 0.01,
         }
+        notify = load_config(tmp_path / "stageflow.toml").notify
+        context = commerce_context(get_plugin_manager(), notify.backend, notify.options)
         c = get_plugin_manager().build("commerce", "coupang", options)
+        c.preflight(context)
         for i in range(19):
             c.search(f"kw{i}", 1)
         with pytest.raises(BudgetExhausted):
@@ -398,6 +403,7 @@ def test_7_budget_alerts_reach_the_configured_notifier_once_per_threshold(tmp_pa
             assert sum(f"{pct}% of the monthly API budget" in t for t in titles) == 1
         # another run this month (a new client, same store): no alert is sent twice
         c2 = get_plugin_manager().build("commerce", "coupang", options)
+        c2.preflight(context)
         with pytest.raises(BudgetExhausted):
             c2.search("again", 1)
         assert len(slack.posted) == 4

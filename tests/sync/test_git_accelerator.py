@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.sync.engine import SyncRequest, sync
+from stageflow.fast.sync_cli import load_request
+from stageflow.sync.engine import sync
 from stageflow.sync.manifest import Entry, delta_line, manifest_id_of_json, manifest_to_json, replay
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -42,7 +43,7 @@ def make_repo(project, ignore: str = "node_modules/\n*.log\ndist/\n") -> None:
 
 
 def run(project, *, git_on: bool = True, dry: bool = False):
-    return sync(SyncRequest(project.source, "api", dry_run=dry, use_git=git_on))
+    return sync(load_request(project.source, "api", dry_run=dry, use_git=git_on))
 
 
 def both(project) -> tuple[dict[str, list[str]], dict[str, list[str]], object]:

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from stageflow.fast import sync_server as server
+from stageflow.fast.sync_cli import load_request
 from stageflow.sync import notify
-from stageflow.sync.engine import SyncRequest, sync
+from stageflow.sync.engine import sync
 
 from .test_git_accelerator import expected_tree, git, make_repo
 
@@ -59,7 +60,7 @@ def served(monkeypatch):
 
 
 def run(project, *, git_on: bool = True, dry: bool = False, on_changes=None):
-    return sync(SyncRequest(project.source, "api", dry_run=dry, use_git=git_on), on_changes=on_changes)
+    return sync(load_request(project.source, "api", dry_run=dry, use_git=git_on), on_changes=on_changes)
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.sync.engine import SyncRequest, sync
+from stageflow.fast.sync_cli import load_request
+from stageflow.sync.engine import sync
 
 from .test_git_accelerator import expected_tree, git, make_repo
 
@@ -38,7 +39,7 @@ def watched_roots() -> list[str]:
 
 
 def run(project, *, git_on: bool = True, dry: bool = False):
-    return sync(SyncRequest(project.source, "api", dry_run=dry, use_git=git_on))
+    return sync(load_request(project.source, "api", dry_run=dry, use_git=git_on))
 
 
 @pytest.fixture

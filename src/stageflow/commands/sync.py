@@ -86,22 +86,10 @@ def sync_cmd(
     watchman = true in the environment asks watchman what changed instead of git status.
     Releases mode: a release an interrupted sync left with unfinished hooks is finished first (its
     hooks run again; rolled back if they fail) or rolled back (unfinished_hooks = "rollback")."""
-    from stageflow.sync.engine import SyncRequest
-
     if checksum and not verify:
         from stageflow.errors import BadInput
 
         raise BadInput("--checksum only applies to --verify: pass both (stageflow sync --verify --checksum)")
-    request = SyncRequest(
-        source=source,
-        environment=env,
-        target=target,
-        config_path=config,
-        dry_run=dry_run,
-        use_git=not no_git,
-        verify=verify,
-        checksum=checksum,
-    )
     if prefect:
         from stageflow.flows.deploy_sync import DeploySyncParams, deploy_sync
 
@@ -122,8 +110,10 @@ def sync_cmd(
         else:
             typer.echo(f"deploy_sync flow: {json.dumps(doc['changes'])} release {doc['release']}")
         return
-    from stageflow.fast.sync_cli import execute
+    from stageflow.fast.sync_cli import execute, load_request
 
+    flags = {"dry_run": dry_run, "use_git": not no_git, "verify": verify, "checksum": checksum}
+    request = load_request(source, env, config, target=target, **flags)
     on_changes, bar = _progress_hook(not as_json)
     execute(request, as_json=as_json, on_changes=on_changes, bar=bar)
 

@@ -18,8 +18,9 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from stageflow.commerce.signing import authorization
-from stageflow.contracts.commerce import Product
-from stageflow.errors import BadInput, RateLimited, ServiceAuthError, ServiceError
+from stageflow.contracts.commerce import CommerceContext, Product
+from stageflow.contracts.ops import Message
+from stageflow.errors import BadInput, RateLimited, ServiceAuthError, ServiceError, StageflowError
 from stageflow.services.budget import BudgetGuard
 from stageflow.services.cache import TtlCache
 from stageflow.services.resilience import (
@@ -71,7 +72,7 @@ class CoupangConfig(BaseModel):
     deeplink_per_minute: int = 100
     rate_wait_s: float = 0.0  # how long to wait for a token before refusing the call
     shared_limits: bool = True  # token buckets in the store, shared by every process (when use_store)
-    alerts: bool = True  # budget alerts (70/80/90/95 %) through the [notify] notifier
+    alerts: bool = True  # budget alerts (70/80/90/95 %) through the run's notifier ([notify])
     breaker_threshold: int = 3
     breaker_cooldown_s: float = 300.0
     cache_ttl_s: float = 3600.0  # search results
@@ -93,6 +94,30 @@ def _secret(value: SecretStr | None, block: str | None, env: str, what: str) -> 
             f"coupang: no {what}: set {env}, or {what.replace(' ', '_')} / a Secret block in the config"
         )
     return found
+
+
+def budget_alert(service: str, notify: Callable[[Message], None]) -> Callable[[int, int, int], None]:
+    """The budget guard's alert callback: a message through ``notify`` (the run's notifier, handed in
+    by the preflight context). A notifier failure is logged and raised back to the guard, which
+    releases the alert's claim so a later check sends it again; it never fails the analysis."""
+
+    def alert(threshold: int, used: int, limit: int) -> None:
+        import logging
+
+        message = Message(
+            title=f"{service}: {threshold}% of the monthly API budget used",
+            text=f"{used} of {limit} calls this month. New calls are blocked at 95 %; raise "
+            f"monthly_budget in [video.{service}] if the quota allows.",
+            level="warning" if threshold < 95 else "error",
+            fields={"service": service, "threshold": f"{threshold}%", "used": str(used), "limit": str(limit)},
+        )
+        try:
+            notify(message)
+        except StageflowError as exc:
+            logging.getLogger("stageflow.commerce").warning("%s budget alert not delivered: %s", service, exc)
+            raise
+
+    return alert
 
 
 @dataclass(frozen=True)
@@ -135,6 +160,7 @@ class CoupangClient:
         self.sleep = sleep
         self.policy = RetryPolicy(config.attempts, config.backoff_s, config.max_backoff_s)
         self.clock, self.wall_clock, self.alert = clock, wall_clock, alert
+        self._alert_given = alert is not None
         self.store: Any | None = None
         self._owns_store = False  # opened here (use_store, no store given): closed by close()
         self._ready = False
@@ -165,12 +191,17 @@ class CoupangClient:
         self.budget = BudgetGuard(SERVICE, config.monthly_budget, store=store, alert=self.alert)
         self._ready = True
 
-    def preflight(self) -> None:
+    def preflight(self, context: CommerceContext | None = None) -> None:
         """Open the stageflow store this client keeps its cache, shared rate limits and budget in
         (``use_store``, no store given), in the calling thread: a run calls it before any video, so a
-        store that cannot be opened fails there. Building the client opens nothing (``validate`` and
-        the analysis check build it only to check its keys); the first search or deeplink calls this
-        too. Idempotent."""
+        store that cannot be opened fails there; with ``alerts``, the budget alerts go through the
+        run's ``context.notify`` (unless an ``alert`` was given). Building the client opens nothing
+        (``validate`` and the analysis check build it only to check its keys); the first search or
+        deeplink calls this too (without a context: no alerts). Idempotent."""
+        if context is not None and self.config.alerts and not self._alert_given:
+            self.alert = budget_alert(SERVICE, context.notify)
+            if self._ready:
+                self.budget.alert = self.alert
         if self._ready:
             return
         from stageflow.store import open_store

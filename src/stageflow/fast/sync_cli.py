@@ -108,18 +108,31 @@ def run(argv: Sequence[str]) -> bool:
         return False  # Typer's own message for a directory given as --config
 
     from stageflow.errors import run_command
-    from stageflow.sync.engine import SyncRequest
 
-    request = SyncRequest(
-        source=Path(args["source"]),
-        environment=args["env"],
-        target=args["target"],
-        config_path=Path(args["config"]) if args["config"] else None,
-        dry_run=args["dry_run"],
-        use_git=not args["no_git"],
-    )
-    run_command(lambda: execute(request, as_json=args["as_json"]))
+    def sync() -> None:
+        request = load_request(
+            Path(args["source"]),
+            args["env"],
+            Path(args["config"]) if args["config"] else None,
+            target=args["target"],
+            dry_run=args["dry_run"],
+            use_git=not args["no_git"],
+        )
+        execute(request, as_json=args["as_json"])
+
+    run_command(sync)
     return True
+
+
+def load_request(source: Any, environment: str, config: Any = None, **options: Any) -> Any:
+    """The engine's :class:`~stageflow.sync.engine.SyncRequest` for SOURCE: the project file
+    (``config``, else SOURCE/stageflow.toml) loaded here, its [sync] section handed to the engine,
+    which reads no file itself. ``options``: the request's other fields (target, dry_run, ...)."""
+    from stageflow.config import load_config
+    from stageflow.sync.engine import SyncRequest, locate
+
+    source, path = locate(source, config)
+    return SyncRequest(source, environment, load_config(path).sync, path, **options)
 
 
 def execute(request: Any, *, as_json: bool, on_changes: Any = None, bar: Any = None) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stageflow.config import CONFIG_NAME, load_config
+from stageflow.config import CONFIG_NAME
 from stageflow.errors import BadInput, ConfigError, JobFailed, PluginError
 from stageflow.sync import casefold, detect, gitscan, notify, releases, watch
 from stageflow.sync.apply import apply
@@ -34,7 +34,7 @@ from stageflow.sync.manifest import (
     replay,
 )
 from stageflow.sync.model import DeployFailed, Plan, Prepared, SyncRequest, SyncResult
-from stageflow.sync.profile import EnvironmentProfile, SyncConfig
+from stageflow.sync.profile import EnvironmentProfile
 from stageflow.sync.rules import SelectionRules
 from stageflow.sync.safety import ENV_VARS, ROLE_FILES, check_role, preflight_hooks
 from stageflow.sync.target import LocalTarget, SshTarget, open_target
@@ -45,18 +45,28 @@ logger = logging.getLogger("stageflow.sync")
 
 
 # ------------------------------------------------------------------------------------------ prepare
-def load_profile(request: SyncRequest) -> tuple[Path, SyncConfig, EnvironmentProfile, Path]:
-    source = Path(request.source).expanduser()
+def source_dir(source: Path) -> Path:
+    """SOURCE resolved, refused when it is not a directory."""
+    source = Path(source).expanduser()
     if not source.is_dir():
         what = "is not a directory" if source.exists() else "does not exist"
         raise BadInput(f"source {source} {what}: pass the project's root directory as SOURCE")
-    source = source.resolve()
-    path = request.config_path or source / CONFIG_NAME
-    if request.config_path is None and not path.is_file():
+    return source.resolve()
+
+
+def locate(source: Path, config: Path | None = None) -> tuple[Path, Path]:
+    """(SOURCE resolved, the project file a sync of it reads: ``config``, else SOURCE/stageflow.toml).
+    Only looks: the caller loads the file and passes its [sync] section in the :class:`SyncRequest`."""
+    source = source_dir(source)
+    path = config or source / CONFIG_NAME
+    if config is None and not path.is_file():
         raise BadInput(f"no {CONFIG_NAME} in {source}: add [sync.environments.NAME] there or pass --config")
-    cfg = load_config(Path(path))
-    profile = cfg.sync.environment(request.environment, str(path))
-    return source, cfg.sync, profile, Path(path)
+    return source, Path(path)
+
+
+def _profile(request: SyncRequest) -> tuple[Path, EnvironmentProfile]:
+    source = source_dir(request.source)
+    return source, request.config.environment(request.environment, str(request.config_file))
 
 
 def _sync_plugins() -> Any:
@@ -83,7 +93,8 @@ def _build_hooks(plugins: Any, profile: EnvironmentProfile, env: str, where: Pat
 def prepare(request: SyncRequest, plugins: Any = None, log: Callable[[str], None] | None = None) -> Prepared:
     """Validate everything and run the safety net. Reads the target; writes nothing."""
     started = time.perf_counter()
-    source, config, profile, where = load_profile(request)
+    source, profile = _profile(request)
+    config, where = request.config, request.config_file
     if plugins is None:
         plugins = _sync_plugins()
     spec = request.target or profile.target
@@ -377,7 +388,9 @@ __all__ = [
     "SyncResult",
     "execute",
     "init_target",
+    "locate",
     "plan",
     "prepare",
+    "source_dir",
     "sync",
 ]

@@ -30,10 +30,15 @@ class DeployFailed(JobFailed):
 
 @dataclass
 class SyncRequest:
+    """One sync to run. ``config`` is the project file's [sync] section, loaded by the caller (the
+    engine reads no file: :func:`stageflow.sync.engine.locate` says which one), ``config_file`` where it
+    came from (for messages)."""
+
     source: Path
     environment: str
+    config: SyncConfig
+    config_file: Path
     target: str | None = None
-    config_path: Path | None = None
     dry_run: bool = False
     use_git: bool = True  # False (--no-git): always walk the whole tree
     #: --verify: compare the target's real files with the manifest and repair what drifted.

@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from stageflow.contracts.commerce import CommerceContext
+from stageflow.contracts.ops import Message
 from stageflow.errors import BadInput, StageflowError
 from stageflow.plugin_manager import StageflowPluginManager, get_plugin_manager
 from stageflow.video.pipeline import steps
@@ -120,16 +122,37 @@ def check_backends(
     return steps.build_backends(plugins, config)
 
 
-def build_analysis(plugins: StageflowPluginManager, config: VideoConfig) -> Analysis:
-    """Build part 2's backends in the calling thread and make the commerce backends ready (their
-    optional ``preflight()``: Coupang opens its store here, so a store that cannot be opened fails
-    before any video)."""
+def commerce_context(
+    plugins: StageflowPluginManager, notifier: str = "log", notifier_options: dict[str, Any] | None = None
+) -> CommerceContext:
+    """What each commerce backend's preflight gets: ``notify`` posts through the run's notifier
+    (built when a message is sent, as the run's summary notification is)."""
+    options = dict(notifier_options or {})
+
+    def send(message: Message) -> None:
+        plugins.notifiers.build(notifier, options).notify(message)
+
+    return CommerceContext(notify=send)
+
+
+def build_analysis(
+    plugins: StageflowPluginManager,
+    config: VideoConfig,
+    notifier: str = "log",
+    notifier_options: dict[str, Any] | None = None,
+) -> Analysis:
+    """Build part 2's backends in the calling thread and make the commerce backends ready: their
+    optional ``preflight(context)`` (Coupang opens its store here, so a store that cannot be opened
+    fails before any video, and takes the run's notifier for its budget alerts)."""
     analyzer = plugins.build("analyzers", config.analyzer, config.options(config.analyzer))
     built = Analysis(analyzer, [], None)
+    context = commerce_context(plugins, notifier, notifier_options)
     try:
         for name in config.commerce:
             built.commerce.append(plugins.build("commerce", name, config.options(name)))
-            _call_optional(built.commerce[-1], "preflight")
+            preflight = getattr(built.commerce[-1], "preflight", None)
+            if callable(preflight):
+                preflight(context)
         built.patterns = load_patterns(config)
     except BaseException:
         built.close()  # the clients readied so far opened their stores
@@ -199,14 +222,16 @@ def analyse(
     analysis: Analysis | None = None,
     store: Any = None,
     actor: str = "engine",
+    notifier: str = "log",
+    notifier_options: dict[str, Any] | None = None,
 ) -> Analysed:
     """Step *analyse* (+ *clip*): part 2's engine on one part-1 record: product candidates with reel
     clips cut from ``video``, into the store. A failure sets the record's ``error``; failed ranges set
     it too (the other ranges' candidates are kept). Without ``analysis``/``store`` the step builds and
-    opens its own (a Prefect task's thread)."""
+    opens its own (a Prefect task's thread), its commerce backends alerting through ``notifier``."""
     if analysis is None:
         with opened(store) as s:
-            own = build_analysis(get_plugin_manager(), config)
+            own = build_analysis(get_plugin_manager(), config, notifier, notifier_options)
             try:
                 return analyse(record, job, video, config, own, s, actor)
             finally:

@@ -53,6 +53,10 @@ class AnalyzeContext:
     call: Call = direct
     actor: str = "engine"
     analyse: bool | None = None  # run part 2; None: when ``analysis`` is given
+    #: The run's notifier ([notify]): what an analyse step that builds its own backends hands their
+    #: preflight (budget alerts).
+    notifier: str = "log"
+    notifier_options: dict[str, Any] = field(default_factory=dict)
 
 
 def failure(exc: BaseException) -> str:
@@ -128,6 +132,8 @@ def analyze_video(ref: VideoRef, ctx: AnalyzeContext, number: int = 1, total: in
                 analysis=ctx.analysis,
                 store=ctx.store,
                 actor=ctx.actor,
+                notifier=ctx.notifier,
+                notifier_options=ctx.notifier_options,
             )
             record = analysed.record
             ctx.outcomes.append(analysed.outcome)
@@ -187,10 +193,11 @@ def run_analysis(
     options = dict(notifier_options or {})
     backends = part2.check_backends(config, notifier, options, plugins)
     refs = resolve_inputs(inputs, plugins)
-    analysis = part2.build_analysis(plugins, config)
+    analysis = part2.build_analysis(plugins, config, notifier, options)
     store = open_store()
     try:
         ctx = AnalyzeContext(plugins, config, backends, out_dir, store, force, on_stage, analysis=analysis)
+        ctx.notifier, ctx.notifier_options = notifier, options
         try:
             videos = analyze_records(refs, ctx)
         finally:
