@@ -208,7 +208,7 @@ def test_worker_back_after_a_gap_runs_one_tick_at_a_time(server, tmp_path, ops, 
                 r["state"]["type"] not in {"SCHEDULED", "PENDING", "RUNNING"} for r in runs if r["id"] in ids
             )
 
-        ops.wait_for(settled, 120, "the late ticks to settle")
+        ops.wait_for(settled, 600, "the late ticks to settle")
     finally:
         _stop(worker)
     states: dict[str, int] = {}
