@@ -47,7 +47,7 @@ class DeploySyncParams(BaseModel):
 @task(name="safety-net", task_run_name="safety-net", cache_policy=NO_CACHE)
 def prepare_task(params: DeploySyncParams) -> engine.Prepared:
     request = engine.SyncRequest(
-        source=params.source,
+        source=Path(params.source),  # the engine takes Path(source) either way
         environment=params.environment,
         target=params.target,
         config_path=Path(params.config) if params.config else None,

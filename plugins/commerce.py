@@ -4,11 +4,13 @@ stageflow.commerce.coupang; this module only registers it."""
 
 from __future__ import annotations
 
-from stageflow.api import Message, StageflowError, hookimpl
+from collections.abc import Callable
+
+from stageflow.api import CommerceApi, Message, Register, StageflowError, hookimpl
 from stageflow.commerce.coupang import CoupangConfig
 
 
-def budget_alert(service: str):
+def budget_alert(service: str) -> Callable[[int, int, int], None]:
     """An alert callback that posts through the notifier of stageflow.toml's [notify] (read when the
     alert fires, so building the client needs no config file); a notifier failure is logged, never
     raised into the analysis."""
@@ -41,14 +43,14 @@ def budget_alert(service: str):
     return alert
 
 
-def _coupang(config: CoupangConfig):
+def _coupang(config: CoupangConfig) -> CommerceApi:
     from stageflow.commerce.coupang import CoupangClient
 
     return CoupangClient(config, alert=budget_alert("coupang") if config.alerts else None)
 
 
 @hookimpl
-def register_commerce(register):
+def register_commerce(register: Register) -> None:
     register(
         "coupang",
         _coupang,
