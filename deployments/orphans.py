@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
 
 TAG_PREFIX = "stageflow-process:"
 
@@ -97,7 +100,7 @@ def _reap() -> list[str]:
             if not owners or any(p.alive() for p in owners):
                 continue
             gone = owners[0]
-            state = Crashed(
+            state: State[Any] = Crashed(
                 message=f"its process (pid {gone.pid} on {gone.host}) ended without reporting "
                 "(killed?); marked Crashed when stageflow next started"
             )

@@ -6,9 +6,12 @@ belongs on a GPU work pool) are left out."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stageflow.errors import BadInput
+
+if TYPE_CHECKING:
+    from prefect.flows import Flow
 
 
 def _schedules(entries: list[dict[str, Any]]) -> list[Any]:
@@ -53,7 +56,7 @@ def load_served_deployments(prefect_yaml: Path, only: list[str] | None = None) -
         entries = [d for d in entries if d["name"] in only]
     deployments = []
     for d in entries:
-        flow = load_flow_from_entrypoint(d["entrypoint"])
+        flow: Flow[..., Any] = load_flow_from_entrypoint(d["entrypoint"])
         deployments.append(
             flow.to_deployment(
                 name=d["name"],

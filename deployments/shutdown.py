@@ -17,7 +17,10 @@ import os
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ def crash_runs(runs: Iterable[StartedRun], reason: str, grace_s: float = 10.0) -
             try:
                 # the run's own SIGTERM handling may have set Crashed already, without its hooks
                 now = client.read_flow_run(flow_run_id).state
-                state = Crashed(message=f"{reason}: its processes were stopped")
+                state: State[Any] = Crashed(message=f"{reason}: its processes were stopped")
                 if now is not None and now.is_final():
                     state = now
                 else:

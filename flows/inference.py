@@ -8,7 +8,7 @@ wrap :func:`stageflow.video.pipeline.steps.transcribe` and :func:`~stageflow.vid
 """
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from prefect import flow, task
 
@@ -17,6 +17,9 @@ from stageflow.stages import Transcript
 from stageflow.video.pipeline import steps
 from stageflow.video.pipeline.records import DecodedJob, Inference
 from stageflow.video.settings import VideoConfig
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 
 @task(name="transcribe", tags=["gpu"], task_run_name="transcribe-{job.video_id}")
@@ -123,11 +126,14 @@ def run_inference(job: DecodedJob, config: VideoConfig, language: str | None = N
     if remote is not None:  # only then: a child deployed before job_storage existed still takes these
         parameters["remote"] = remote
     try:
-        run = run_deployment(
-            deployment,
-            parameters=parameters,
-            timeout=float(config.inference_timeout_s or 3600),
-            tags=["gpu"],
+        run = cast(  # sync_compatible: typed as a coroutine too; called here from sync code
+            "FlowRun",
+            run_deployment(
+                deployment,
+                parameters=parameters,
+                timeout=float(config.inference_timeout_s or 3600),
+                tags=["gpu"],
+            ),
         )
         if run.state is None or not run.state.is_completed():
             state = run.state.name if run.state else "unknown"

@@ -39,7 +39,7 @@ def notify_unless_checks_failing(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 @flow(name="monitor", on_failure=[notify_unless_checks_failing], on_crashed=[notify_failure])
-def monitor(config_path: str | None = None) -> Any:
+def monitor(config_path: str | None = None) -> dict[str, Any]:
     """Probe every check in [monitor] of stageflow.toml; notify on alert, recovery and escalation."""
     attach_run_logging()
     report = monitor_tick_task(config_path)
@@ -50,7 +50,8 @@ def monitor(config_path: str | None = None) -> Any:
     failing = [c for c in report["checks"] if not c["ok"]]
     if failing:
         detail = "; ".join(f"{c['name']}: {c['detail']}" for c in failing)
-        return Failed(
+        # Prefect unwraps a returned state: the call raises on Failed, so callers get the report
+        return Failed(  # type: ignore[return-value]
             name=CHECKS_FAILING,
             message=f"{len(failing)} of {len(report['checks'])} checks failing: {detail}"[:1000],
             data=report,

@@ -293,7 +293,9 @@ def review_in_ui(video_ids: list[str], timeout_s: int, poll_s: int) -> dict[str,
 
         message = f"review timed out after {timeout_s} s; {len(rows)} candidate(s) stay needs_review"
         with get_client(sync_client=True) as client:
-            client.set_flow_run_state(FlowRunContext.get().flow_run.id, Running(message=message), force=True)
+            # inside the flow, so its run context is set
+            flow_run_id = FlowRunContext.get().flow_run.id  # type: ignore[union-attr]
+            client.set_flow_run_state(flow_run_id, Running(message=message), force=True)
         print(f"review: {message}")
         return {"status": "timed out", "offered": len(rows), "message": message}
     decisions = [d.model_dump() for d in answer.decisions]

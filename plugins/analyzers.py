@@ -4,25 +4,25 @@ registers them and imports nothing heavy."""
 
 from __future__ import annotations
 
-from stageflow.api import hookimpl
+from stageflow.api import Analyzer, Register, hookimpl
 from stageflow.video.analysis.gemini import GeminiConfig
 from stageflow.video.analysis.rules import RulesConfig
 
 
-def _rules(config: RulesConfig):
+def _rules(config: RulesConfig) -> Analyzer:
     from stageflow.video.analysis.rules import RulesAnalyzer
 
     return RulesAnalyzer(config)
 
 
-def _gemini(config: GeminiConfig):
+def _gemini(config: GeminiConfig) -> Analyzer:
     from stageflow.video.analysis.gemini import GeminiAnalyzer
 
     return GeminiAnalyzer(config)
 
 
 @hookimpl
-def register_analyzers(register):
+def register_analyzers(register: Register) -> None:
     register(
         "rules",
         _rules,

@@ -19,10 +19,14 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.api import ConfigError, hookimpl
+from stageflow.api import ConfigError, Register, hookimpl
+
+if TYPE_CHECKING:
+    import httpx
 
 _TMP_PREFIX = ".tmp-"
 #: A temporary entry older than this whose writer cannot be identified is a leftover.
@@ -53,7 +57,7 @@ def _pid_alive(pid: int) -> bool:
 
 def clean_stale_temps(directory: Path) -> list[str]:
     """Remove ``.tmp-<pid>-*`` entries whose writer is gone (killed mid-write); return their names."""
-    removed = []
+    removed: list[str] = []
     try:
         names = [n for n in os.listdir(directory) if n.startswith(_TMP_PREFIX)]
     except OSError:
@@ -183,7 +187,9 @@ class HttpCache:
         token = os.environ.get(self.config.token_env, "") if self.config.token_env else ""
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _call(self, method: str, key: str, extra_headers: dict[str, str] | None = None, **kwargs: object):
+    def _call(
+        self, method: str, key: str, extra_headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         import httpx
 
         try:
@@ -255,7 +261,7 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 
 @hookimpl
-def register_build_caches(register):
+def register_build_caches(register: Register) -> None:
     register(
         "local",
         LocalCache,

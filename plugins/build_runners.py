@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.api import BuildOutcome, BuildTask, hookimpl
+from stageflow.api import BuildOutcome, BuildTask, Register, hookimpl
 
 
 class RunnerConfig(BaseModel):
@@ -135,7 +135,7 @@ class YarnRunner(ScriptRunner):
 
 
 @hookimpl
-def register_build_runners(register):
+def register_build_runners(register: Register) -> None:
     register("npm", NpmRunner, config=RunnerConfig, description="npm workspaces; scripts run directly")
     register("pnpm", PnpmRunner, config=RunnerConfig, description="pnpm workspaces; scripts run directly")
     register("yarn", YarnRunner, config=RunnerConfig, description="yarn workspaces; scripts run directly")

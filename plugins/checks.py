@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.api import CheckResult, hookimpl
+from stageflow.api import CheckResult, Register, hookimpl
 from stageflow.monitor.drift import DriftCheckConfig
 
 
@@ -229,7 +229,7 @@ class WorkPoolCheck:
 
 
 @hookimpl
-def register_checks(register):
+def register_checks(register: Register) -> None:
     register("http", HttpCheck, config=HttpCheckConfig, description="Health URL answers in time")
     register("disk", DiskCheck, config=DiskCheckConfig, description="Free disk space above a minimum")
     register("store", StoreCheck, config=StoreCheckConfig, description="stageflow store passes quick_check")

@@ -5,18 +5,18 @@ only registers it."""
 
 from __future__ import annotations
 
-from stageflow.api import hookimpl
+from stageflow.api import CommerceApi, Register, hookimpl
 from stageflow.commerce.coupang import CoupangConfig
 
 
-def _coupang(config: CoupangConfig):
+def _coupang(config: CoupangConfig) -> CommerceApi:
     from stageflow.commerce.coupang import CoupangClient
 
     return CoupangClient(config)
 
 
 @hookimpl
-def register_commerce(register):
+def register_commerce(register: Register) -> None:
     register(
         "coupang",
         _coupang,

@@ -18,11 +18,11 @@ import shlex
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from stageflow.api import BadInput, DeployContext, HookOutcome, Refused, hookimpl
+from stageflow.api import BadInput, DeployContext, HookOutcome, Refused, Register, hookimpl
 from stageflow.sync.hooks import PreflightContext
 
 
@@ -60,7 +60,8 @@ class EnvFileHook:
         from prefect.blocks.system import Secret
 
         try:
-            value = Secret.load(self.config.secret).get()
+            block: Any = Secret.load(cast(str, self.config.secret))  # the validator: secret is set here
+            value = block.get()
         except ValueError:
             raise BadInput(
                 f"env-file hook: Secret block '{self.config.secret}' not found: create it in Prefect"
@@ -305,7 +306,7 @@ class HealthHook:
 
 
 @hookimpl
-def register_deploy_hooks(register):
+def register_deploy_hooks(register: Register) -> None:
     register(
         "env-file",
         EnvFileHook,

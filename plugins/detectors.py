@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.api import ConfigError, Detection, Frame, hookimpl
+from stageflow.api import ConfigError, Detection, Frame, Register, hookimpl
 
 
 class UltralyticsConfig(BaseModel):
@@ -106,7 +106,7 @@ class OnnxDetector(UltralyticsDetector):
 
 
 @hookimpl
-def register_detectors(register):
+def register_detectors(register: Register) -> None:
     register(
         "ultralytics",
         UltralyticsDetector,

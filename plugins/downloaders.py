@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.api import JobFailed, hookimpl
+from stageflow.api import JobFailed, Register, hookimpl
 from stageflow.video import VIDEO_SUFFIXES
 
 log = logging.getLogger("stageflow.video.download")
@@ -137,7 +137,7 @@ class _QuietLogger:
 
 
 @hookimpl
-def register_downloaders(register):
+def register_downloaders(register: Register) -> None:
     register(
         "http",
         HttpDownloader,

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from stageflow.api import BadInput, IllegalTransition, ServiceAuthError, ServiceError, hookimpl
+from stageflow.api import BadInput, IllegalTransition, Register, ServiceAuthError, ServiceError, hookimpl
 from stageflow.services.resilience import Retryable, RetryPolicy, parse_retry_after, with_retries
 from stageflow.video.analysis.routing import canonical_status
 from stageflow.video.store import video_store
@@ -69,7 +69,8 @@ def _credentials(config: GSheetsConfig) -> tuple[Any, str]:
     elif config.service_account_block:
         from prefect.blocks.system import Secret
 
-        value = Secret.load(config.service_account_block).get()
+        block: Any = Secret.load(config.service_account_block)  # sync_compatible: typed as a coroutine too
+        value = block.get()
         info = value if isinstance(value, dict) else json.loads(str(value))
     else:
         path = config.service_account_file or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
@@ -90,12 +91,12 @@ def _session(credentials: Any, base_url: str) -> Any:
     class RebasedSession(AuthorizedSession):
         """An AuthorizedSession whose Sheets URLs go to ``base_url`` (tests: a local server)."""
 
-        def request(self, method, url, *args, **kwargs):  # noqa: ANN001, ANN201
+        def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
             if base_url.rstrip("/") != GOOGLE_SHEETS and url.startswith(GOOGLE_SHEETS):
                 url = base_url.rstrip("/") + url[len(GOOGLE_SHEETS) :]
-            return super().request(method, url, *args, **kwargs)
+            return super().request(method, url, *args, **kwargs)  # type: ignore[no-untyped-call]  # google-auth
 
-    return RebasedSession(credentials)
+    return RebasedSession(credentials)  # type: ignore[no-untyped-call]  # google-auth's __init__
 
 
 def _cell(value: Any) -> Any:
@@ -306,7 +307,7 @@ class SheetChannelsSource:
 
 
 @hookimpl
-def register_sources(register):
+def register_sources(register: Register) -> None:
     register(
         "sheet-channels",
         SheetChannelsSource,
@@ -318,7 +319,7 @@ def register_sources(register):
 
 
 @hookimpl
-def register_sinks(register):
+def register_sinks(register: Register) -> None:
     register(
         "gsheets",
         GSheetsSink,

@@ -6,7 +6,7 @@ import logging
 
 from pydantic import BaseModel, ConfigDict
 
-from stageflow.api import Message, hookimpl
+from stageflow.api import Message, Register, hookimpl
 
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -34,5 +34,5 @@ class LogNotifier:
 
 
 @hookimpl
-def register_notifiers(register):
+def register_notifiers(register: Register) -> None:
     register("log", LogNotifier, config=LogNotifierConfig, description="Log messages (no service needed)")

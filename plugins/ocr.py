@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.api import BadInput, Frame, JobFailed, OcrText, hookimpl
+from stageflow.api import BadInput, Frame, JobFailed, OcrText, Register, hookimpl
 from stageflow.video.ocrtext import NoiseFilter, make_text
 
 
@@ -112,7 +112,7 @@ def _detect_at_size(engine: Any, bgr: Any, max_side: int) -> list[Any]:
     still ran at 1312x736, ~0.6 s on 2 cores); here the downscaled frame keeps its size (640 px:
     ~4x fewer pixels than 1312x736, caption boxes within a few pixels of the full-size ones). Falls
     back to the engine's own call on another rapidocr layout."""
-    det = getattr(engine, "text_det", None)
+    det: Any = getattr(engine, "text_det", None)
     try:
         from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
 
@@ -310,7 +310,7 @@ def parse_tsv(tsv: str, t: float) -> list[OcrText]:
 
 
 @hookimpl
-def register_ocr_engines(register):
+def register_ocr_engines(register: Register) -> None:
     register(
         "rapidocr",
         RapidOcrEngine,

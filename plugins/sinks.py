@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from stageflow.api import hookimpl
+from stageflow.api import Register, hookimpl
 
 
 class SqliteSinkConfig(BaseModel):
@@ -103,7 +103,7 @@ class JsonlSink:
 
 
 @hookimpl
-def register_sinks(register):
+def register_sinks(register: Register) -> None:
     register("sqlite", SqliteSink, config=SqliteSinkConfig, description="Upsert into the stageflow store")
     register(
         "jsonl",

@@ -15,11 +15,11 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from stageflow.api import BadInput, Message, ServiceAuthError, ServiceError, hookimpl
+from stageflow.api import BadInput, Message, Register, ServiceAuthError, ServiceError, hookimpl
 
 _EMOJI = {"info": ":information_source:", "warning": ":warning:", "error": ":rotating_light:"}
 _AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"}
@@ -42,14 +42,31 @@ class SlackConfig(BaseModel):
 
 def _rate_limit_handler(max_retries: int, cap_s: float, sleep: Callable[[float], None]) -> Any:
     from slack_sdk.http_retry.handler import RetryHandler
+    from slack_sdk.http_retry.request import HttpRequest
+    from slack_sdk.http_retry.response import HttpResponse
+    from slack_sdk.http_retry.state import RetryState
 
     class CappedRateLimitHandler(RetryHandler):
         """Retries HTTP 429 after Retry-After seconds (capped), without the built-in random second."""
 
-        def _can_retry(self, *, state, request, response=None, error=None) -> bool:  # noqa: ANN001
+        def _can_retry(
+            self,
+            *,
+            state: RetryState,
+            request: HttpRequest,
+            response: HttpResponse | None = None,
+            error: Exception | None = None,
+        ) -> bool:
             return response is not None and response.status_code == 429
 
-        def prepare_for_next_attempt(self, *, state, request, response=None, error=None) -> None:  # noqa: ANN001
+        def prepare_for_next_attempt(
+            self,
+            *,
+            state: RetryState,
+            request: HttpRequest,
+            response: HttpResponse | None = None,
+            error: Exception | None = None,
+        ) -> None:
             headers = {k.lower(): v for k, v in (response.headers if response else {}).items()}
             raw = headers.get("retry-after", ["1"])
             try:
@@ -86,7 +103,8 @@ class SlackNotifier:
         if self.config.token_block:
             from prefect.blocks.system import Secret
 
-            return str(Secret.load(self.config.token_block).get())
+            block: Any = Secret.load(self.config.token_block)  # sync_compatible: typed as a coroutine too
+            return str(block.get())
         return os.environ.get("SLACK_BOT_TOKEN", "")
 
     @property
@@ -145,7 +163,7 @@ class SlackNotifier:
         )
         try:
             resp = client.chat_postMessage(
-                channel=self.config.channel, text=fallback_text(message), blocks=blocks(message)
+                channel=cast(str, self.config.channel), text=fallback_text(message), blocks=blocks(message)
             )
         except SlackApiError as exc:
             error = str(exc.response.get("error", "")) if exc.response is not None else ""
@@ -214,7 +232,7 @@ def blocks(message: Message) -> list[dict[str, Any]]:
 
 
 @hookimpl
-def register_notifiers(register):
+def register_notifiers(register: Register) -> None:
     register(
         "slack",
         SlackNotifier,

@@ -6,13 +6,14 @@ or an HTML page is reported with a warning instead of a silent "found 0"."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.api import BadInput, MediaItem, hookimpl
+from stageflow.api import BadInput, MediaItem, Register, hookimpl
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
 
@@ -86,7 +87,7 @@ class FolderSource:
             if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
                 digest = hashlib.sha256()
                 with path.open("rb") as fh:
-                    for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    for chunk in iter(functools.partial(fh.read, 1 << 20), b""):
                         digest.update(chunk)
                 items.append(
                     MediaItem(
@@ -129,7 +130,7 @@ class UrlsSource:
 
 
 @hookimpl
-def register_sources(register):
+def register_sources(register: Register) -> None:
     register(
         "rss",
         RssSource,

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from stageflow.api import Segment, Transcript, Word, hookimpl
+from stageflow.api import Register, Segment, Transcript, Word, hookimpl
 
 
 class FasterWhisperConfig(BaseModel):
@@ -149,7 +149,7 @@ def snap_to_speech(seg: Segment, regions: Sequence[tuple[float, float]]) -> Segm
 
 
 @hookimpl
-def register_transcribers(register):
+def register_transcribers(register: Register) -> None:
     register(
         "faster-whisper",
         FasterWhisperTranscriber,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stageflow.api import BadInput, ChangeSet, JobFailed, TransferStats, hookimpl
+from stageflow.api import BadInput, ChangeSet, JobFailed, Register, TransferStats, hookimpl
 
 _TMP_PREFIX = ".stageflow-tmp-"
 
@@ -316,7 +316,7 @@ def _only_deleted_vanished(source: Path, deleted: list[str], stderr: bytes) -> b
 
 
 @hookimpl
-def register_transports(register):
+def register_transports(register: Register) -> None:
     register(
         "local",
         LocalTransport,

@@ -309,14 +309,15 @@ EXTRAS = {
 }
 
 
-def _click_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
+def _click_exceptions() -> tuple[tuple[type[Any], ...], ...]:
     """Click's UsageError, Abort and ClickException: Typer 0.29 raises those of its own vendored copy
-    of Click (typer._click), older Typers those of click itself; both are caught."""
+    of Click (typer._click), older Typers those of click itself; both are caught. (``type[Any]``:
+    classes of either Click, found at run time; the caller uses their ``format_message()``.)"""
     import importlib
 
-    usage: list[type[BaseException]] = []
-    abort: list[type[BaseException]] = []
-    other: list[type[BaseException]] = []
+    usage: list[type[Any]] = []
+    abort: list[type[Any]] = []
+    other: list[type[Any]] = []
     for name in ("typer._click.exceptions", "click.exceptions"):
         try:
             mod = importlib.import_module(name)

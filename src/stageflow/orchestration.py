@@ -55,7 +55,7 @@ class Progress:
     def __init__(self, description: str, total: int):
         self.total = max(total, 1)
         self.done = 0
-        self._id = None
+        self._id: Any = None  # a UUID: create_progress_artifact is sync_compatible, typed as a coroutine too
         if in_prefect_run():
             from prefect.artifacts import create_progress_artifact
 

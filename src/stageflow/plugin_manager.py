@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib.metadata as md
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -105,7 +105,7 @@ class StageflowPluginManager:
         except KeyError:
             raise PluginError(f"unknown stage kind '{kind}' (kinds: {', '.join(KINDS)})") from None
 
-    def build(self, kind: str, name: str, config: dict[str, Any] | BaseModel | None = None) -> Any:
+    def build(self, kind: str, name: str, config: Mapping[str, Any] | BaseModel | None = None) -> Any:
         """Untyped: prefer the kind's accessor (``self.sinks.build(...)``), which returns its Protocol."""
         return self.registry(kind).build(name, config)
 

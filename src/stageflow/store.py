@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from stageflow import settings
 from stageflow.errors import BadInput, IntegrityError, SettingsError
@@ -159,7 +159,7 @@ class Store:
             cur = self.conn.execute(
                 "INSERT INTO runs (job, started_at, status) VALUES (?, ?, 'running')", [job, utc_now()]
             )
-        return int(cur.lastrowid)
+        return int(cast(int, cur.lastrowid))  # an INSERT sets it
 
     def finish_run(self, run_id: int, status: str, summary: Mapping[str, Any]) -> None:
         with self.transaction():

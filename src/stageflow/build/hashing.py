@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from stageflow.build.workspaces import LOCKFILES, WorkspaceGraph
 from stageflow.errors import BadInput
@@ -124,12 +124,12 @@ class Lockfile:
                 from yarnlock import yarnlock_parse
 
                 self.kind = "yarn"
-                self.yarn = yarnlock_parse(text)
+                self.yarn = cast(dict[str, Mapping[str, Any]], yarnlock_parse(text))  # TypedDict values
         except Exception as exc:  # noqa: BLE001 - any parser failure is the same bad input
             fix = {"npm": "npm install", "pnpm": "pnpm install"}.get(self.kind, "yarn install")
-            exc = " ".join(str(exc).split())[:200]  # one line
+            detail = " ".join(str(exc).split())[:200]  # one line
             raise BadInput(
-                f"{path}: not a lockfile stageflow can read ({exc}): regenerate it with `{fix}`"
+                f"{path}: not a lockfile stageflow can read ({detail}): regenerate it with `{fix}`"
             ) from None
         if not isinstance(self.packages, dict) or not isinstance(self.pnpm, dict):
             raise BadInput(f"{path}: unexpected structure: regenerate it")

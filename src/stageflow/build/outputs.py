@@ -126,9 +126,10 @@ def pack(
                         tar.addfile(info, reader)
                     digest.add("f", arcname, info.mode, reader.h.hexdigest())
                 # sockets, FIFOs and devices are never outputs
-        body = {**meta, "format": FORMAT, "digest": digest.hexdigest()}
+        content_digest = digest.hexdigest()
+        body = {**meta, "format": FORMAT, "digest": content_digest}
         if signature_key is not None:
-            body["signature"] = sign(signature_key, str(meta.get("key", "")), body["digest"])
+            body["signature"] = sign(signature_key, str(meta.get("key", "")), content_digest)
         data = json.dumps(body).encode()
         info = tarfile.TarInfo(META_MEMBER)
         info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())

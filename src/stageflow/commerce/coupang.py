@@ -87,7 +87,8 @@ def _secret(value: SecretStr | None, block: str | None, env: str, what: str) -> 
     if block:
         from prefect.blocks.system import Secret
 
-        return str(Secret.load(block).get())
+        secret: Any = Secret.load(block)  # sync_compatible: typed as a coroutine too
+        return str(secret.get())
     found = os.environ.get(env, "")
     if not found:
         raise BadInput(

@@ -253,11 +253,12 @@ def _compile(pattern: bytes, directory: bool) -> Callable[[bytes, bool], bool]:
         def match(path: bytes, is_dir: bool) -> bool:
             if directory and not is_dir:
                 return False
-            subject: bytes | None = subject_of(path, is_dir)
+            subject = subject_of(path, is_dir)
             if slash_handling > 0:
-                subject = _trailing(subject, slash_handling)
-                if subject is None:
+                trailing = _trailing(subject, slash_handling)
+                if trailing is None:
                     return False
+                subject = trailing
             return compiled.fullmatch(subject) is not None
 
         return match

@@ -111,7 +111,7 @@ def _find_root(source: Path, setting: Setting) -> tuple[str, str]:
             raise WatchmanUnavailable("watchman watch-project gave no root")
         return root, rel
     roots = _call(["watch-list"], spawn=False).get("roots") or []
-    found = [(r, rel) for r in roots if (rel := _rel(source, str(r))) is not None]
+    found = [(r, sub) for r in roots if (sub := _rel(source, str(r))) is not None]
     if not found:
         raise WatchmanUnavailable("watchman does not watch the source (set watchman = true to start it)")
     root, rel = max(found, key=lambda pair: len(pair[0]))  # the innermost watch

@@ -128,8 +128,8 @@ def parse_feed(data: bytes, source: str = "rss") -> list[MediaItem]:
         if channel_id:
             extra["channel_id"] = str(channel_id)
         ratings = (entry.get("media_starrating") or {}).get("count")
-        if str(ratings or "").isdigit():
-            extra["ratings"] = int(ratings)
+        if (count := str(ratings or "")).isdigit():
+            extra["ratings"] = int(count)
         media = [
             e.get("href") or e.get("url")
             for e in list(entry.get("enclosures") or []) + list(entry.get("media_content") or [])

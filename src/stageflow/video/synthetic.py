@@ -96,8 +96,8 @@ def build_whisper_tokenizer(dest: Path) -> list[str]:
     ranks: dict[bytes, int] = {}
     for line in _tiktoken_asset().read_text().splitlines():
         if line:
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
+            encoded, number = line.split()
+            ranks[base64.b64decode(encoded)] = int(number)
     enc = _bytes_to_unicode()
 
     def as_str(b: bytes) -> str:
@@ -208,7 +208,9 @@ def build_yolo_model(dest: Path, config_dir: Path, arch: str = "yolo11n.yaml") -
     from ultralytics.utils import ROOT, YAML
 
     # the COCO label names a trained yolo11n.pt carries (an untrained model has "0".."79")
-    model.model.names = dict(YAML.load(ROOT / "cfg" / "datasets" / "coco.yaml")["names"])
+    model.model.names = dict(  # type: ignore[union-attr]  # typed str | None; a model after YOLO(arch)
+        YAML.load(ROOT / "cfg" / "datasets" / "coco.yaml")["names"]
+    )
     model.save(str(dest))
     return dest
 
@@ -324,10 +326,10 @@ def make_video(
             chunk = 1024
             for start in range(0, len(samples), chunk):
                 part = samples[start : start + chunk]
-                frame = av.AudioFrame.from_ndarray(part.reshape(1, -1), format="s16", layout="mono")
-                frame.sample_rate = audio_rate
-                frame.pts = start
-                for packet in astream.encode(frame):
+                aframe = av.AudioFrame.from_ndarray(part.reshape(1, -1), format="s16", layout="mono")
+                aframe.sample_rate = audio_rate
+                aframe.pts = start
+                for packet in astream.encode(aframe):
                     out.mux(packet)
             for packet in astream.encode():
                 out.mux(packet)

@@ -108,7 +108,7 @@ def analyze_video(
             cand = analyzer.candidate(rng, ev)
         except StageflowError as exc:
             result.failed.append(FailedRange(rng.start, rng.end, str(exc)))
-            if status == Status.PROCESSING:
+            if status == Status.PROCESSING and store is not None:  # (a status implies a store)
                 store.set_candidate_status(cid, Status.FAILED, actor=actor, reason=str(exc)[:200])
             continue
         cand = cand.model_copy(update={"video_id": ev.video_id, "start": rng.start, "end": rng.end})

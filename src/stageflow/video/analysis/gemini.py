@@ -172,7 +172,8 @@ class GeminiAnalyzer:
         if config.api_key_block:
             from prefect.blocks.system import Secret
 
-            return str(Secret.load(config.api_key_block).get())
+            secret: Any = Secret.load(config.api_key_block)  # sync_compatible: typed as a coroutine too
+            return str(secret.get())
         key = os.environ.get("GEMINI_API_KEY", "")
         if not key:
             raise BadInput(
@@ -263,7 +264,12 @@ class GeminiAnalyzer:
                 ocr_texts=tuple(dict.fromkeys(o.text.strip() for o in ocr)),
                 detections=tuple(dict.fromkeys(d.label for d in dets)),
                 frame_times=tuple(
-                    sorted({round(t, 3) for t in [*(x.t for x in [*dets, *frames]), *on_screen_times(ocr)]})
+                    sorted(
+                        {
+                            round(t, 3)
+                            for t in [*(d.t for d in dets), *(f.t for f in frames), *on_screen_times(ocr)]
+                        }
+                    )
                 ),
             ),
             hook_sentence=out.hook_sentence,
@@ -429,10 +435,10 @@ def jpeg_bytes(path: str, max_side: int) -> bytes | None:
         with Image.open(io.BytesIO(raw)) as img:
             if raw[:3] == b"\xff\xd8\xff" and max(img.size) <= max_side:
                 return raw
-            img = img.convert("RGB")
-            img.thumbnail((max_side, max_side))
+            rgb = img.convert("RGB")
+            rgb.thumbnail((max_side, max_side))
             out = io.BytesIO()
-            img.save(out, format="JPEG", quality=85)
+            rgb.save(out, format="JPEG", quality=85)
             return out.getvalue()
     except (OSError, ValueError):
         return None
